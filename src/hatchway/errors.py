@@ -1,0 +1,107 @@
+"""The errors hatchway raises, all under one root.
+
+::
+
+    HatchwayError                  anything hatchway reports to a user
+    ├── InvalidReference           a name that cannot be parsed (field: name, reason)
+    ├── NoSuchImage                a well-formed name the store does not hold (field: name)
+    ├── AmbiguousReference         an ID prefix matching several images (name, candidates)
+    ├── PlatformNotFound           an index without the requested platform (name, platform)
+    ├── DigestMismatch             content whose sha256 differs from what was promised
+    ├── StoreError                 a store that cannot be read or is malformed (store, message)
+    │   ├── BlobNotFound           a blob the manifests name but the store lacks (digest)
+    │   └── UnsupportedMediaType   a manifest, index or layer type hatchway cannot export
+    └── OutputError                the archive cannot be written where it was asked to go
+
+Every error carries its facts as attributes; ``str(error)`` is the one line the CLI prints.
+Foreign errors (``OSError``, ``json.JSONDecodeError``, ``zlib.error``) are translated into this
+tree at the boundary where their meaning is known, so callers only ever catch
+``HatchwayError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class HatchwayError(Exception):
+    """The root of every error hatchway raises on purpose."""
+
+
+class InvalidReference(HatchwayError):
+    """``name`` is not a valid image reference or image ID."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"invalid reference format: {name!r}: {reason}")
+
+
+class NoSuchImage(HatchwayError):
+    """The store holds nothing under ``name`` (worded as ``docker save`` words it)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"No such image: {name}")
+
+
+class AmbiguousReference(HatchwayError):
+    """An image ID prefix matches more than one image."""
+
+    def __init__(self, name: str, candidates: Sequence[str]) -> None:
+        self.name = name
+        self.candidates = tuple(candidates)
+        shown = ", ".join(c[:12] for c in self.candidates[:5])
+        super().__init__(
+            f"ambiguous image ID prefix {name!r}: matches {len(self.candidates)} images ({shown})"
+        )
+
+
+class PlatformNotFound(HatchwayError):
+    """A multi-platform image has no manifest for the requested platform."""
+
+    def __init__(self, name: str, platform: str, available: Sequence[str] = ()) -> None:
+        self.name = name
+        self.platform = platform
+        self.available = tuple(available)
+        have = f" (it has: {', '.join(self.available)})" if self.available else ""
+        super().__init__(f"{name}: no image for platform {platform}{have}")
+
+
+class DigestMismatch(HatchwayError):
+    """Bytes read for ``what`` hash to ``actual`` where ``expected`` was promised."""
+
+    def __init__(self, what: str, expected: str, actual: str) -> None:
+        self.what = what
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"{what}: digest mismatch: expected {expected}, got {actual}")
+
+
+class StoreError(HatchwayError):
+    """A store cannot be read, or what it holds is malformed."""
+
+    def __init__(self, store: str, message: str) -> None:
+        self.store = store
+        self.message = message
+        super().__init__(f"{store}: {message}")
+
+
+class BlobNotFound(StoreError):
+    """A blob that a manifest or index names is missing from the store."""
+
+    def __init__(self, store: str, digest: str) -> None:
+        self.digest = digest
+        super().__init__(store, f"blob {digest} not found")
+
+
+class UnsupportedMediaType(StoreError):
+    """A media type hatchway cannot export (schema 1 manifests, foreign layer types, ...)."""
+
+    def __init__(self, store: str, media_type: str, what: str = "content") -> None:
+        self.media_type = media_type
+        super().__init__(store, f"unsupported media type for {what}: {media_type!r}")
+
+
+class OutputError(HatchwayError):
+    """The archive cannot be written to the requested destination."""

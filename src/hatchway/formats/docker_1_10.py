@@ -1,0 +1,38 @@
+"""``docker-1.10``: the layout of Docker 1.10-24, also skopeo's and podman's docker-archive.
+
+The legacy v1 directories, plus each config as ``<config-hex>.json`` (original bytes) and a
+``manifest.json`` (mtime 0) listing each image's config, tags and layers (FORMATS.md §2b).
+"""
+
+from __future__ import annotations
+
+from hatchway.formats.plan import (
+    ExportImage,
+    Member,
+    compact_json,
+    data_file,
+    repo_tags,
+    repositories,
+    repositories_json,
+    walk_order,
+)
+from hatchway.formats.v1 import config_name, v1_members
+
+
+def plan(images: list[ExportImage], sizes: dict[str, int]) -> tuple[Member, ...]:
+    members, per_image = v1_members(images, sizes)
+    manifest = []
+    for image in images:
+        members.append(data_file(config_name(image), image.config.raw, image.config.created))
+        manifest.append(
+            {
+                "Config": config_name(image),
+                "RepoTags": repo_tags(image),
+                "Layers": [f"{v1_id}/layer.tar" for v1_id in per_image[image.config.id]],
+            }
+        )
+    members.append(data_file("manifest.json", compact_json(manifest, newline=True), 0))
+    repos = repositories(images, {cid: ids[-1] for cid, ids in per_image.items()})
+    if repos:
+        members.append(data_file("repositories", repositories_json(repos), 0))
+    return walk_order(members)

@@ -1,0 +1,111 @@
+"""Archive plans: the ordered list of members an archive consists of, before any bytes move.
+
+Pure.  A plan is what the ordered writer serialises: directories, small files whose bytes are
+already known (JSON documents), symlinks, and layer bodies that name a staged layer by its
+diffID.  Plans are built only after every layer is staged, because the uncompressed sizes
+appear in tar headers and in the OCI manifests of the ``docker`` layout.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hatchway.model import ImageConfig, Layer
+from hatchway.reference import Reference
+
+
+class MemberKind(Enum):
+    DIRECTORY = "directory"
+    FILE = "file"
+    SYMLINK = "symlink"
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One archive member.  A ``FILE`` has either ``data`` or a ``layer`` (a diffID) body."""
+
+    name: str
+    kind: MemberKind
+    mtime: int
+    data: bytes | None = None
+    layer: str | None = None
+    size: int = 0
+    linkname: str = ""
+
+    def __post_init__(self) -> None:
+        if self.name.startswith("/") or ".." in self.name.split("/") or not self.name:
+            raise ValueError(f"unsafe member name {self.name!r}")
+        if self.kind is MemberKind.FILE and (self.data is None) == (self.layer is None):
+            raise ValueError(f"{self.name}: a file has exactly one of data or layer")
+        if self.data is not None and len(self.data) != self.size:
+            raise ValueError(f"{self.name}: size does not match data")
+
+
+def directory(name: str, mtime: int) -> Member:
+    return Member(name.rstrip("/"), MemberKind.DIRECTORY, mtime)
+
+
+def data_file(name: str, data: bytes, mtime: int) -> Member:
+    return Member(name, MemberKind.FILE, mtime, data=data, size=len(data))
+
+
+def layer_file(name: str, diff_id: str, size: int, mtime: int) -> Member:
+    return Member(name, MemberKind.FILE, mtime, layer=diff_id, size=size)
+
+
+def symlink(name: str, target: str, mtime: int) -> Member:
+    return Member(name, MemberKind.SYMLINK, mtime, linkname=target)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportImage:
+    """One image to export and the tags recorded for it, in first-mention order."""
+
+    config: ImageConfig
+    layers: tuple[Layer, ...]
+    tags: tuple[Reference, ...] = field(default=())
+
+    @property
+    def diff_ids(self) -> tuple[str, ...]:
+        return self.config.diff_ids
+
+
+def walk_order(members: Iterable[Member]) -> tuple[Member, ...]:
+    """Sort members as a lexical directory walk would (Go's ``filepath.Walk``, which is how
+    Docker tars its export directory): siblings by name, a directory before its children."""
+    ordered = sorted(members, key=lambda m: tuple(m.name.split("/")))
+    names = [m.name for m in ordered]
+    if len(set(names)) != len(names):
+        raise ValueError("duplicate member names in plan")
+    return tuple(ordered)
+
+
+def compact_json(obj: Any, *, sort_keys: bool = False, newline: bool = False) -> bytes:
+    """JSON as Go's ``encoding/json`` writes it: compact, UTF-8 (``Encoder`` adds ``\\n``)."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys)
+    return (text + ("\n" if newline else "")).encode()
+
+
+def repositories_json(entries: Mapping[str, Mapping[str, str]]) -> bytes:
+    """The legacy ``repositories`` file: ``{"repo":{"tag":"<id>"}}``, keys sorted, ``\\n``."""
+    return compact_json(entries, sort_keys=True, newline=True)
+
+
+def repositories(
+    images: Iterable[ExportImage], top_id: Mapping[str, str]
+) -> dict[str, dict[str, str]]:
+    """Map each recorded tag's repository and tag to the id ``top_id`` gives its image."""
+    repos: dict[str, dict[str, str]] = {}
+    for image in images:
+        for ref in image.tags:
+            repos.setdefault(ref.familiar_name, {})[ref.tag or "latest"] = top_id[image.config.id]
+    return repos
+
+
+def repo_tags(image: ExportImage) -> list[str] | None:
+    """``RepoTags`` of a ``manifest.json`` entry: ``null`` for an untagged image."""
+    return [ref.recorded_tag() for ref in image.tags] or None

@@ -1,0 +1,360 @@
+"""The image model: descriptors, manifests, indexes, configs and the ids derived from them.
+
+Pure: parses and validates bytes that a store hands over, computes chain ids, and knows the
+media types of the OCI image spec and Docker's schema 2.  Nothing here performs I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform as _platform
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from enum import Enum
+from typing import Any
+
+from hatchway.errors import HatchwayError, UnsupportedMediaType
+
+# Media types (OCI image spec v1.1, Docker image manifest v2 schema 2).
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_SCHEMA1 = (
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+)
+INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
+MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+CONFIG_TYPES = frozenset({OCI_CONFIG, DOCKER_CONFIG})
+
+
+class Compression(Enum):
+    """How a layer blob is stored; the archive always holds it uncompressed."""
+
+    NONE = "none"
+    GZIP = "gzip"
+    ZSTD = "zstd"
+
+
+_LAYER_TYPES: dict[str, Compression] = {
+    OCI_LAYER: Compression.NONE,
+    OCI_LAYER + "+gzip": Compression.GZIP,
+    OCI_LAYER + "+zstd": Compression.ZSTD,
+    "application/vnd.oci.image.layer.nondistributable.v1.tar": Compression.NONE,
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip": Compression.GZIP,
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd": Compression.ZSTD,
+    "application/vnd.docker.image.rootfs.diff.tar": Compression.NONE,
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": Compression.GZIP,
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": Compression.GZIP,
+}
+
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
+
+
+class MalformedContent(HatchwayError):
+    """Bytes that should be a manifest, index or config are not (raised by the pure core;
+    stores re-raise it as a :class:`~hatchway.errors.StoreError` naming themselves)."""
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def check_digest(value: object, what: str) -> str:
+    if not isinstance(value, str) or not _DIGEST.fullmatch(value):
+        raise MalformedContent(f"{what}: invalid digest {value!r} (only sha256 is supported)")
+    return value
+
+
+def hex_of(digest: str) -> str:
+    """``sha256:abc...`` → ``abc...``."""
+    return digest.partition(":")[2]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Platform:
+    """``os/architecture[/variant]``, as in an image index or ``--platform``."""
+
+    os: str
+    architecture: str
+    variant: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        parts = text.split("/")
+        if not 2 <= len(parts) <= 3 or not all(parts):
+            raise ValueError(f"platform {text!r} is not os/arch[/variant] (e.g. linux/amd64)")
+        return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
+
+    @classmethod
+    def host(cls) -> Platform:
+        """The platform images run on here (Linux images, this machine's architecture)."""
+        machine = _platform.machine().lower()
+        arch, variant = _MACHINE_ARCH.get(machine, (machine, None))
+        return cls("linux", arch, variant)
+
+    def matches(self, other: Platform) -> bool:
+        """Whether an image built for ``other`` satisfies a request for ``self``.
+
+        A request without a variant accepts any variant; arm64's variant ``v8`` is its default.
+        """
+        if (self.os, self.architecture) != (other.os, other.architecture):
+            return False
+        if self.variant is None:
+            return True
+        return _norm_variant(self) == _norm_variant(other)
+
+    def __str__(self) -> str:
+        return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")
+
+
+_MACHINE_ARCH: dict[str, tuple[str, str | None]] = {
+    "x86_64": ("amd64", None),
+    "amd64": ("amd64", None),
+    "aarch64": ("arm64", None),
+    "arm64": ("arm64", None),
+    "armv7l": ("arm", "v7"),
+    "armv6l": ("arm", "v6"),
+    "i686": ("386", None),
+    "i386": ("386", None),
+    "ppc64le": ("ppc64le", None),
+    "s390x": ("s390x", None),
+    "riscv64": ("riscv64", None),
+}
+
+
+def _norm_variant(p: Platform) -> str | None:
+    if p.architecture == "arm64" and p.variant in (None, "v8"):
+        return "v8"
+    return p.variant
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    """A content descriptor: what a blob is, its digest and its exact size."""
+
+    media_type: str
+    digest: str
+    size: int
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    platform: Platform | None = None
+
+    def __post_init__(self) -> None:
+        check_digest(self.digest, "descriptor")
+        if self.size < 0:
+            raise MalformedContent(f"descriptor {self.digest}: negative size")
+
+    @classmethod
+    def from_json(cls, obj: object, what: str) -> Descriptor:
+        if not isinstance(obj, dict):
+            raise MalformedContent(f"{what}: descriptor is not an object")
+        media_type = obj.get("mediaType", "")
+        size = obj.get("size")
+        if not isinstance(media_type, str) or not isinstance(size, int) or isinstance(size, bool):
+            raise MalformedContent(f"{what}: descriptor lacks a mediaType or an integer size")
+        annotations = obj.get("annotations") or {}
+        if not isinstance(annotations, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
+        ):
+            raise MalformedContent(f"{what}: annotations are not a string map")
+        plat = obj.get("platform")
+        platform = None
+        if isinstance(plat, dict) and isinstance(plat.get("os"), str):
+            platform = Platform(
+                plat["os"], str(plat.get("architecture", "")), plat.get("variant") or None
+            )
+        return cls(media_type, check_digest(obj.get("digest"), what), size, annotations, platform)
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    """One layer of an image: the stored blob and the uncompressed content's diffID."""
+
+    blob: Descriptor
+    diff_id: str
+    compression: Compression
+
+
+@dataclass(frozen=True, slots=True)
+class ImageConfig:
+    """An image config: its original bytes (exported verbatim) and the fields we use."""
+
+    raw: bytes
+    digest: str
+    diff_ids: tuple[str, ...]
+    created: int
+    os: str
+    architecture: str
+    variant: str | None
+    data: Mapping[str, Any]
+
+    @property
+    def id(self) -> str:
+        """The image ID, which is the config digest."""
+        return self.digest
+
+    @property
+    def platform(self) -> Platform:
+        return Platform(self.os, self.architecture, self.variant)
+
+
+def parse_json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedContent(f"{what}: not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise MalformedContent(f"{what}: not a JSON object")
+    return obj
+
+
+def parse_config(raw: bytes, digest: str) -> ImageConfig:
+    """Parse an image config; ``digest`` must already have been verified against ``raw``."""
+    obj = parse_json_object(raw, f"config {digest}")
+    rootfs = obj.get("rootfs")
+    if not isinstance(rootfs, dict) or not isinstance(rootfs.get("diff_ids"), list):
+        raise MalformedContent(f"config {digest}: no rootfs.diff_ids")
+    diff_ids = tuple(check_digest(d, f"config {digest} diff_id") for d in rootfs["diff_ids"])
+    created = parse_created(obj.get("created"))
+    return ImageConfig(
+        raw=raw,
+        digest=digest,
+        diff_ids=diff_ids,
+        created=created,
+        os=str(obj.get("os", "")),
+        architecture=str(obj.get("architecture", "")),
+        variant=obj.get("variant") or None,
+        data=obj,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """An image manifest (OCI or Docker schema 2)."""
+
+    media_type: str
+    config: Descriptor
+    layers: tuple[Descriptor, ...]
+
+
+def _media_type(obj: dict[str, Any], fallback: str | None) -> str:
+    mt = obj.get("mediaType") or fallback
+    if not isinstance(mt, str) or not mt:
+        raise MalformedContent("document has no mediaType")
+    return mt
+
+
+def document_kind(raw: bytes, descriptor_type: str, what: str) -> tuple[str, dict[str, Any]]:
+    """Parse a manifest-or-index document and say which it is (its media type).
+
+    The document's own ``mediaType`` wins over the descriptor's; schema 1 and anything that is
+    neither a manifest nor an index raises :class:`UnsupportedMediaType`.
+    """
+    obj = parse_json_object(raw, what)
+    mt = _media_type(obj, descriptor_type)
+    if mt in DOCKER_SCHEMA1 or obj.get("schemaVersion") == 1:
+        raise UnsupportedMediaType(what, mt, "a Docker schema 1 manifest (unsupported)")
+    if mt not in INDEX_TYPES and mt not in MANIFEST_TYPES:
+        # OCI allows an absent mediaType; guess from the shape.
+        if "manifests" in obj and "layers" not in obj:
+            mt = OCI_INDEX
+        elif "layers" in obj and "config" in obj:
+            mt = OCI_MANIFEST
+        else:
+            raise UnsupportedMediaType(what, mt, "a manifest")
+    return mt, obj
+
+
+def parse_manifest(obj: dict[str, Any], media_type: str, what: str) -> Manifest:
+    config = Descriptor.from_json(obj.get("config"), f"{what} config")
+    layers_json = obj.get("layers")
+    if not isinstance(layers_json, list):
+        raise MalformedContent(f"{what}: layers is not a list")
+    layers = tuple(Descriptor.from_json(d, f"{what} layer") for d in layers_json)
+    if config.media_type not in CONFIG_TYPES:
+        raise UnsupportedMediaType(what, config.media_type, "an image config")
+    return Manifest(media_type, config, layers)
+
+
+def parse_index(obj: dict[str, Any], what: str) -> tuple[Descriptor, ...]:
+    manifests = obj.get("manifests")
+    if not isinstance(manifests, list):
+        raise MalformedContent(f"{what}: manifests is not a list")
+    return tuple(Descriptor.from_json(d, f"{what} entry") for d in manifests)
+
+
+def layer_compression(descriptor: Descriptor, what: str) -> Compression:
+    try:
+        return _LAYER_TYPES[descriptor.media_type]
+    except KeyError:
+        raise UnsupportedMediaType(what, descriptor.media_type, "a layer") from None
+
+
+def image_layers(manifest: Manifest, config: ImageConfig, what: str) -> tuple[Layer, ...]:
+    """Pair each manifest layer with its diffID; the counts must agree."""
+    if len(manifest.layers) != len(config.diff_ids):
+        raise MalformedContent(
+            f"{what}: manifest has {len(manifest.layers)} layers "
+            f"but config has {len(config.diff_ids)} diff_ids"
+        )
+    return tuple(
+        Layer(blob, diff_id, layer_compression(blob, what))
+        for blob, diff_id in zip(manifest.layers, config.diff_ids, strict=True)
+    )
+
+
+def select_platform(entries: Sequence[Descriptor], wanted: Platform) -> Descriptor | None:
+    """The first manifest of an index built for ``wanted`` (attestations are skipped)."""
+    for entry in entries:
+        if entry.media_type not in MANIFEST_TYPES or entry.platform is None:
+            continue
+        if wanted.matches(entry.platform):
+            return entry
+    return None
+
+
+def chain_ids(diff_ids: Sequence[str]) -> list[str]:
+    """Layer chain ids: ``C0 = D0``, ``Ci = sha256("C(i-1) Di")`` (image-spec config.md)."""
+    chain: list[str] = []
+    for diff_id in diff_ids:
+        if not chain:
+            chain.append(diff_id)
+        else:
+            chain.append(sha256_digest(f"{chain[-1]} {diff_id}".encode()))
+    return chain
+
+
+_CREATED = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(Z|z|[+-]\d{2}:\d{2})?"
+)
+
+
+def parse_created(value: object) -> int:
+    """An RFC 3339 ``created`` as whole seconds since the epoch; 0 when absent or unparsable.
+
+    Go writes nanoseconds, which :func:`datetime.fromisoformat` rejects on 3.11, so this
+    parses the fields itself.  Times before the epoch clamp to 0 (tar mtimes are unsigned).
+    """
+    if not isinstance(value, str):
+        return 0
+    m = _CREATED.fullmatch(value.strip())
+    if not m:
+        return 0
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    zone = m.group(7)
+    tz = UTC
+    if zone and zone not in ("Z", "z"):
+        sign = 1 if zone[0] == "+" else -1
+        tz = timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
+    try:
+        when = datetime(year, month, day, hour, minute, second, tzinfo=tz)
+    except ValueError:
+        return 0
+    return max(0, int(when.timestamp()))

@@ -1,0 +1,218 @@
+"""Image names: parse, validate and normalise them as ``docker save`` does.
+
+Pure: no I/O. The grammar is the distribution project's reference grammar (the one Docker,
+containerd and skopeo share); the semantics are those of ``docker save`` (FORMATS.md §1):
+
+* ``repo`` names *every* tag of a repository; ``repo:tag`` one tag; ``repo@sha256:...`` the
+  image whose manifest has that digest (no tag recorded).
+* ``sha256:<hex>``, a full 64-hex ID, or any hex prefix name an image by its ID (the config
+  digest).  A bare name that is valid both as a repository and as a hex prefix (``abc123``) is
+  tried as a repository first and falls back to an ID lookup.
+* Docker Hub names are familiar: ``busybox``, ``library/busybox``, ``docker.io/library/busybox``
+  and ``index.docker.io/library/busybox`` are one repository, recorded as ``busybox``.
+* ``docker://HOST[:PORT]/REPO[:TAG|@DIGEST]`` selects a registry instead of the local store.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from hatchway.errors import InvalidReference
+
+DOCKER_HUB = "docker.io"
+_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+_OFFICIAL_PREFIX = "library/"
+DEFAULT_TAG = "latest"
+#: The prefix that routes a name to a registry (as skopeo spells its transport).
+DOCKER_TRANSPORT = "docker://"
+
+_NAME_TOTAL_MAX = 255
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_DOMAIN_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = re.compile(rf"(?:{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?")
+_TAG = re.compile(r"[\w][\w.-]{0,127}")
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
+_ANY_DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
+_HEX = re.compile(r"[a-f0-9]+")
+_FULL_HEX = re.compile(r"[a-f0-9]{64}")
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A normalised repository reference, with at most a tag or a digest (or both).
+
+    ``domain`` is the registry host (``docker.io`` for Docker Hub) and ``path`` the repository
+    path within it, with Docker Hub's implicit ``library/`` made explicit.  ``registry`` is
+    ``True`` for names given with the ``docker://`` transport.
+    """
+
+    domain: str
+    path: str
+    tag: str | None = None
+    digest: str | None = None
+    registry: bool = False
+
+    def __post_init__(self) -> None:
+        if not _DOMAIN.fullmatch(self.domain):
+            raise InvalidReference(self.domain, "invalid registry host")
+        for component in self.path.split("/"):
+            if not _COMPONENT.fullmatch(component):
+                raise InvalidReference(self.path, "invalid repository path")
+        if self.tag is not None and not _TAG.fullmatch(self.tag):
+            raise InvalidReference(self.tag, "invalid tag")
+        if self.digest is not None and not _DIGEST.fullmatch(self.digest):
+            raise InvalidReference(self.digest, "invalid digest (only sha256 is supported)")
+
+    @property
+    def name(self) -> str:
+        """The fully qualified repository: ``docker.io/library/busybox``."""
+        return f"{self.domain}/{self.path}"
+
+    @property
+    def familiar_name(self) -> str:
+        """The repository as Docker shows it: ``busybox``, ``user/app``, ``host:5000/app``."""
+        if self.domain == DOCKER_HUB:
+            if self.path.startswith(_OFFICIAL_PREFIX) and self.path.count("/") == 1:
+                return self.path[len(_OFFICIAL_PREFIX) :]
+            return self.path
+        return self.name
+
+    def recorded_tag(self) -> str:
+        """The ``name:tag`` written into ``RepoTags``/``repositories`` (``:latest`` explicit)."""
+        return f"{self.familiar_name}:{self.tag or DEFAULT_TAG}"
+
+    def qualified_tag(self) -> str:
+        """The fully qualified ``name:tag``, as containerd's ``io.containerd.image.name``."""
+        return f"{self.name}:{self.tag or DEFAULT_TAG}"
+
+    def repository(self) -> Reference:
+        """This reference without tag or digest."""
+        return Reference(self.domain, self.path, registry=self.registry)
+
+    def with_tag(self, tag: str) -> Reference:
+        return Reference(self.domain, self.path, tag, None, self.registry)
+
+    def __str__(self) -> str:
+        text = DOCKER_TRANSPORT + self.name if self.registry else self.familiar_name
+        if self.tag is not None:
+            text += f":{self.tag}"
+        if self.digest is not None:
+            text += f"@{self.digest}"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class ImageQuery:
+    """One name from the command line, as what it may mean.
+
+    ``reference`` is set when the text is a valid repository reference; ``id_prefix`` when it
+    can name an image ID (lower-case hex, 1-64 digits).  Both are set for a bare name like
+    ``abc123``: the repository is tried first, then the ID (FORMATS.md §1).
+    """
+
+    text: str
+    reference: Reference | None
+    id_prefix: str | None
+
+    @property
+    def registry(self) -> bool:
+        return self.reference is not None and self.reference.registry
+
+
+def parse_reference(text: str, *, registry: bool = False) -> Reference:
+    """Parse ``[host[:port]/]path[:tag][@digest]`` into a normalised :class:`Reference`.
+
+    Raises :class:`InvalidReference` with the reason when ``text`` does not parse.
+    """
+    if not text:
+        raise InvalidReference(text, "empty name")
+    if len(text) > 1024 or any(c.isspace() for c in text):
+        raise InvalidReference(text, "names contain no whitespace")
+    remainder, digest = text, None
+    if "@" in remainder:
+        remainder, digest = remainder.split("@", 1)
+        if not _ANY_DIGEST.fullmatch(digest):
+            raise InvalidReference(text, "invalid digest")
+        if not _DIGEST.fullmatch(digest):
+            raise InvalidReference(text, "only sha256 digests are supported")
+    tag = None
+    # A ':' after the last '/' starts the tag; one before it belongs to host:port.
+    slash = remainder.rfind("/")
+    colon = remainder.rfind(":")
+    if colon > slash:
+        remainder, tag = remainder[:colon], remainder[colon + 1 :]
+        if not _TAG.fullmatch(tag):
+            raise InvalidReference(text, "invalid tag")
+    domain, path = _split_domain(text, remainder)
+    if len(domain) + 1 + len(path) > _NAME_TOTAL_MAX:
+        raise InvalidReference(text, f"repository name longer than {_NAME_TOTAL_MAX} characters")
+    if _FULL_HEX.fullmatch(path.removeprefix(_OFFICIAL_PREFIX)) and domain == DOCKER_HUB:
+        raise InvalidReference(text, "a repository name cannot be a 64-character hexadecimal ID")
+    return Reference(domain, path, tag, digest, registry)
+
+
+def _split_domain(text: str, name: str) -> tuple[str, str]:
+    first, sep, rest = name.partition("/")
+    if sep and (("." in first or ":" in first or first == "localhost") or first != first.lower()):
+        if not _DOMAIN.fullmatch(first):
+            raise InvalidReference(text, "invalid registry host")
+        domain, path = first, rest
+    else:
+        domain, path = DOCKER_HUB, name
+    if domain in _HUB_ALIASES:
+        domain = DOCKER_HUB
+        if "/" not in path:
+            path = _OFFICIAL_PREFIX + path
+    if not path:
+        raise InvalidReference(text, "empty repository path")
+    for component in path.split("/"):
+        if not component:
+            raise InvalidReference(text, "empty path component")
+        if component != component.lower():
+            raise InvalidReference(text, "repository name must be lowercase")
+        if not _COMPONENT.fullmatch(component):
+            raise InvalidReference(text, f"invalid path component {component!r}")
+    return domain, path
+
+
+def parse_query(text: str) -> ImageQuery:
+    """Parse one command-line name into an :class:`ImageQuery` (see the module docstring)."""
+    if text.startswith(DOCKER_TRANSPORT):
+        rest = text[len(DOCKER_TRANSPORT) :]
+        ref = parse_reference(rest, registry=True)
+        return ImageQuery(text, ref, None)
+    if "://" in text:
+        raise InvalidReference(text, "unknown transport (only docker:// is supported)")
+    if text.startswith("sha256:"):
+        hexpart = text[len("sha256:") :]
+        if _HEX.fullmatch(hexpart) and len(hexpart) <= 64:
+            return ImageQuery(text, None, hexpart)
+        raise InvalidReference(text, "an image ID is sha256: and up to 64 lower-case hex digits")
+    if _FULL_HEX.fullmatch(text):
+        return ImageQuery(text, None, text)
+    ref = parse_reference(text)
+    id_prefix = text if _HEX.fullmatch(text) else None
+    return ImageQuery(text, ref, id_prefix)
+
+
+def parse_stored_name(annotation: str) -> Reference | None:
+    """The tagged reference a store's annotation names, or ``None`` if it names none.
+
+    Used for ``io.containerd.image.name`` and for ``org.opencontainers.image.ref.name``
+    values that carry a repository (``busybox:latest``, ``host:5000/app:v1``).  A bare tag
+    (``latest``, as umoci and others write) names no repository, so it yields ``None``;
+    such an image is still reachable by its ID and digest.  A name without a tag means
+    ``:latest``; a name with only a digest records no tag and yields ``None``.
+    """
+    if ":" not in annotation and "/" not in annotation:
+        return None
+    try:
+        ref = parse_reference(annotation)
+    except InvalidReference:
+        return None
+    if ref.tag is None:
+        if ref.digest is not None:
+            return None
+        ref = ref.with_tag(DEFAULT_TAG)
+    return Reference(ref.domain, ref.path, ref.tag)

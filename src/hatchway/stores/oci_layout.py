@@ -1,0 +1,331 @@
+"""A local OCI image layout as a store: hatchway's embedded default.
+
+Layout: ``oci-layout``, ``index.json`` and ``blobs/<alg>/<hex>`` (OCI image-spec
+image-layout.md).  **Naming rule** (FORMATS.md §5): a descriptor in ``index.json`` is named by
+its ``io.containerd.image.name`` annotation when present (a full reference such as
+``docker.io/library/busybox:latest``), else by ``org.opencontainers.image.ref.name`` when that
+holds a repository (``busybox:latest``, as ``skopeo copy ... oci:DIR:busybox:latest`` writes).
+A bare ``ref.name`` tag such as ``latest`` names no repository: the image is listed as
+``<none>`` and is reachable by its ID or digest.
+
+The image ID is the config digest; ``repo@sha256:...`` names a manifest digest (the index
+entry's, or the platform manifest's inside it).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from hatchway.errors import (
+    AmbiguousReference,
+    BlobNotFound,
+    DigestMismatch,
+    HatchwayError,
+    NoSuchImage,
+    PlatformNotFound,
+    StoreError,
+)
+from hatchway.model import (
+    INDEX_TYPES,
+    Descriptor,
+    MalformedContent,
+    Platform,
+    document_kind,
+    image_layers,
+    parse_config,
+    parse_index,
+    parse_json_object,
+    parse_manifest,
+    select_platform,
+    sha256_digest,
+)
+from hatchway.reference import ImageQuery, Reference, parse_stored_name
+from hatchway.stores.base import CHUNK_SIZE, ResolvedImage
+
+IMAGE_NAME_ANNOTATION = "io.containerd.image.name"
+REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
+#: Manifests, indexes and configs are read whole; refuse absurd ones instead of eating memory.
+MAX_DOCUMENT_SIZE = 16 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """One descriptor of ``index.json`` and the tagged name it resolved to (if any)."""
+
+    descriptor: Descriptor
+    name: Reference | None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSummary:
+    """A row of ``hatchway images``: what one index entry resolved to on one platform."""
+
+    name: Reference | None
+    annotation: str | None
+    image: ResolvedImage | None
+    error: str | None
+
+    @property
+    def size(self) -> int:
+        """Bytes the image occupies in the store: its config and (compressed) layer blobs."""
+        if self.image is None:
+            return 0
+        layers = {layer.blob.digest: layer.blob.size for layer in self.image.layers}
+        return self.image.manifest.config.size + sum(layers.values())
+
+
+class OCILayoutStore:
+    """Images in an OCI image layout directory.  See the module docstring for naming."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.description = f"store {self.root}"
+        self._entries: list[IndexEntry] | None = None
+        self._entries_lock = anyio.Lock()
+        self._resolved: dict[tuple[str, Platform | None], ResolvedImage] = {}
+
+    # -- the Store protocol ------------------------------------------------------------
+
+    async def resolve(self, query: ImageQuery, platform: Platform | None) -> list[ResolvedImage]:
+        entries = await self._index()
+        ref = query.reference
+        if ref is not None and ref.registry:
+            raise StoreError(
+                self.description, f"{query.text}: registry names need a registry store"
+            )
+        if ref is not None and ref.digest is not None:
+            return [await self._by_digest(query.text, ref, entries, platform)]
+        if ref is not None and ref.tag is not None:
+            for entry in entries:
+                if entry.name == ref:
+                    return [await self._image(entry.descriptor, query.text, platform, (ref,))]
+            raise NoSuchImage(query.text)
+        if ref is not None:
+            tagged = [e for e in entries if e.name is not None and e.name.repository() == ref]
+            if tagged:
+                return await self._group_by_image(query.text, tagged, platform)
+        if query.id_prefix is not None:
+            return [await self._by_id(query, entries, platform)]
+        raise NoSuchImage(query.text)
+
+    @asynccontextmanager
+    async def open_blob(self, descriptor: Descriptor) -> AsyncIterator[AsyncIterator[bytes]]:
+        path = self._blob_path(descriptor.digest)
+        with self._translate(descriptor.digest):
+            file = await anyio.open_file(path, "rb")
+        try:
+            yield self._chunks(file, descriptor.digest)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await file.aclose()
+
+    def local_path(self, descriptor: Descriptor) -> str | None:
+        return str(self._blob_path(descriptor.digest))
+
+    async def aclose(self) -> None:
+        self._entries = None
+        self._resolved.clear()
+
+    # -- listing -------------------------------------------------------------------------
+
+    async def list_images(self, platform: Platform | None) -> list[ImageSummary]:
+        """Every index entry and what it resolves to; unreadable entries carry their error."""
+        rows = []
+        for entry in await self._index():
+            annotation = entry.descriptor.annotations.get(
+                IMAGE_NAME_ANNOTATION
+            ) or entry.descriptor.annotations.get(REF_NAME_ANNOTATION)
+            try:
+                image = await self._image(
+                    entry.descriptor, annotation or entry.descriptor.digest, platform, ()
+                )
+            except HatchwayError as exc:
+                rows.append(ImageSummary(entry.name, annotation, None, str(exc)))
+            else:
+                rows.append(ImageSummary(entry.name, annotation, image, None))
+        return rows
+
+    # -- resolution helpers ------------------------------------------------------------
+
+    async def _group_by_image(
+        self, text: str, entries: list[IndexEntry], platform: Platform | None
+    ) -> list[ResolvedImage]:
+        images: dict[str, ResolvedImage] = {}
+        for entry in entries:
+            assert entry.name is not None
+            image = await self._image(entry.descriptor, str(entry.name), platform, ())
+            prior = images.get(image.id)
+            tags = (prior.tags if prior else ()) + (entry.name,)
+            images[image.id] = _with_tags(image, tags)
+        return list(images.values())
+
+    async def _by_digest(
+        self, text: str, ref: Reference, entries: list[IndexEntry], platform: Platform | None
+    ) -> ResolvedImage:
+        repo = ref.repository()
+        for entry in entries:
+            if entry.name is None or entry.name.repository() != repo:
+                continue
+            image = await self._image(entry.descriptor, text, platform, ())
+            if ref.digest in (entry.descriptor.digest, image.manifest_digest):
+                return image
+        raise NoSuchImage(text)
+
+    async def _by_id(
+        self, query: ImageQuery, entries: list[IndexEntry], platform: Platform | None
+    ) -> ResolvedImage:
+        assert query.id_prefix is not None
+        matches: dict[str, ResolvedImage] = {}
+        for entry in entries:
+            try:
+                image = await self._image(entry.descriptor, query.text, platform, ())
+            except PlatformNotFound:
+                continue
+            if image.id.removeprefix("sha256:").startswith(query.id_prefix):
+                matches.setdefault(image.id, image)
+        if len(matches) > 1:
+            raise AmbiguousReference(query.text, sorted(m.removeprefix("sha256:") for m in matches))
+        if not matches:
+            raise NoSuchImage(query.text)
+        return next(iter(matches.values()))
+
+    async def _image(
+        self,
+        descriptor: Descriptor,
+        text: str,
+        platform: Platform | None,
+        tags: tuple[Reference, ...],
+    ) -> ResolvedImage:
+        key = (descriptor.digest, platform)
+        image = self._resolved.get(key)
+        if image is None:
+            image = await self._load_image(descriptor, text, platform)
+            self._resolved[key] = image
+        return _with_tags(image, tags) if tags else image
+
+    async def _load_image(
+        self, descriptor: Descriptor, text: str, platform: Platform | None
+    ) -> ResolvedImage:
+        raw = await self._read_document(descriptor)
+        with self._malformed():
+            media_type, doc = document_kind(
+                raw, descriptor.media_type, f"manifest {descriptor.digest}"
+            )
+            if media_type in INDEX_TYPES:
+                children = parse_index(doc, f"index {descriptor.digest}")
+                wanted = platform or Platform.host()
+                chosen = select_platform(children, wanted)
+                if chosen is None:
+                    available = [str(c.platform) for c in children if c.platform is not None]
+                    raise PlatformNotFound(text, str(wanted), available)
+                descriptor = chosen
+                raw = await self._read_document(descriptor)
+                media_type, doc = document_kind(
+                    raw, descriptor.media_type, f"manifest {descriptor.digest}"
+                )
+                if media_type in INDEX_TYPES:
+                    raise MalformedContent(f"index {descriptor.digest}: nested index")
+            manifest = parse_manifest(doc, media_type, f"manifest {descriptor.digest}")
+            config = parse_config(
+                await self._read_document(manifest.config), manifest.config.digest
+            )
+            if (
+                platform is not None
+                and descriptor.platform is None
+                and not platform.matches(config.platform)
+            ):
+                raise PlatformNotFound(text, str(platform), [str(config.platform)])
+            layers = image_layers(manifest, config, f"manifest {descriptor.digest}")
+        return ResolvedImage(descriptor.digest, manifest, config, layers)
+
+    async def _index(self) -> list[IndexEntry]:
+        async with self._entries_lock:
+            if self._entries is None:
+                self._entries = await self._load_index()
+            return self._entries
+
+    async def _load_index(self) -> list[IndexEntry]:
+        root = anyio.Path(self.root)
+        if not await root.is_dir():
+            raise StoreError(self.description, "no such directory (set --store or $HATCHWAY_STORE)")
+        with self._translate("oci-layout"):
+            layout = await (root / "oci-layout").read_bytes()
+        with self._translate("index.json"):
+            raw = await (root / "index.json").read_bytes()
+        with self._malformed():
+            version = parse_json_object(layout, "oci-layout").get("imageLayoutVersion")
+            if version != "1.0.0":
+                raise MalformedContent(f"oci-layout: unsupported imageLayoutVersion {version!r}")
+            descriptors = parse_index(parse_json_object(raw, "index.json"), "index.json")
+        entries = []
+        for d in descriptors:
+            annotation = d.annotations.get(IMAGE_NAME_ANNOTATION) or d.annotations.get(
+                REF_NAME_ANNOTATION
+            )
+            entries.append(IndexEntry(d, parse_stored_name(annotation) if annotation else None))
+        return entries
+
+    async def _read_document(self, descriptor: Descriptor) -> bytes:
+        if descriptor.size > MAX_DOCUMENT_SIZE:
+            raise StoreError(
+                self.description,
+                f"{descriptor.digest}: document of {descriptor.size} bytes is too large",
+            )
+        with self._translate(descriptor.digest):
+            raw = await anyio.Path(self._blob_path(descriptor.digest)).read_bytes()
+        actual = sha256_digest(raw)
+        if actual != descriptor.digest:
+            raise DigestMismatch(
+                f"{self.description}: blob {descriptor.digest}", descriptor.digest, actual
+            )
+        if len(raw) != descriptor.size:
+            raise StoreError(
+                self.description,
+                f"blob {descriptor.digest}: {len(raw)} bytes, descriptor says {descriptor.size}",
+            )
+        return raw
+
+    def _blob_path(self, digest: str) -> Path:
+        algorithm, _, encoded = digest.partition(":")
+        return self.root / "blobs" / algorithm / encoded
+
+    async def _chunks(self, file: anyio.AsyncFile[bytes], digest: str) -> AsyncIterator[bytes]:
+        while True:
+            with self._translate(digest):
+                chunk = await file.read(CHUNK_SIZE)
+            if not chunk:
+                return
+            yield chunk
+
+    @contextmanager
+    def _translate(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except FileNotFoundError:
+            if what.startswith("sha256:"):
+                raise BlobNotFound(self.description, what) from None
+            raise StoreError(
+                self.description, f"not an OCI image layout: {what} is missing"
+            ) from None
+        except OSError as exc:
+            if exc.errno == errno.EISDIR or not exc.strerror:
+                raise StoreError(self.description, f"{what}: unreadable") from None
+            raise StoreError(self.description, f"{what}: {exc.strerror}") from None
+
+    @contextmanager
+    def _malformed(self) -> Iterator[None]:
+        try:
+            yield
+        except MalformedContent as exc:
+            raise StoreError(self.description, str(exc)) from None
+
+
+def _with_tags(image: ResolvedImage, tags: tuple[Reference, ...]) -> ResolvedImage:
+    return ResolvedImage(image.manifest_digest, image.manifest, image.config, image.layers, tags)
