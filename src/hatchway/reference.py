@@ -169,9 +169,9 @@ def _split_domain(text: str, name: str) -> tuple[str, str]:
     for component in path.split("/"):
         if not component:
             raise InvalidReference(text, "empty path component")
-        if component != component.lower():
-            raise InvalidReference(text, "repository name must be lowercase")
         if not _COMPONENT.fullmatch(component):
+            if _COMPONENT.fullmatch(component.lower()):
+                raise InvalidReference(text, "repository name must be lowercase")
             raise InvalidReference(text, f"invalid path component {component!r}")
     return domain, path
 

@@ -73,17 +73,19 @@ async def run_save(
     if jobs < 1:
         raise HatchwayError(f"jobs must be at least 1, not {jobs}")
     queries = [parse_query(name) for name in names]
-    images = assemble(await resolve_all(queries, store, platform, jobs=jobs))
+    resolved = await resolve_all(queries, store, platform, jobs=jobs)
+    images = assemble(resolved)
+    sources = {i.id: i.source for found in resolved for i in found}
     layers = {layer.diff_id: layer for image in images for layer in image.layers}
     progress(SaveStarted(len(images), len(layers), sum(la.blob.size for la in layers.values())))
     directory = await make_staging_dir(staging_parent)
     try:
-        staging = Staging(directory, store, jobs=jobs, progress=progress)
+        staging = Staging(directory, jobs=jobs, progress=progress)
         with collapse_errors():
             async with anyio.create_task_group() as tg:
                 for image in images:
                     for layer in image.layers:
-                        tg.start_soon(staging.stage, layer)
+                        tg.start_soon(staging.stage, layer, sources[image.config.id])
         staged = staging.staged()
         sizes = {diff_id: s.size for diff_id, s in staged.items()}
         members = plan_archive(archive_format, images, sizes)

@@ -35,7 +35,7 @@ from hatchway.engine.keyed import KeyedOnce
 from hatchway.errors import DigestMismatch, OutputError, StoreError
 from hatchway.model import Compression, Layer, hex_of
 from hatchway.progress import LayerAdvanced, LayerStaged, LayerStarted, ProgressCallback
-from hatchway.stores.base import Store
+from hatchway.stores.base import BlobSource
 
 #: Stored bytes processed per worker-thread step: large enough that thread hand-offs cost
 #: nothing measurable, small enough that progress and cancellation stay responsive.
@@ -54,29 +54,38 @@ class StagedLayer:
 class Staging:
     """Stage layers from ``store`` into ``directory`` with at most ``jobs`` fetches at once."""
 
-    def __init__(
-        self, directory: Path, store: Store, *, jobs: int, progress: ProgressCallback
-    ) -> None:
+    def __init__(self, directory: Path, *, jobs: int, progress: ProgressCallback) -> None:
         self.directory = directory
-        self._store = store
         self._slots = anyio.CapacityLimiter(jobs)
         self._once: KeyedOnce[str, StagedLayer] = KeyedOnce()
-        self._progress = progress
+        self.progress = progress
 
-    async def stage(self, layer: Layer) -> StagedLayer:
-        """The staged form of ``layer``, fetching it unless it is staged or in flight."""
-        return await self._once.run(layer.diff_id, lambda: self._stage_new(layer))
+    async def stage(self, layer: Layer, source: BlobSource) -> StagedLayer:
+        """The staged form of ``layer``, fetching it from ``source`` unless it is staged or
+        in flight."""
+        return await self._once.run(layer.diff_id, lambda: self._stage_new(layer, source))
 
     def staged(self) -> dict[str, StagedLayer]:
         return self._once.results()
 
-    async def _stage_new(self, layer: Layer) -> StagedLayer:
+    async def _stage_new(self, layer: Layer, source: BlobSource) -> StagedLayer:
         async with self._slots:
-            return await self._stage_locked(layer)
+            return await _Fetch(self, layer, source).stage_locked()
 
-    async def _stage_locked(self, layer: Layer) -> StagedLayer:
+
+class _Fetch:
+    """One layer being staged from one source (holding a fetch slot throughout)."""
+
+    def __init__(self, staging: Staging, layer: Layer, source: BlobSource) -> None:
+        self.directory = staging.directory
+        self._progress = staging.progress
+        self._layer = layer
+        self._source = source
+
+    async def stage_locked(self) -> StagedLayer:
+        layer = self._layer
         self._progress(LayerStarted(layer.diff_id, layer.blob.size))
-        local = self._store.local_path(layer.blob)
+        local = self._source.local_path(layer.blob)
         final = self.directory / hex_of(layer.diff_id)
         if local is not None:
             in_place = layer.compression is Compression.NONE
@@ -90,7 +99,7 @@ class Staging:
             if layer.compression is Compression.NONE:
                 if layer.blob.digest != layer.diff_id:
                     raise DigestMismatch(
-                        f"{self._store.description}: uncompressed layer {layer.blob.digest}",
+                        f"{self._source.description}: uncompressed layer {layer.blob.digest}",
                         layer.diff_id,
                         layer.blob.digest,
                     )
@@ -112,7 +121,7 @@ class Staging:
         src, out = await anyio.to_thread.run_sync(self._open_pair, source, partial)
         try:
             decoder = LayerDecoder(
-                src, layer, out, verify_blob=verify_blob, store=self._store.description
+                src, layer, out, verify_blob=verify_blob, store=self._source.description
             )
             while not decoder.done:
                 advanced = await anyio.to_thread.run_sync(decoder.step, STEP_BYTES)
@@ -130,9 +139,9 @@ class Staging:
         try:
             src = open(source, "rb")  # noqa: SIM115 - closed by _close_all
         except FileNotFoundError:
-            raise StoreError(self._store.description, f"blob {source} not found") from None
+            raise StoreError(self._source.description, f"blob {source} not found") from None
         except OSError as exc:
-            raise StoreError(self._store.description, f"{source}: {exc.strerror}") from None
+            raise StoreError(self._source.description, f"{source}: {exc.strerror}") from None
         if dest is None:
             return src, None
         try:
@@ -147,12 +156,12 @@ class Staging:
         received = 0
         out = await anyio.to_thread.run_sync(_open_write, target)
         try:
-            async with self._store.open_blob(layer.blob) as chunks:
+            async with self._source.open_blob(layer.blob) as chunks:
                 async for chunk in chunks:
                     received += len(chunk)
                     if received > layer.blob.size:
                         raise StoreError(
-                            self._store.description,
+                            self._source.description,
                             f"blob {layer.blob.digest} is longer than its descriptor's "
                             f"{layer.blob.size} bytes",
                         )
@@ -163,13 +172,13 @@ class Staging:
                 await anyio.to_thread.run_sync(_close_all, out, None)
         if received != layer.blob.size:
             raise StoreError(
-                self._store.description,
+                self._source.description,
                 f"blob {layer.blob.digest} ended after {received} of {layer.blob.size} bytes",
             )
         actual = "sha256:" + hasher.hexdigest()
         if actual != layer.blob.digest:
             raise DigestMismatch(
-                f"{self._store.description}: layer blob {layer.blob.digest}",
+                f"{self._source.description}: layer blob {layer.blob.digest}",
                 layer.blob.digest,
                 actual,
             )

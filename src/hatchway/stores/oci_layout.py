@@ -163,7 +163,7 @@ class OCILayoutStore:
             image = await self._image(entry.descriptor, str(entry.name), platform, ())
             prior = images.get(image.id)
             tags = (prior.tags if prior else ()) + (entry.name,)
-            images[image.id] = _with_tags(image, tags)
+            images[image.id] = image.with_tags(tags)
         return list(images.values())
 
     async def _by_digest(
@@ -208,7 +208,7 @@ class OCILayoutStore:
         if image is None:
             image = await self._load_image(descriptor, text, platform)
             self._resolved[key] = image
-        return _with_tags(image, tags) if tags else image
+        return image.with_tags(tags) if tags else image
 
     async def _load_image(
         self, descriptor: Descriptor, text: str, platform: Platform | None
@@ -243,7 +243,7 @@ class OCILayoutStore:
             ):
                 raise PlatformNotFound(text, str(platform), [str(config.platform)])
             layers = image_layers(manifest, config, f"manifest {descriptor.digest}")
-        return ResolvedImage(descriptor.digest, manifest, config, layers)
+        return ResolvedImage(descriptor.digest, manifest, config, layers, self)
 
     async def _index(self) -> list[IndexEntry]:
         async with self._entries_lock:
@@ -325,7 +325,3 @@ class OCILayoutStore:
             yield
         except MalformedContent as exc:
             raise StoreError(self.description, str(exc)) from None
-
-
-def _with_tags(image: ResolvedImage, tags: tuple[Reference, ...]) -> ResolvedImage:
-    return ResolvedImage(image.manifest_digest, image.manifest, image.config, image.layers, tags)

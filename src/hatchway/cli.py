@@ -1,0 +1,280 @@
+"""The ``hatchway`` command: thin.  Parse arguments, build the store, run on trio, and turn
+errors into one line and an exit code (0 success, 1 error, 2 usage, 130 interrupted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import anyio
+import click
+from rich.console import Console
+
+from hatchway import __version__
+from hatchway.api import default_store_path, open_store, save
+from hatchway.console import RichProgress
+from hatchway.engine.save import DEFAULT_JOBS, SaveResult
+from hatchway.errors import HatchwayError, OutputError
+from hatchway.formats import ArchiveFormat
+from hatchway.model import Platform, hex_of
+from hatchway.progress import ProgressCallback
+from hatchway.stores.oci_layout import ImageSummary
+
+T = TypeVar("T")
+
+_STORE_HELP = (
+    "OCI image layout to read images from. Default: $HATCHWAY_STORE, else "
+    "$XDG_DATA_HOME/hatchway/store (~/.local/share/hatchway/store)."
+)
+
+
+class _PlatformType(click.ParamType):  # type: ignore[type-arg,unused-ignore]
+    name = "os/arch[/variant]"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Platform:
+        if isinstance(value, Platform):
+            return value
+        try:
+            return Platform.parse(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="hatchway")
+def main() -> None:
+    """Save container images into docker-save-compatible tar archives, concurrently.
+
+    \b
+    Examples:
+      hatchway images --store ./store
+      hatchway save --store ./store -o app.tar app:1.0 busybox
+      hatchway save --store ./store app | gzip > app.tar.gz
+    """
+
+
+@main.command()
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.option(
+    "-o", "--output", metavar="FILE", help="Write to FILE (atomically) instead of stdout."
+)
+@click.option(
+    "--store", "store_dir", metavar="DIR", type=click.Path(path_type=Path), help=_STORE_HELP
+)
+@click.option(
+    "--format",
+    "archive_format",
+    type=click.Choice([f.value for f in ArchiveFormat]),
+    default=ArchiveFormat.DOCKER.value,
+    show_default=True,
+    help="Archive layout: docker (Docker >= 25, OCI inside), docker-1.10 (Docker 1.10-24, "
+    "skopeo's docker-archive) or docker-legacy (Docker <= 1.9).",
+)
+@click.option(
+    "--platform",
+    type=_PlatformType(),
+    help="Platform to pick from multi-platform images, e.g. linux/arm64/v8. Default: this host's.",
+)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1, max=256),
+    default=DEFAULT_JOBS,
+    show_default=True,
+    help="Layers fetched and verified at once.",
+)
+@click.option(
+    "--tmpdir",
+    metavar="DIR",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where to stage layers (default: beside the output file, else $TMPDIR).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+def save_cmd(
+    names: tuple[str, ...],
+    output: str | None,
+    store_dir: Path | None,
+    archive_format: str,
+    platform: Platform | None,
+    jobs: int,
+    tmpdir: Path | None,
+    quiet: bool,
+) -> None:
+    """Save one or more images (with their layers) to a tar archive.
+
+    \b
+    NAME is what `docker save` accepts:
+      repo             every tag of the repository
+      repo:tag         one tag
+      repo@sha256:...  the image with that manifest digest (no tag recorded)
+      ID               an image ID: full, sha256:..., or an unambiguous prefix
+    Docker Hub names are familiar: busybox == docker.io/library/busybox.
+
+    Without -o (or with -o -) the archive goes to standard output, which must not be a
+    terminal. On any error nothing is written and the exit status is 1.
+    """
+    to_stdout = output in (None, "-")
+    if to_stdout and sys.stdout.isatty():
+        _fail(
+            OutputError(
+                "refusing to write an archive to a terminal; use -o FILE or redirect stdout"
+            )
+        )
+    show = not quiet and sys.stderr.isatty()
+    console = Console(stderr=True)
+
+    async def run(progress: ProgressCallback | None) -> SaveResult:
+        return await save(
+            list(names),
+            1 if to_stdout else str(output),
+            store=store_dir,
+            format=archive_format,
+            platform=platform,
+            jobs=jobs,
+            tmpdir=tmpdir,
+            progress=progress,
+        )
+
+    if show:
+        with RichProgress(console) as renderer:
+            result = _run(lambda: run(renderer))
+        tags = sum(len(i.tags) for i in result.images)
+        where = "stdout" if to_stdout else output
+        console.print(
+            f"saved {len(result.images)} image(s), {tags} tag(s), {result.layers} layer(s): "
+            f"{_human_size(result.bytes_written)} to {where}",
+            highlight=False,
+        )
+    else:
+        _run(lambda: run(None))
+
+
+main.add_command(save_cmd, name="save")
+
+
+@main.command()
+@click.option(
+    "--store", "store_dir", metavar="DIR", type=click.Path(path_type=Path), help=_STORE_HELP
+)
+@click.option("--platform", type=_PlatformType(), help="Platform shown for multi-platform images.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@click.option("--no-trunc", is_flag=True, help="Show full image IDs.")
+def images(
+    store_dir: Path | None, platform: Platform | None, as_json: bool, no_trunc: bool
+) -> None:
+    """List the images in the store: name, image ID, created, size.
+
+    SIZE is what the image occupies in the store (config and compressed layers). An entry
+    whose name is a bare tag (no repository) is listed as <none>; save it by ID.
+    """
+    store = open_store(store_dir if store_dir is not None else default_store_path())
+
+    async def run() -> list[ImageSummary]:
+        try:
+            return await store.list_images(platform)
+        finally:
+            await store.aclose()
+
+    rows = _run(run)
+    for row in rows:
+        if row.error is not None:
+            click.echo(f"hatchway: warning: {row.error}", err=True)
+    good = [row for row in rows if row.image is not None]
+    if as_json:
+        click.echo(json.dumps([_image_json(row) for row in good], indent=2))
+        return
+    table = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]
+    now = time.time()
+    for row in good:
+        assert row.image is not None
+        image_id = hex_of(row.image.id)
+        table.append(
+            (
+                row.name.familiar_name if row.name else "<none>",
+                (row.name.tag or "latest") if row.name else "<none>",
+                image_id if no_trunc else image_id[:12],
+                _ago(now, row.image.config.created),
+                _human_size(row.size),
+            )
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(5)]
+    for r in table:
+        click.echo("   ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _image_json(row: ImageSummary) -> dict[str, Any]:
+    assert row.image is not None
+    config = row.image.config
+    return {
+        "name": row.name.recorded_tag() if row.name else None,
+        "repository": row.name.familiar_name if row.name else None,
+        "tag": (row.name.tag or "latest") if row.name else None,
+        "annotation": row.annotation,
+        "id": row.image.id,
+        "short_id": hex_of(row.image.id)[:12],
+        "digest": row.image.manifest_digest,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(config.created)),
+        "platform": str(config.platform),
+        "size": row.size,
+    }
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on trio; map errors to one line and an exit code."""
+    try:
+        return anyio.run(fn, backend="trio")
+    except HatchwayError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        click.echo("hatchway: interrupted", err=True)
+        sys.exit(130)
+    except OSError as exc:
+        _fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+    except BaseExceptionGroup as group:  # an unexpected failure inside a task group
+        if os.environ.get("HATCHWAY_DEBUG"):
+            raise
+        _fail(f"internal error: {_first_leaf(group)!r} (HATCHWAY_DEBUG=1 shows the traceback)")
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _fail(error: HatchwayError | str) -> NoReturn:
+    click.echo(f"hatchway: error: {error}", err=True)
+    sys.exit(1)
+
+
+def _human_size(n: float) -> str:
+    """Sizes as Docker prints them: decimal units, three significant digits."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.3g}{unit}" if unit != "B" else f"{int(n)}B"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def _ago(now: float, then: int) -> str:
+    if then <= 0:
+        return "N/A"
+    seconds = max(0, int(now - then))
+    for unit, span in (
+        ("year", 31536000),
+        ("month", 2592000),
+        ("week", 604800),
+        ("day", 86400),
+        ("hour", 3600),
+        ("minute", 60),
+    ):
+        if seconds >= span:
+            count = seconds // span
+            return f"{count} {unit}{'s' * (count != 1)} ago"
+    return "Less than a minute ago"
