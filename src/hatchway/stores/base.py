@@ -1,7 +1,7 @@
 """The Store protocol: the one narrow interface between the engine and where images live.
 
-A store answers *which images does this name mean?* (:meth:`Store.resolve`); each image it
-returns carries a :class:`BlobSource` that answers *what are the bytes of this blob?*
+A store answers *which images does this name mean?* (:meth:`Store.resolve`); each image
+it returns carries a :class:`BlobSource` that answers *what are the bytes of this blob?*
 (:meth:`BlobSource.open_blob`).  A local store is its own blob source; a registry store hands
 out one source per repository, because a registry serves blobs per repository.  Division of labour for
 verification, so that nothing is checked twice and nothing is trusted:
