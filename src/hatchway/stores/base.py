@@ -3,13 +3,14 @@
 A store answers *which images does this name mean?* (:meth:`Store.resolve`); each image
 it returns carries a :class:`BlobSource` that answers *what are the bytes of this blob?*
 (:meth:`BlobSource.open_blob`).  A local store is its own blob source; a registry store hands
-out one source per repository, because a registry serves blobs per repository.  Division of labour for
-verification, so that nothing is checked twice and nothing is trusted:
+out one source per repository, because a registry serves blobs per repository.
+
+Division of labour for verification, so that nothing is checked twice and nothing is trusted:
 
 * A store verifies what it parses while resolving: every manifest, index and config it reads
   is checked against its descriptor's digest and size before it is believed.
-* A store does **not** verify layer blobs; :meth:`BlobSource.open_blob` hands over raw bytes and the
-  engine's staging verifies both the blob digest and the diffID while it decompresses.
+* A store does **not** verify layer blobs; :meth:`BlobSource.open_blob` hands over raw bytes
+  and the engine's staging verifies both the blob digest and the diffID while it decompresses.
 
 Stores are wrapped, not subclassed: a throttled store, a counting store or a router that sends
 ``docker://`` names to a registry all implement this same protocol around another store.
