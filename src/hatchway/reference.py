@@ -72,10 +72,12 @@ class Reference:
     @property
     def familiar_name(self) -> str:
         """The repository as Docker shows it: ``busybox``, ``user/app``, ``host:5000/app``."""
-        if self.domain == DOCKER_HUB:
+        if self.domain == DOCKER_HUB and not _looks_like_domain(self.path.split("/", 1)[0]):
             if self.path.startswith(_OFFICIAL_PREFIX) and self.path.count("/") == 1:
                 return self.path[len(_OFFICIAL_PREFIX) :]
             return self.path
+        # Keep the host, also for a Hub path like ``docker.io/a.b/c`` whose first component
+        # would otherwise be read back as a host.
         return self.name
 
     def recorded_tag(self) -> str:
@@ -154,7 +156,7 @@ def parse_reference(text: str, *, registry: bool = False) -> Reference:
 
 def _split_domain(text: str, name: str) -> tuple[str, str]:
     first, sep, rest = name.partition("/")
-    if sep and (("." in first or ":" in first or first == "localhost") or first != first.lower()):
+    if sep and (_looks_like_domain(first) or first != first.lower()):
         if not _DOMAIN.fullmatch(first):
             raise InvalidReference(text, "invalid registry host")
         domain, path = first, rest
@@ -174,6 +176,11 @@ def _split_domain(text: str, name: str) -> tuple[str, str]:
                 raise InvalidReference(text, "repository name must be lowercase")
             raise InvalidReference(text, f"invalid path component {component!r}")
     return domain, path
+
+
+def _looks_like_domain(component: str) -> bool:
+    """Docker's rule: a first component is a host if it has a dot or a port, or is localhost."""
+    return "." in component or ":" in component or component == "localhost"
 
 
 def parse_query(text: str) -> ImageQuery:

@@ -1,0 +1,101 @@
+"""Test support: a standard store of related images, and archive readers for assertions."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hatchway.testing.layout import BuiltImage, BuiltLayer, LayoutBuilder
+
+
+@dataclass
+class Family:
+    """Images that share ancestors at several depths, all in one OCI layout at ``root``.
+
+    ``app:1.0`` = base + l1; ``app:2.0`` = ``app:latest`` = base + l1 + l2;
+    ``tools:latest`` = base + l3; ``busybox:latest`` (Docker schema 2 media types, named
+    ``docker.io/library/busybox:latest``) = base2; ``127.0.0.1:5000/other:v1`` =
+    base + l1 + l2 + l4; ``multi:latest`` = an index of linux/amd64 and linux/arm64/v8;
+    and one entry named only by the bare tag ``orphan`` (no repository).
+    """
+
+    root: Path
+    builder: LayoutBuilder
+    layers: dict[str, BuiltLayer]
+    images: dict[str, BuiltImage]
+
+
+def build_family(root: Path) -> Family:
+    b = LayoutBuilder(root)
+    L = {
+        "base": b.layer({"etc/os-release": b"ID=family\n", "bin/": None}, compression="gzip"),
+        "l1": b.layer({"app/one": b"one\n"}, compression="zstd"),
+        "l2": b.layer({"app/two": b"two\n" * 1000}, compression="none"),
+        "l3": b.layer({"tools/t": b"tool\n"}, compression="gzip"),
+        "l4": b.layer({"other/o": bytes(range(256)) * 64}, compression="gzip"),
+        "base2": b.layer({"bin/busybox": b"not really busybox\n"}, compression="gzip"),
+        "arm": b.layer({"arch": b"arm64\n"}, compression="gzip"),
+        "amd": b.layer({"arch": b"amd64\n"}, compression="gzip"),
+        "orphan": b.layer({"orphan": b"o\n"}, compression="none"),
+    }
+    img = {
+        "app1": b.image([L["base"], L["l1"]], created="2024-02-01T10:00:00Z"),
+        "app2": b.image([L["base"], L["l1"], L["l2"]], created="2024-03-01T10:00:00.123456789Z"),
+        "tools": b.image([L["base"], L["l3"]], created="2024-04-01T00:00:00+02:00"),
+        "busybox": b.image([L["base2"]], docker=True, created="2023-05-05T05:05:05Z"),
+        "other": b.image([L["base"], L["l1"], L["l2"], L["l4"]], created="2024-06-01T00:00:00Z"),
+        "amd64": b.image([L["amd"]], architecture="amd64"),
+        "arm64": b.image([L["arm"]], architecture="arm64", variant="v8"),
+        "orphan": b.image([L["orphan"]], created="2022-01-01T00:00:00Z"),
+    }
+    img["multi"] = b.index([img["amd64"], img["arm64"]])
+    b.tag(img["app1"], "app:1.0")
+    b.tag(img["app2"], "app:2.0")
+    b.tag(img["app2"], "app:latest")
+    b.tag(img["tools"], "tools:latest", style="ref")
+    b.tag(img["busybox"], "docker.io/library/busybox:latest", style="containerd")
+    b.tag(img["other"], "127.0.0.1:5000/other:v1")
+    b.tag(img["multi"], "multi:latest")
+    b.tag(img["orphan"], "orphan", style="ref")
+    b.save()
+    return Family(root, b, L, img)
+
+
+@dataclass
+class Archive:
+    """A parsed archive: members in order, with their bytes."""
+
+    members: list[tarfile.TarInfo]
+    data: dict[str, bytes]
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name.rstrip("/") for m in self.members]
+
+    def json(self, name: str) -> Any:
+        return json.loads(self.data[name])
+
+    def member(self, name: str) -> tarfile.TarInfo:
+        return next(m for m in self.members if m.name.rstrip("/") == name)
+
+
+def read_archive(raw: bytes) -> Archive:
+    members: list[tarfile.TarInfo] = []
+    data: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+        for m in tar:
+            members.append(m)
+            if m.isfile():
+                f = tar.extractfile(m)
+                assert f is not None
+                data[m.name] = f.read()
+    return Archive(members, data)
+
+
+def files_under(path: Path) -> list[str]:
+    """Every file and directory below ``path`` (relative), to prove nothing was left."""
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
