@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +101,59 @@ def read_archive(raw: bytes) -> Archive:
 def files_under(path: Path) -> list[str]:
     """Every file and directory below ``path`` (relative), to prove nothing was left."""
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+class ProbeSource:
+    """A blob source wrapper that runs ``hook(digest)`` before each blob is served.
+
+    With ``local=False`` it hides the inner source's files, so the engine streams every blob
+    as it would from a network store.  ``reads`` counts blob reads (streams or local paths).
+    """
+
+    def __init__(self, inner: Any, hook: Any, local: bool, reads: dict[str, int]) -> None:
+        self._inner = inner
+        self._hook = hook
+        self._local = local
+        self.reads = reads
+        self.description = inner.description
+
+    def local_path(self, descriptor: Any) -> str | None:
+        if not self._local:
+            return None
+        self.reads[descriptor.digest] = self.reads.get(descriptor.digest, 0) + 1
+        return self._inner.local_path(descriptor)  # type: ignore[no-any-return]
+
+    @asynccontextmanager
+    async def open_blob(self, descriptor: Any) -> AsyncIterator[AsyncIterator[bytes]]:
+        self.reads[descriptor.digest] = self.reads.get(descriptor.digest, 0) + 1
+        if self._hook is not None:
+            await self._hook(descriptor.digest)
+        async with self._inner.open_blob(descriptor) as chunks:
+            yield chunks
+
+
+class ProbeStore:
+    """A store wrapper: ``resolve_hook`` runs before each resolution; blobs go through
+    :class:`ProbeSource`."""
+
+    def __init__(
+        self, inner: Any, *, blob_hook: Any = None, resolve_hook: Any = None, local: bool = True
+    ) -> None:
+        self._inner = inner
+        self._blob_hook = blob_hook
+        self._resolve_hook = resolve_hook
+        self._local = local
+        self.reads: dict[str, int] = {}
+        self.description = inner.description
+
+    async def resolve(self, query: Any, platform: Any) -> list[Any]:
+        if self._resolve_hook is not None:
+            await self._resolve_hook(query.text)
+        images = await self._inner.resolve(query, platform)
+        return [
+            replace(i, source=ProbeSource(i.source, self._blob_hook, self._local, self.reads))
+            for i in images
+        ]
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

@@ -77,7 +77,7 @@ async def test_ambiguous_prefix_is_an_error(family: Family, tmp_path: Path) -> N
 async def test_missing_image_writes_nothing(family: Family, tmp_path: Path) -> None:
     out = tmp_path / "out" / "o.tar"
     out.parent.mkdir()
-    with pytest.raises(hatchway.NoSuchImage, match="^No such image: nosuch:1$"):
+    with pytest.raises(hatchway.NoSuchImage, match=r"^No such image: nosuch:1$"):
         await save(family, out, "nosuch:1")
     assert files_under(out.parent) == []
 

@@ -45,6 +45,9 @@ class BlobSource(Protocol):
     ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         """Open a blob as an async iterator of byte chunks, unverified.
 
+        The iterator is valid inside the context only; leaving the context (also early, on
+        cancellation) closes it and releases the file or connection.
+
         Raises :class:`~hatchway.errors.BlobNotFound` or :class:`~hatchway.errors.StoreError`
         on entry or while iterating.  The caller verifies the digest.
         """

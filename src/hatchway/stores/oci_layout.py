@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,10 +120,12 @@ class OCILayoutStore:
         path = self._blob_path(descriptor.digest)
         with self._translate(descriptor.digest):
             file = await anyio.open_file(path, "rb")
+        chunks = self._chunks(file, descriptor.digest)
         try:
-            yield self._chunks(file, descriptor.digest)
+            yield chunks
         finally:
             with anyio.CancelScope(shield=True):
+                await chunks.aclose()
                 await file.aclose()
 
     def local_path(self, descriptor: Descriptor) -> str | None:
@@ -296,7 +298,7 @@ class OCILayoutStore:
         algorithm, _, encoded = digest.partition(":")
         return self.root / "blobs" / algorithm / encoded
 
-    async def _chunks(self, file: anyio.AsyncFile[bytes], digest: str) -> AsyncIterator[bytes]:
+    async def _chunks(self, file: anyio.AsyncFile[bytes], digest: str) -> AsyncGenerator[bytes]:
         while True:
             with self._translate(digest):
                 chunk = await file.read(CHUNK_SIZE)

@@ -1,0 +1,182 @@
+"""The command line, run as a user runs it: exit codes, one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import hatchway
+from tests.support import Family, files_under, read_archive
+
+HATCHWAY = [sys.executable, "-m", "hatchway"]
+
+
+def run(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [*HATCHWAY, *args],
+        capture_output=True,
+        cwd=cwd,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def error_line(result: subprocess.CompletedProcess[bytes]) -> str:
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1, result.stderr.decode()
+    assert "Traceback" not in result.stderr.decode()
+    return lines[0]
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.decode().strip() == f"hatchway, version {hatchway.__version__}"
+
+
+def test_save_to_file_and_to_stdout_are_identical(family: Family, tmp_path: Path) -> None:
+    result = run("save", "--store", str(family.root), "-o", str(tmp_path / "o.tar"), "app", "tools")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b""
+    piped = run("save", "--store", str(family.root), "app", "tools")
+    assert piped.returncode == 0
+    assert piped.stdout == (tmp_path / "o.tar").read_bytes()
+    dash = run("save", "--store", str(family.root), "-o", "-", "app", "tools")
+    assert dash.stdout == piped.stdout
+
+
+def test_store_from_environment(family: Family, tmp_path: Path) -> None:
+    result = run(
+        "save", "-o", str(tmp_path / "o.tar"), "app:1.0", env={"HATCHWAY_STORE": str(family.root)}
+    )
+    assert result.returncode == 0, result.stderr
+    xdg = tmp_path / "xdg"
+    (xdg / "hatchway").mkdir(parents=True)
+    family.root.rename(xdg / "hatchway" / "store")
+    env = {"HATCHWAY_STORE": "", "XDG_DATA_HOME": str(xdg)}
+    result = run("save", "-o", str(tmp_path / "p.tar"), "app:1.0", env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "o.tar").read_bytes() == (tmp_path / "p.tar").read_bytes()
+
+
+def test_missing_image(family: Family, tmp_path: Path) -> None:
+    result = run(
+        "save", "--store", str(family.root), "-o", str(tmp_path / "o.tar"), "app", "nope:1"
+    )
+    assert result.returncode == 1
+    assert error_line(result) == "hatchway: error: No such image: nope:1"
+    assert not (tmp_path / "o.tar").exists()
+    piped = run("save", "--store", str(family.root), "nope:1")
+    assert piped.returncode == 1
+    assert piped.stdout == b""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["BAD"], "invalid reference format: 'BAD': repository name must be lowercase"),
+        (["--store", "/nonexistent/store", "app"], "no such directory"),
+        (["-o", "/nonexistent/dir/o.tar", "app"], "directory /nonexistent/dir does not exist"),
+    ],
+)
+def test_errors_are_one_line(family: Family, args: list[str], message: str) -> None:
+    if "--store" not in args:
+        args = ["--store", str(family.root), *args]
+    result = run("save", *args)
+    assert result.returncode == 1
+    assert message in error_line(result)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--format", "zip", "app"],
+        ["--platform", "linux", "app"],
+        ["-j", "0", "app"],
+        ["--no-such-flag", "app"],
+    ],
+)
+def test_usage_errors_exit_2(family: Family, args: list[str]) -> None:
+    result = run("save", "--store", str(family.root), *args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr.decode()
+    assert "Usage:" in result.stderr.decode()
+
+
+def test_refuses_to_write_to_a_terminal(family: Family, tmp_path: Path) -> None:
+    controller, terminal = pty.openpty()
+    try:
+        result = subprocess.run(
+            [*HATCHWAY, "save", "--store", str(family.root), "app"],
+            stdout=terminal,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert result.returncode == 1
+    assert "refusing to write an archive to a terminal" in error_line(result)
+
+
+def test_images_table_and_json(family: Family) -> None:
+    table = run("images", "--store", str(family.root))
+    assert table.returncode == 0
+    lines = table.stdout.decode().splitlines()
+    assert lines[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+    rows = [line.split()[:3] for line in lines[1:]]
+    app2 = family.images["app2"].config_digest[7:19]
+    assert ["app", "2.0", app2] in rows and ["app", "latest", app2] in rows
+    assert ["busybox", "latest", family.images["busybox"].config_digest[7:19]] in rows
+    assert ["<none>", "<none>", family.images["orphan"].config_digest[7:19]] in rows
+    listed = json.loads(run("images", "--store", str(family.root), "--json").stdout)
+    by_name = {row["name"]: row for row in listed}
+    assert by_name["tools:latest"]["id"] == family.images["tools"].config_digest
+    assert by_name["tools:latest"]["annotation"] == "tools:latest"
+    assert by_name["multi:latest"]["platform"].startswith("linux/")
+    assert by_name[None]["annotation"] == "orphan"
+
+
+def test_formats_and_platform_flags(family: Family, tmp_path: Path) -> None:
+    for fmt in ("docker", "docker-1.10", "docker-legacy"):
+        out = tmp_path / f"{fmt}.tar"
+        result = run(
+            "save",
+            "--store",
+            str(family.root),
+            "--format",
+            fmt,
+            "--platform",
+            "linux/arm64",
+            "-j",
+            "3",
+            "-q",
+            "-o",
+            str(out),
+            "multi",
+        )
+        assert result.returncode == 0, result.stderr
+        names = read_archive(out.read_bytes()).names
+        assert ("manifest.json" in names) == (fmt != "docker-legacy")
+        assert ("oci-layout" in names) == (fmt == "docker")
+    assert sorted(files_under(tmp_path)) == sorted(
+        ["docker.tar", "docker-1.10.tar", "docker-legacy.tar"]
+        + [p for p in files_under(tmp_path) if p.startswith("store")]
+    )
+
+
+def test_help_teaches() -> None:
+    text = run("save", "--help").stdout.decode()
+    for word in ("repo:tag", "repo@sha256", "--format", "--platform", "--jobs", "terminal"):
+        assert word in text

@@ -1,0 +1,164 @@
+"""The engine: ancestry and dedup, exactly-once fetches, determinism, streams and progress."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+import anyio
+import pytest
+
+import hatchway
+from hatchway.model import hex_of
+from hatchway.progress import (
+    LayerStaged,
+    LayerStarted,
+    ProgressEvent,
+    SaveFinished,
+    SaveStarted,
+    WriteAdvanced,
+    WriteStarted,
+)
+from hatchway.stores.oci_layout import OCILayoutStore
+from tests.support import Family, ProbeStore, files_under, read_archive
+
+pytestmark = pytest.mark.anyio
+
+EVERYTHING = ["app", "tools", "busybox", "127.0.0.1:5000/other:v1", "multi"]
+
+
+async def test_every_member_once_and_every_manifest_complete(
+    family: Family, tmp_path: Path
+) -> None:
+    for fmt in hatchway.ArchiveFormat:
+        out = tmp_path / f"{fmt.value}.tar"
+        await hatchway.save(EVERYTHING, out, store=family.root, format=fmt)
+        archive = read_archive(out.read_bytes())
+        assert len(archive.names) == len(set(archive.names)), fmt
+        layer_bodies = [
+            hashlib.sha256(data).hexdigest()
+            for name, data in archive.data.items()
+            if name.endswith("layer.tar") or (name.startswith("blobs/") and len(data) >= 10240)
+        ]
+        assert len(layer_bodies) == len(set(layer_bodies)), f"{fmt}: a layer stored twice"
+        if fmt is hatchway.ArchiveFormat.DOCKER_LEGACY:
+            continue
+        for entry in archive.json("manifest.json"):
+            config = archive.json(entry["Config"])
+            # our own check: a config's file name is its sha256 (no loader checks it)
+            digest = hashlib.sha256(archive.data[entry["Config"]]).hexdigest()
+            assert entry["Config"].removeprefix("blobs/sha256/").removesuffix(".json") == digest
+            assert len(entry["Layers"]) == len(config["rootfs"]["diff_ids"])
+            for path, diff_id in zip(entry["Layers"], config["rootfs"]["diff_ids"], strict=True):
+                data = archive.data.get(path)
+                if data is None:  # a symlink to the stored copy
+                    link = archive.member(path)
+                    target = str(Path(path).parent.parent / link.linkname.removeprefix("../"))
+                    data = archive.data[target]
+                assert "sha256:" + hashlib.sha256(data).hexdigest() == diff_id
+
+
+@pytest.mark.parametrize("jobs", [1, 4, 16])
+@pytest.mark.parametrize("local", [True, False], ids=["local-files", "streamed"])
+async def test_each_shared_blob_is_read_once(
+    family: Family, tmp_path: Path, jobs: int, local: bool
+) -> None:
+    probe = ProbeStore(OCILayoutStore(family.root), local=local)
+    names = [*EVERYTHING, "app:1.0", hex_of(family.images["app2"].config_digest)]
+    await hatchway.save(names, tmp_path / "o.tar", store=probe, jobs=jobs)
+    wanted = {family.layers[k].digest for k in ("base", "l1", "l2", "l3", "l4", "base2", "amd")}
+    assert probe.reads == dict.fromkeys(wanted, 1)
+
+
+async def test_identical_bytes_at_every_jobs_and_fetch_timing(
+    family: Family, tmp_path: Path
+) -> None:
+    reference = tmp_path / "ref.tar"
+    await hatchway.save(EVERYTHING, reference, store=family.root, jobs=1)
+    expected = reference.read_bytes()
+    for seed, jobs in [(1, 2), (2, 4), (3, 16), (4, 16)]:
+        rng = random.Random(seed)
+
+        async def jitter(digest: str, rng: random.Random = rng) -> None:
+            await anyio.sleep(rng.random() * 0.02)
+
+        probe = ProbeStore(OCILayoutStore(family.root), blob_hook=jitter, local=seed % 2 == 0)
+        out = tmp_path / f"{seed}.tar"
+        await hatchway.save(EVERYTHING, out, store=probe, jobs=jobs)
+        assert out.read_bytes() == expected, f"seed {seed} jobs {jobs}"
+
+
+async def test_save_to_a_byte_stream_matches_the_file(family: Family, tmp_path: Path) -> None:
+    await hatchway.save(["app"], tmp_path / "o.tar", store=family.root)
+    send, receive = anyio.create_memory_object_stream[bytes](1)
+    from anyio.streams.stapled import StapledObjectStream  # noqa: F401 - documented pairing
+
+    chunks: list[bytes] = []
+
+    async def collect() -> None:
+        async with receive:
+            async for chunk in receive:
+                chunks.append(chunk)
+
+    class Sender(anyio.abc.ByteSendStream):
+        async def send(self, item: bytes) -> None:
+            await send.send(item)
+
+        async def send_eof(self) -> None:
+            await send.aclose()
+
+        async def aclose(self) -> None:
+            await send.aclose()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(collect)
+        async with Sender() as stream:
+            result = await hatchway.save(["app"], stream, store=family.root)
+    assert b"".join(chunks) == (tmp_path / "o.tar").read_bytes()
+    assert result.bytes_written == len(b"".join(chunks))
+    assert max(len(c) for c in chunks) <= 2 << 20
+
+
+async def test_progress_events_add_up(family: Family, tmp_path: Path) -> None:
+    events: list[ProgressEvent] = []
+    result = await hatchway.save(
+        EVERYTHING, tmp_path / "o.tar", store=family.root, progress=events.append
+    )
+    started = [e for e in events if isinstance(e, SaveStarted)]
+    assert len(started) == 1
+    assert started[0].layers == len([e for e in events if isinstance(e, LayerStarted)])
+    assert started[0].layers == len([e for e in events if isinstance(e, LayerStaged)])
+    write = next(e for e in events if isinstance(e, WriteStarted))
+    assert write.total == result.bytes_written == (tmp_path / "o.tar").stat().st_size
+    assert sum(e.advanced for e in events if isinstance(e, WriteAdvanced)) == write.total
+    assert events[-1] == SaveFinished(result.bytes_written)
+    assert events.index(write) > max(
+        i for i, e in enumerate(events) if isinstance(e, LayerStaged)
+    ), "writing starts only after every layer is staged"
+
+
+async def test_staging_area_is_removed_and_tmpdir_honoured(family: Family, tmp_path: Path) -> None:
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    seen: list[list[str]] = []
+
+    def watch(event: ProgressEvent) -> None:
+        if isinstance(event, WriteStarted):
+            seen.append(files_under(stage))
+
+    out = tmp_path / "out"
+    out.mkdir()
+    await hatchway.save(["app"], out / "o.tar", store=family.root, tmpdir=stage, progress=watch)
+    assert seen and seen[0] and seen[0][0].startswith(".hatchway-staging-")
+    assert files_under(stage) == []
+    assert files_under(out) == ["o.tar"]
+
+
+async def test_output_mode_follows_umask(family: Family, tmp_path: Path) -> None:
+    await hatchway.save(["app:1.0"], tmp_path / "o.tar", store=family.root)
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "o.tar").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -1,0 +1,268 @@
+"""Failure and cancellation: every phase, every kind of bad store — and nothing is left behind.
+
+"Nothing left" means: no output file, no temp output file, no staging directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+import hatchway
+from hatchway.errors import StoreError
+from hatchway.progress import ProgressEvent, WriteAdvanced
+from hatchway.stores.oci_layout import OCILayoutStore
+from hatchway.testing.layout import LayoutBuilder
+from tests.support import Family, ProbeStore, files_under
+
+pytestmark = pytest.mark.anyio
+
+
+def outside_store(tmp_path: Path) -> list[str]:
+    return [p for p in files_under(tmp_path) if not p.startswith("store")]
+
+
+async def run_until(save: Callable[[anyio.CancelScope], object], entered: anyio.Event) -> None:
+    """Start ``save``, wait until it reaches the phase under test, then cancel it."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(save, tg.cancel_scope)
+        await entered.wait()
+        tg.cancel_scope.cancel()
+
+
+async def test_cancel_while_resolving(family: Family, tmp_path: Path) -> None:
+    entered = anyio.Event()
+
+    async def block(name: str) -> None:
+        entered.set()
+        await anyio.sleep_forever()
+
+    store = ProbeStore(OCILayoutStore(family.root), resolve_hook=block)
+
+    async def save(scope: anyio.CancelScope) -> None:
+        await hatchway.save(["app", "tools"], tmp_path / "o.tar", store=store)
+
+    await run_until(save, entered)
+    assert outside_store(tmp_path) == []
+
+
+@pytest.mark.parametrize("jobs", [1, 4])
+async def test_cancel_while_fetching(family: Family, tmp_path: Path, jobs: int) -> None:
+    entered = anyio.Event()
+    blocked = 0
+
+    async def block(digest: str) -> None:
+        nonlocal blocked
+        blocked += 1
+        if blocked == 2:  # one layer may already be staged; the next one hangs
+            entered.set()
+            await anyio.sleep_forever()
+
+    store = ProbeStore(OCILayoutStore(family.root), blob_hook=block, local=False)
+
+    async def save(scope: anyio.CancelScope) -> None:
+        await hatchway.save(EVERYTHING, tmp_path / "o.tar", store=store, jobs=jobs)
+
+    await run_until(save, entered)
+    assert outside_store(tmp_path) == []
+
+
+EVERYTHING = ["app", "tools", "busybox", "127.0.0.1:5000/other:v1"]
+
+
+async def test_cancel_while_serializing(family: Family, tmp_path: Path) -> None:
+    entered = anyio.Event()
+    scope_box: list[anyio.CancelScope] = []
+
+    def cancel_on_first_write(event: ProgressEvent) -> None:
+        if isinstance(event, WriteAdvanced) and not entered.is_set():
+            entered.set()
+            scope_box[0].cancel()
+
+    async def save(scope: anyio.CancelScope) -> None:
+        scope_box.append(scope)
+        await hatchway.save(
+            EVERYTHING, tmp_path / "o.tar", store=family.root, progress=cancel_on_first_write
+        )
+
+    await run_until(save, entered)
+    assert entered.is_set()
+    assert outside_store(tmp_path) == []
+
+
+async def test_existing_output_survives_cancellation(family: Family, tmp_path: Path) -> None:
+    (tmp_path / "o.tar").write_bytes(b"old")
+    entered = anyio.Event()
+
+    async def block(digest: str) -> None:
+        entered.set()
+        await anyio.sleep_forever()
+
+    store = ProbeStore(OCILayoutStore(family.root), blob_hook=block, local=False)
+
+    async def save(scope: anyio.CancelScope) -> None:
+        await hatchway.save(["app"], tmp_path / "o.tar", store=store)
+
+    await run_until(save, entered)
+    assert outside_store(tmp_path) == ["o.tar"]
+    assert (tmp_path / "o.tar").read_bytes() == b"old"
+
+
+async def test_failure_mid_fetch_cancels_the_rest(family: Family, tmp_path: Path) -> None:
+    calls = 0
+
+    async def fail_third(digest: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise StoreError("test store", "connection lost mid-blob")
+        await anyio.lowlevel.checkpoint()
+
+    store = ProbeStore(OCILayoutStore(family.root), blob_hook=fail_third, local=False)
+    with pytest.raises(StoreError, match="connection lost mid-blob"):
+        await hatchway.save(EVERYTHING, tmp_path / "o.tar", store=store, jobs=2)
+    assert outside_store(tmp_path) == []
+
+
+# -- bad stores ------------------------------------------------------------------------
+
+
+def corrupt_same_size(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+async def expect_failure(
+    store: Path,
+    tmp_path: Path,
+    error: type[Exception],
+    match: str,
+    names: tuple[str, ...] = ("app",),
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    with pytest.raises(error, match=match):
+        await hatchway.save(list(names), out / "o.tar", store=store)
+    assert files_under(out) == []
+
+
+async def test_layer_digest_mismatch(family: Family, tmp_path: Path) -> None:
+    corrupt_same_size(family.builder.blob_path(family.layers["l2"].digest))  # uncompressed
+    await expect_failure(family.root, tmp_path, hatchway.DigestMismatch, "digest mismatch")
+
+
+async def test_compressed_layer_digest_mismatch(family: Family, tmp_path: Path) -> None:
+    path = family.builder.blob_path(family.layers["l4"].digest)
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # inside the gzip trailer: still decompresses, digest differs
+    path.write_bytes(bytes(data))
+    await expect_failure(
+        family.root,
+        tmp_path,
+        hatchway.HatchwayError,
+        "l4|digest|gzip|corrupt",
+        ("127.0.0.1:5000/other",),
+    )
+
+
+async def test_truncated_blob(family: Family, tmp_path: Path) -> None:
+    path = family.builder.blob_path(family.layers["base"].digest)
+    path.write_bytes(path.read_bytes()[:-20])
+    await expect_failure(family.root, tmp_path, StoreError, "truncated|ends early")
+
+
+async def test_missing_blob(family: Family, tmp_path: Path) -> None:
+    family.builder.blob_path(family.layers["l1"].digest).unlink()
+    await expect_failure(family.root, tmp_path, StoreError, "not found")
+
+
+async def test_missing_config(family: Family, tmp_path: Path) -> None:
+    family.builder.blob_path(family.images["app1"].config_digest).unlink()
+    await expect_failure(family.root, tmp_path, hatchway.BlobNotFound, "not found")
+
+
+async def test_corrupt_manifest(family: Family, tmp_path: Path) -> None:
+    corrupt_same_size(family.builder.blob_path(family.images["tools"].digest))
+    await expect_failure(
+        family.root, tmp_path, hatchway.DigestMismatch, "digest mismatch", ("tools",)
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"{not json", "index.json: not valid JSON"),
+        (b'{"manifests": 3}', "manifests is not a list"),
+        (
+            b'{"manifests": [{"digest": "sha256:00", "size": 1, "mediaType": "x"}]}',
+            "invalid digest",
+        ),
+        (b"[]", "not a JSON object"),
+    ],
+)
+async def test_malformed_index(family: Family, tmp_path: Path, content: bytes, match: str) -> None:
+    (family.root / "index.json").write_bytes(content)
+    await expect_failure(family.root, tmp_path, StoreError, match)
+
+
+async def test_not_a_layout(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    await expect_failure(tmp_path / "store", tmp_path, StoreError, "oci-layout is missing")
+
+
+def one_image_store(
+    root: Path, mutate: Callable[[LayoutBuilder], None] | None = None, **layer_changes: str
+) -> Path:
+    b = LayoutBuilder(root)
+    good = b.layer({"a": b"a\n"})
+    layer = dataclasses.replace(good, **layer_changes)
+    b.tag(b.image([layer]), "app:1")
+    b.save()
+    if mutate:
+        mutate(b)
+    return root
+
+
+async def test_diff_id_that_does_not_match(tmp_path: Path) -> None:
+    store = one_image_store(tmp_path / "store", diff_id="sha256:" + "0" * 64)
+    await expect_failure(store, tmp_path, hatchway.DigestMismatch, "diff_id")
+
+
+async def test_unknown_layer_media_type(tmp_path: Path) -> None:
+    store = one_image_store(tmp_path / "store", media_type="application/x-mystery")
+    await expect_failure(store, tmp_path, hatchway.UnsupportedMediaType, "x-mystery")
+
+
+async def test_schema1_manifest_is_unsupported(tmp_path: Path) -> None:
+    b = LayoutBuilder(tmp_path / "store")
+    raw = json.dumps({"schemaVersion": 1, "name": "app", "fsLayers": []}).encode()
+    digest = b.blob(raw)
+    b.entries.append(
+        {
+            "mediaType": "application/vnd.docker.distribution.manifest.v1+prettyjws",
+            "digest": digest,
+            "size": len(raw),
+            "annotations": {"io.containerd.image.name": "docker.io/library/app:1"},
+        }
+    )
+    b.save()
+    await expect_failure(tmp_path / "store", tmp_path, hatchway.UnsupportedMediaType, "schema 1")
+
+
+async def test_layer_count_disagreeing_with_config(tmp_path: Path) -> None:
+    b = LayoutBuilder(tmp_path / "store")
+    a, c = b.layer({"a": b"a"}), b.layer({"c": b"c"})
+    img = b.image([a])
+    manifest = json.loads(b.blob_path(img.digest).read_bytes())
+    manifest["layers"].append(c.descriptor())
+    raw = json.dumps(manifest).encode()
+    b.tag(dataclasses.replace(img, digest=b.blob(raw), size=len(raw)), "app:1")
+    b.save()
+    await expect_failure(tmp_path / "store", tmp_path, StoreError, "2 layers but config has 1")
