@@ -1,0 +1,64 @@
+"""The documented examples and the sample store run as the docs say they do."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import read_archive
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="module")
+def sample_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    store = tmp_path_factory.mktemp("sample") / "store"
+    subprocess.run(
+        [sys.executable, ROOT / "scripts" / "make_sample_store.py", store],
+        check=True,
+        capture_output=True,
+    )
+    return store
+
+
+def test_sample_store_is_deterministic(sample_store: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    subprocess.run(
+        [sys.executable, ROOT / "scripts" / "make_sample_store.py", again],
+        check=True,
+        capture_output=True,
+    )
+    assert (again / "index.json").read_bytes() == (sample_store / "index.json").read_bytes()
+
+
+def test_asyncio_example(sample_store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.tar"
+    result = subprocess.run(
+        [sys.executable, ROOT / "docs" / "examples" / "save_asyncio.py", sample_store, out],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "sample/app:1.0" in result.stdout and "sample/tools:latest" in result.stdout
+    tags = [e["RepoTags"] for e in read_archive(out.read_bytes()).json("manifest.json")]
+    assert tags == [
+        ["sample/app:1.0"],
+        ["sample/app:2.0", "sample/app:latest"],
+        ["sample/tools:latest"],
+    ]
+
+
+def test_trio_stream_example(sample_store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.tar.gz"
+    subprocess.run(
+        [sys.executable, ROOT / "docs" / "examples" / "stream_trio.py", sample_store, out],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    archive = read_archive(gzip.decompress(out.read_bytes()))
+    assert archive.json("manifest.json")[0]["RepoTags"] == ["sample/app:2.0"]
