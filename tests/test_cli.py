@@ -180,3 +180,34 @@ def test_help_teaches() -> None:
     text = run("save", "--help").stdout.decode()
     for word in ("repo:tag", "repo@sha256", "--format", "--platform", "--jobs", "terminal"):
         assert word in text
+
+
+def test_progress_and_summary_on_a_terminal_stderr(family: Family, tmp_path: Path) -> None:
+    """With stderr on a terminal, bars are drawn there and a summary line ends the run;
+    ``-q`` silences both."""
+    outputs = {}
+    for quiet in (False, True):
+        controller, terminal = pty.openpty()
+        try:
+            proc = subprocess.Popen(
+                [*HATCHWAY, "save", "--store", str(family.root), "-o", str(tmp_path / "o.tar"),
+                 *(["-q"] if quiet else []), "app", "tools"],
+                stdout=subprocess.DEVNULL, stderr=terminal,
+            )
+            os.close(terminal)
+            chunks = []
+            while True:
+                try:
+                    chunk = os.read(controller, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            assert proc.wait(timeout=60) == 0
+        finally:
+            os.close(controller)
+        outputs[quiet] = b"".join(chunks).decode(errors="replace")
+    assert "saved 3 image(s), 4 tag(s), 4 layer(s)" in outputs[False]
+    assert "staging 4 layers" in outputs[False]
+    assert outputs[True] == ""
