@@ -190,9 +190,19 @@ def test_progress_and_summary_on_a_terminal_stderr(family: Family, tmp_path: Pat
         controller, terminal = pty.openpty()
         try:
             proc = subprocess.Popen(
-                [*HATCHWAY, "save", "--store", str(family.root), "-o", str(tmp_path / "o.tar"),
-                 *(["-q"] if quiet else []), "app", "tools"],
-                stdout=subprocess.DEVNULL, stderr=terminal,
+                [
+                    *HATCHWAY,
+                    "save",
+                    "--store",
+                    str(family.root),
+                    "-o",
+                    str(tmp_path / "o.tar"),
+                    *(["-q"] if quiet else []),
+                    "app",
+                    "tools",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=terminal,
             )
             os.close(terminal)
             chunks = []

@@ -196,3 +196,12 @@ def test_no_duplicate_names_and_walk_order(fmt: ArchiveFormat) -> None:
         parent = x.name.rsplit("/", 1)[0]
         if "/" in x.name:
             assert names.index(parent) < names.index(x.name)
+
+
+@pytest.mark.parametrize("fmt", list(ArchiveFormat))
+def test_image_without_layers(fmt: ArchiveFormat) -> None:
+    """A config-only image still gets its manifest entry, and no repositories entry."""
+    members = plan_archive(fmt, [image([], ["empty:1"])], SIZES)
+    if fmt is not ArchiveFormat.DOCKER_LEGACY:
+        assert json_of(members, "manifest.json")[0]["Layers"] == []  # type: ignore[index]
+    assert "repositories" not in by_name(members)

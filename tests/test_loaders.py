@@ -44,16 +44,21 @@ def busybox_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i, (name, text) in enumerate(IMAGES.items()):
         compression = ("zstd", "none", "gzip")[i]
         top = b.layer({"etc/hello": text}, compression=compression)  # type: ignore[arg-type]
-        image = b.image([base, top], cmd=["cat", "/etc/hello"], docker=i == 2,
-                        created=f"2024-0{i + 1}-01T00:00:00Z")
+        image = b.image(
+            [base, top],
+            cmd=["cat", "/etc/hello"],
+            docker=i == 2,
+            created=f"2024-0{i + 1}-01T00:00:00Z",
+        )
         b.tag(image, name)
     b.save()
     return root
 
 
 @pytest.fixture(scope="module", params=[f.value for f in hatchway.ArchiveFormat])
-def archive(request: pytest.FixtureRequest, busybox_store: Path,
-            tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+def archive(
+    request: pytest.FixtureRequest, busybox_store: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Path]:
     import anyio
 
     out = tmp_path_factory.mktemp("archives") / f"{request.param}.tar"
@@ -81,12 +86,14 @@ def test_config_names_are_their_sha256(archive: tuple[str, Path]) -> None:
         assert hashlib.sha256(parsed.data[entry["Config"]]).hexdigest() == name
 
 
-def test_skopeo_copies_and_verifies(archive: tuple[str, Path], skopeo: Skopeo,
-                                    tmp_path: Path) -> None:
+def test_skopeo_copies_and_verifies(
+    archive: tuple[str, Path], skopeo: Skopeo, tmp_path: Path
+) -> None:
     fmt, path = archive
     for i, name in enumerate(IMAGES):
-        result = skopeo("copy", f"docker-archive:{path}:{name}", f"oci:{tmp_path / 'oci'}:t{i}",
-                        check=False)
+        result = skopeo(
+            "copy", f"docker-archive:{path}:{name}", f"oci:{tmp_path / 'oci'}:t{i}", check=False
+        )
         if fmt == "docker-legacy":
             assert result.returncode != 0  # skopeo has no legacy reader (FORMATS.md §2a)
             return
@@ -117,8 +124,9 @@ def test_docker_loads_and_runs(archive: tuple[str, Path], dockerd: DockerDaemon)
         assert ran.stdout.encode() == text, (fmt, name)
 
 
-def test_docker_layout_is_a_valid_oci_layout(archive: tuple[str, Path], tmp_path: Path,
-                                             oci_image_tool: OciImageTool) -> None:
+def test_docker_layout_is_a_valid_oci_layout(
+    archive: tuple[str, Path], tmp_path: Path, oci_image_tool: OciImageTool
+) -> None:
     fmt, path = archive
     if fmt != "docker":
         return

@@ -10,7 +10,9 @@
     ├── DigestMismatch             content whose sha256 differs from what was promised
     ├── StoreError                 a store that cannot be read or is malformed (store, message)
     │   ├── BlobNotFound           a blob the manifests name but the store lacks (digest)
-    │   └── UnsupportedMediaType   a manifest, index or layer type hatchway cannot export
+    │   ├── UnsupportedMediaType   a manifest, index or layer type hatchway cannot export
+    │   └── RegistryError          a registry refused or failed a request (registry,
+    │                              repository, status, code, message)
     └── OutputError                the archive cannot be written where it was asked to go
 
 Every error carries its facts as attributes; ``str(error)`` is the one line the CLI prints.
@@ -101,6 +103,35 @@ class UnsupportedMediaType(StoreError):
     def __init__(self, store: str, media_type: str, what: str = "content") -> None:
         self.media_type = media_type
         super().__init__(store, f"unsupported media type for {what}: {media_type!r}")
+
+
+class RegistryError(StoreError):
+    """A registry answered a request with an error, or could not be reached.
+
+    ``registry`` is the host (``127.0.0.1:5000``), ``repository`` the repository path (or
+    ``None`` for registry-wide requests), ``status`` the HTTP status (``None`` when no answer
+    came), ``code`` the registry's own error code from the distribution error body
+    (``MANIFEST_UNKNOWN``, ``UNAUTHORIZED``, ...) and ``message`` its message or ours.  Never
+    carries credentials or tokens.
+    """
+
+    def __init__(
+        self,
+        registry: str,
+        repository: str | None,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        self.registry = registry
+        self.repository = repository
+        self.status = status
+        self.code = code
+        where = f"registry {registry}" + (f", repository {repository}" if repository else "")
+        facts = " ".join(str(f) for f in (status, code) if f is not None)
+        super().__init__(where, message + (f" (HTTP {facts})" if status is not None else ""))
+        self.message = message
 
 
 class OutputError(HatchwayError):

@@ -85,7 +85,7 @@ def plan(images: list[ExportImage], sizes: dict[str, int]) -> tuple[Member, ...]
         data_file("oci-layout", OCI_LAYOUT_BYTES, 0),
     ]
     top = {image.config.id: hex_of(image.diff_ids[-1]) for image in images if image.diff_ids}
-    repos = repositories((i for i in images if i.diff_ids), top)
+    repos = repositories(images, top)
     if repos:
         members.append(data_file("repositories", repositories_json(repos), 0))
     return walk_order(members)

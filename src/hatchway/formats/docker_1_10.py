@@ -32,7 +32,7 @@ def plan(images: list[ExportImage], sizes: dict[str, int]) -> tuple[Member, ...]
             }
         )
     members.append(data_file("manifest.json", compact_json(manifest, newline=True), 0))
-    repos = repositories(images, {cid: ids[-1] for cid, ids in per_image.items()})
+    repos = repositories(images, {cid: ids[-1] for cid, ids in per_image.items() if ids})
     if repos:
         members.append(data_file("repositories", repositories_json(repos), 0))
     return walk_order(members)

@@ -98,9 +98,12 @@ def repositories_json(entries: Mapping[str, Mapping[str, str]]) -> bytes:
 def repositories(
     images: Iterable[ExportImage], top_id: Mapping[str, str]
 ) -> dict[str, dict[str, str]]:
-    """Map each recorded tag's repository and tag to the id ``top_id`` gives its image."""
+    """Map each recorded tag's repository and tag to the id ``top_id`` gives its image
+    (images missing from ``top_id`` are left out)."""
     repos: dict[str, dict[str, str]] = {}
     for image in images:
+        if image.config.id not in top_id:  # an image without layers has no top layer
+            continue
         for ref in image.tags:
             repos.setdefault(ref.familiar_name, {})[ref.tag or "latest"] = top_id[image.config.id]
     return repos
