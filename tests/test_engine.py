@@ -127,15 +127,22 @@ async def test_progress_events_add_up(family: Family, tmp_path: Path) -> None:
     )
     started = [e for e in events if isinstance(e, SaveStarted)]
     assert len(started) == 1
-    assert started[0].layers == len([e for e in events if isinstance(e, LayerStarted)])
+    assert started[0].layers == len({e.diff_id for e in events if isinstance(e, LayerStarted)})
     assert started[0].layers == len([e for e in events if isinstance(e, LayerStaged)])
     write = next(e for e in events if isinstance(e, WriteStarted))
     assert write.total == result.bytes_written == (tmp_path / "o.tar").stat().st_size
     assert sum(e.advanced for e in events if isinstance(e, WriteAdvanced)) == write.total
     assert events[-1] == SaveFinished(result.bytes_written)
-    assert events.index(write) > max(
-        i for i, e in enumerate(events) if isinstance(e, LayerStaged)
-    ), "writing starts only after every layer is staged"
+
+
+async def test_stream_output_receives_only_verified_bytes(family: Family, tmp_path: Path) -> None:
+    """A stream cannot take bytes back: every layer is verified before writing starts."""
+    events: list[ProgressEvent] = []
+    with (tmp_path / "o.tar").open("wb") as out:
+        await hatchway.save(EVERYTHING, out.fileno(), store=family.root, progress=events.append)
+    write = next(i for i, e in enumerate(events) if isinstance(e, WriteStarted))
+    assert all(not isinstance(e, LayerStaged | LayerStarted) for e in events[write:])
+    assert len([e for e in events[:write] if isinstance(e, LayerStaged)]) == 7
 
 
 async def test_staging_area_is_removed_and_tmpdir_honoured(family: Family, tmp_path: Path) -> None:

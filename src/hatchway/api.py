@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 from anyio.abc import ByteSendStream
 
-from hatchway.engine.output import atomic_file, check_destination
+from hatchway.engine.output import FdOutput, PathOutput, StreamOutput, check_destination
 from hatchway.engine.save import DEFAULT_JOBS, SaveResult, SinkOpener, run_save
-from hatchway.engine.writer import FdSink, Sink, StreamSink
 from hatchway.errors import HatchwayError
 from hatchway.formats import ArchiveFormat
 from hatchway.model import Platform
@@ -62,6 +60,7 @@ async def save(
     jobs: int = DEFAULT_JOBS,
     tmpdir: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
+    fsync: bool = False,
 ) -> SaveResult:
     """Save the images ``names`` into one ``docker save``-compatible archive.
 
@@ -70,7 +69,9 @@ async def save(
     closed here).  Nothing is written to ``output`` unless every image resolved and every
     layer was fetched and verified.  ``store`` is a :class:`Store` (left open) or the path of
     an OCI image layout (default: :func:`default_store_path`).  ``tmpdir`` holds the staging
-    area (default: beside a path output, else the system temp directory).
+    area (default: beside a path output, else the system temp directory).  ``fsync=True``
+    flushes a path output to disk before it is renamed into place (durable across a crash;
+    like ``docker save``, the default only guarantees that the file appears whole).
 
     Raises :class:`~hatchway.errors.HatchwayError` subclasses; see ``hatchway.errors``.
     """
@@ -87,13 +88,13 @@ async def save(
         path = Path(output)
         check_destination(path)
         staging_parent = tmpdir if tmpdir is not None else path.parent
-        open_sink = _path_sink(path)
+        open_sink: SinkOpener = PathOutput(path, fsync=fsync)
     elif isinstance(output, int):
         staging_parent = tmpdir if tmpdir is not None else tempfile.gettempdir()
-        open_sink = _fd_sink(output)
+        open_sink = FdOutput(output)
     else:
         staging_parent = tmpdir if tmpdir is not None else tempfile.gettempdir()
-        open_sink = _stream_sink(output)
+        open_sink = StreamOutput(output)
     try:
         return await run_save(
             names,
@@ -108,28 +109,3 @@ async def save(
     finally:
         if owned:
             await the_store.aclose()
-
-
-def _path_sink(path: Path) -> SinkOpener:
-    @asynccontextmanager
-    async def opener() -> AsyncIterator[Sink]:
-        async with atomic_file(path) as fd:
-            yield FdSink(fd, str(path))
-
-    return opener
-
-
-def _fd_sink(fd: int) -> SinkOpener:
-    @asynccontextmanager
-    async def opener() -> AsyncIterator[Sink]:
-        yield FdSink(fd, "standard output" if fd == 1 else f"file descriptor {fd}")
-
-    return opener
-
-
-def _stream_sink(stream: ByteSendStream) -> SinkOpener:
-    @asynccontextmanager
-    async def opener() -> AsyncIterator[Sink]:
-        yield StreamSink(stream)
-
-    return opener

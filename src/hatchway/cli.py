@@ -13,11 +13,9 @@ from typing import Any, NoReturn, TypeVar
 
 import anyio
 import click
-from rich.console import Console
 
 from hatchway import __version__
 from hatchway.api import default_store_path, open_store, save
-from hatchway.console import RichProgress
 from hatchway.engine.save import DEFAULT_JOBS, SaveResult
 from hatchway.errors import HatchwayError, OutputError
 from hatchway.formats import ArchiveFormat
@@ -128,7 +126,6 @@ def save_cmd(
             )
         )
     show = not quiet and sys.stderr.isatty()
-    console = Console(stderr=True)
 
     async def run(progress: ProgressCallback | None) -> SaveResult:
         return await save(
@@ -143,6 +140,11 @@ def save_cmd(
         )
 
     if show:
+        from rich.console import Console  # only a terminal needs rich: keep start-up quick
+
+        from hatchway.console import RichProgress
+
+        console = Console(stderr=True)
         with RichProgress(console) as renderer:
             result = _run(lambda: run(renderer))
         tags = sum(len(i.tags) for i in result.images)

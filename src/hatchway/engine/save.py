@@ -16,9 +16,10 @@ The staging directory is removed when the save ends, however it ends.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 
@@ -53,7 +54,18 @@ class SaveResult:
     bytes_written: int
 
 
-SinkOpener = Callable[[], AbstractAsyncContextManager[Sink]]
+class SinkOpener(Protocol):
+    """Opens the sink the archive is written to, once everything is staged.
+
+    ``discards_on_error`` says that the sink keeps nothing when its context exits with an
+    error (a temp file renamed only on success): then unverified bytes may be written to it
+    while their verification runs, because a failed check throws them all away.  A stream or
+    stdout cannot take bytes back, so it only ever receives verified bytes.
+    """
+
+    discards_on_error: bool
+
+    def __call__(self) -> AbstractAsyncContextManager[Sink]: ...
 
 
 async def run_save(
@@ -80,19 +92,23 @@ async def run_save(
     progress(SaveStarted(len(images), len(layers), sum(la.blob.size for la in layers.values())))
     directory = await make_staging_dir(staging_parent)
     try:
-        staging = Staging(directory, jobs=jobs, progress=progress)
+        staging = Staging(
+            directory, jobs=jobs, progress=progress, defer_in_place=open_sink.discards_on_error
+        )
         with collapse_errors():
             async with anyio.create_task_group() as tg:
                 for image in images:
                     for layer in image.layers:
                         tg.start_soon(staging.stage, layer, sources[image.config.id])
         staged = staging.staged()
-        sizes = {diff_id: s.size for diff_id, s in staged.items()}
-        members = plan_archive(archive_format, images, sizes)
-        async with open_sink() as sink:
-            written = await write_archive(
-                members, {d: s.path for d, s in staged.items()}, sink, progress
-            )
+        members = plan_archive(archive_format, images, {d: s.size for d, s in staged.items()})
+        paths = {d: s.path for d, s in staged.items()}
+        with collapse_errors():
+            async with open_sink() as sink, anyio.create_task_group() as tg:
+                # Deferred checks of in-place layers overlap the writing; a mismatch cancels
+                # the writer and the sink discards everything it received.
+                tg.start_soon(staging.verify_deferred)
+                written = await write_archive(members, paths, sink, progress)
     finally:
         await remove_staging_dir(directory)
     progress(SaveFinished(written))

@@ -7,20 +7,20 @@ wait without holding a fetch slot.  A fetch holds one of ``jobs`` slots only whi
 once a layer is staged its slot is free, long before the ordered writer reaches it (the
 go-containerregistry deadlock, STYLE.md).
 
-How a layer is staged depends on what the store offers:
+How a layer is staged depends on what its source offers:
 
-* a local, uncompressed blob is verified in place and not copied (the writer reads it from the
-  store; content-addressed blobs are immutable);
+* a local, uncompressed blob is not copied: the writer reads it from the store (blobs are
+  content-addressed and immutable).  It is verified in place, either now or — when the output
+  is a temp file that is discarded on any error (``defer_in_place``) — concurrently with the
+  writing, so hashing and copying overlap;
 * a local compressed blob is decompressed into ``<diffhex>`` while both digests are checked;
-* a remote blob is first downloaded to a temp file (digest checked as it arrives), then
-  decompressed from there.
+* a remote blob is decoded while it arrives, both digests checked at its end.
 
 Files appear under their final name only after their digests check out.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -30,9 +30,9 @@ from typing import IO
 
 import anyio
 
-from hatchway.engine.decode import LayerDecoder
+from hatchway.engine.decode import CHUNK_SIZE, LayerDecoder
 from hatchway.engine.keyed import KeyedOnce
-from hatchway.errors import DigestMismatch, OutputError, StoreError
+from hatchway.errors import OutputError, StoreError
 from hatchway.model import Compression, Layer, hex_of
 from hatchway.progress import LayerAdvanced, LayerStaged, LayerStarted, ProgressCallback
 from hatchway.stores.base import BlobSource
@@ -44,7 +44,7 @@ STEP_BYTES = 16 << 20
 
 @dataclass(frozen=True, slots=True)
 class StagedLayer:
-    """A verified layer: its uncompressed content is the file at ``path``."""
+    """A layer whose uncompressed content is the file at ``path`` (``size`` bytes)."""
 
     diff_id: str
     size: int
@@ -52,13 +52,22 @@ class StagedLayer:
 
 
 class Staging:
-    """Stage layers from ``store`` into ``directory`` with at most ``jobs`` fetches at once."""
+    """Stage layers into ``directory`` with at most ``jobs`` fetches at once."""
 
-    def __init__(self, directory: Path, *, jobs: int, progress: ProgressCallback) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        jobs: int,
+        progress: ProgressCallback,
+        defer_in_place: bool = False,
+    ) -> None:
         self.directory = directory
+        self.progress = progress
         self._slots = anyio.CapacityLimiter(jobs)
         self._once: KeyedOnce[str, StagedLayer] = KeyedOnce()
-        self.progress = progress
+        self._defer = defer_in_place
+        self._deferred: list[tuple[Layer, str]] = []
 
     async def stage(self, layer: Layer, source: BlobSource) -> StagedLayer:
         """The staged form of ``layer``, fetching it from ``source`` unless it is staged or
@@ -68,120 +77,95 @@ class Staging:
     def staged(self) -> dict[str, StagedLayer]:
         return self._once.results()
 
-    async def _stage_new(self, layer: Layer, source: BlobSource) -> StagedLayer:
+    async def verify_deferred(self) -> None:
+        """Verify the in-place layers whose check was deferred; raises on any mismatch."""
+        async with anyio.create_task_group() as tg:
+            for layer, path in self._deferred:
+                tg.start_soon(self._verify_deferred, layer, path)
+
+    async def _verify_deferred(self, layer: Layer, path: str) -> None:
         async with self._slots:
-            return await _Fetch(self, layer, source).stage_locked()
+            self.progress(LayerStarted(layer.diff_id, layer.blob.size))
+            await _decode_file(self, layer, path, None, "store")
+            self.progress(LayerStaged(layer.diff_id, layer.blob.size))
 
-
-class _Fetch:
-    """One layer being staged from one source (holding a fetch slot throughout)."""
-
-    def __init__(self, staging: Staging, layer: Layer, source: BlobSource) -> None:
-        self.directory = staging.directory
-        self._progress = staging.progress
-        self._layer = layer
-        self._source = source
-
-    async def stage_locked(self) -> StagedLayer:
-        layer = self._layer
-        self._progress(LayerStarted(layer.diff_id, layer.blob.size))
-        local = self._source.local_path(layer.blob)
-        final = self.directory / hex_of(layer.diff_id)
-        if local is not None:
-            in_place = layer.compression is Compression.NONE
-            size = await self._decode_locked(
-                layer, local, None if in_place else final, verify_blob=True, report=True
-            )
-            path = local if in_place else str(final)
-        else:
-            download = self.directory / (hex_of(layer.blob.digest) + ".blob")
-            await self._download_locked(layer, download)
-            if layer.compression is Compression.NONE:
-                if layer.blob.digest != layer.diff_id:
-                    raise DigestMismatch(
-                        f"{self._source.description}: uncompressed layer {layer.blob.digest}",
-                        layer.diff_id,
-                        layer.blob.digest,
-                    )
-                await anyio.Path(download).rename(final)
-                size = layer.blob.size
+    async def _stage_new(self, layer: Layer, source: BlobSource) -> StagedLayer:
+        local = source.local_path(layer.blob)
+        if local is not None and layer.compression is Compression.NONE and self._defer:
+            self._deferred.append((layer, local))
+            return StagedLayer(layer.diff_id, layer.blob.size, local)
+        async with self._slots:
+            self.progress(LayerStarted(layer.diff_id, layer.blob.size))
+            if local is None:
+                staged = await self._download_locked(layer, source)
+            elif layer.compression is Compression.NONE:
+                size = await _decode_file(self, layer, local, None, source.description)
+                staged = StagedLayer(layer.diff_id, size, local)
             else:
-                size = await self._decode_locked(
-                    layer, str(download), final, verify_blob=False, report=False
-                )
-                await anyio.Path(download).unlink()
-            path = str(final)
-        self._progress(LayerStaged(layer.diff_id, size))
-        return StagedLayer(layer.diff_id, size, path)
+                staged = await self._decode_local_locked(layer, local, source.description)
+            self.progress(LayerStaged(layer.diff_id, staged.size))
+            return staged
 
-    async def _decode_locked(
-        self, layer: Layer, source: str, dest: Path | None, *, verify_blob: bool, report: bool
-    ) -> int:
-        partial = dest.with_name(dest.name + ".partial") if dest is not None else None
-        src, out = await anyio.to_thread.run_sync(self._open_pair, source, partial)
-        try:
-            decoder = LayerDecoder(
-                src, layer, out, verify_blob=verify_blob, store=self._source.description
-            )
-            while not decoder.done:
-                advanced = await anyio.to_thread.run_sync(decoder.step, STEP_BYTES)
-                if report and advanced:
-                    self._progress(LayerAdvanced(layer.diff_id, advanced))
-            size = decoder.finish()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(_close_all, src, out)
-        if partial is not None and dest is not None:
-            await anyio.Path(partial).rename(dest)
-        return size
+    async def _decode_local_locked(self, layer: Layer, path: str, store: str) -> StagedLayer:
+        final = self.directory / hex_of(layer.diff_id)
+        partial = final.with_name(final.name + ".partial")
+        size = await _decode_file(self, layer, path, partial, store)
+        await anyio.Path(partial).rename(final)
+        return StagedLayer(layer.diff_id, size, str(final))
 
-    def _open_pair(self, source: str, dest: Path | None) -> tuple[IO[bytes], IO[bytes] | None]:
+    async def _download_locked(self, layer: Layer, source: BlobSource) -> StagedLayer:
+        """Fetch a remote blob, decoding and verifying it while it arrives."""
+        final = self.directory / hex_of(layer.diff_id)
+        partial = final.with_name(final.name + ".partial")
+        out = await anyio.to_thread.run_sync(_open_write, partial)
         try:
-            src = open(source, "rb")  # noqa: SIM115 - closed by _close_all
-        except FileNotFoundError:
-            raise StoreError(self._source.description, f"blob {source} not found") from None
-        except OSError as exc:
-            raise StoreError(self._source.description, f"{source}: {exc.strerror}") from None
-        if dest is None:
-            return src, None
-        try:
-            return src, open(dest, "wb")
-        except OSError as exc:
-            src.close()
-            raise OutputError(f"cannot write staging file {dest}: {exc.strerror}") from None
-
-    async def _download_locked(self, layer: Layer, target: Path) -> None:
-        """Fetch a remote blob to ``target``, checking its size and digest as it arrives."""
-        hasher = hashlib.sha256()
-        received = 0
-        out = await anyio.to_thread.run_sync(_open_write, target)
-        try:
-            async with self._source.open_blob(layer.blob) as chunks:
+            decoder = LayerDecoder(layer, out, store=source.description)
+            pending: list[bytes] = []
+            buffered = 0
+            async with source.open_blob(layer.blob) as chunks:
                 async for chunk in chunks:
-                    received += len(chunk)
-                    if received > layer.blob.size:
-                        raise StoreError(
-                            self._source.description,
-                            f"blob {layer.blob.digest} is longer than its descriptor's "
-                            f"{layer.blob.size} bytes",
-                        )
-                    await anyio.to_thread.run_sync(_hash_and_write, hasher, out, chunk)
-                    self._progress(LayerAdvanced(layer.diff_id, len(chunk)))
+                    pending.append(chunk)
+                    buffered += len(chunk)
+                    if buffered >= CHUNK_SIZE:
+                        await anyio.to_thread.run_sync(decoder.feed, b"".join(pending))
+                        self.progress(LayerAdvanced(layer.diff_id, buffered))
+                        pending, buffered = [], 0
+            if pending:
+                await anyio.to_thread.run_sync(decoder.feed, b"".join(pending))
+                self.progress(LayerAdvanced(layer.diff_id, buffered))
+            size = await anyio.to_thread.run_sync(decoder.finish)
         finally:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(_close_all, out, None)
-        if received != layer.blob.size:
-            raise StoreError(
-                self._source.description,
-                f"blob {layer.blob.digest} ended after {received} of {layer.blob.size} bytes",
-            )
-        actual = "sha256:" + hasher.hexdigest()
-        if actual != layer.blob.digest:
-            raise DigestMismatch(
-                f"{self._source.description}: layer blob {layer.blob.digest}",
-                layer.blob.digest,
-                actual,
-            )
+                await anyio.to_thread.run_sync(out.close)
+        await anyio.Path(partial).rename(final)
+        return StagedLayer(layer.diff_id, size, str(final))
+
+
+async def _decode_file(
+    staging: Staging, layer: Layer, path: str, dest: Path | None, store: str
+) -> int:
+    """Decode the local blob file at ``path`` into ``dest`` (or just verify it), in steps."""
+    src = await anyio.to_thread.run_sync(_open_read, path, store)
+    out = None
+    try:
+        if dest is not None:
+            out = await anyio.to_thread.run_sync(_open_write, dest)
+        decoder = LayerDecoder(layer, out, store=store)
+        while advanced := await anyio.to_thread.run_sync(decoder.feed_file, src, STEP_BYTES):
+            staging.progress(LayerAdvanced(layer.diff_id, advanced))
+        return await anyio.to_thread.run_sync(decoder.finish)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_close_all, src, out)
+
+
+def _open_read(path: str, store: str) -> IO[bytes]:
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise StoreError(store, f"blob file {path} not found") from None
+    except OSError as exc:
+        raise StoreError(store, f"{path}: {exc.strerror}") from None
 
 
 def _open_write(path: Path) -> IO[bytes]:
@@ -189,11 +173,6 @@ def _open_write(path: Path) -> IO[bytes]:
         return open(path, "wb")
     except OSError as exc:
         raise OutputError(f"cannot write staging file {path}: {exc.strerror}") from None
-
-
-def _hash_and_write(hasher: hashlib._Hash, out: IO[bytes], chunk: bytes) -> None:
-    hasher.update(chunk)
-    out.write(chunk)
 
 
 def _close_all(first: IO[bytes], second: IO[bytes] | None) -> None:
