@@ -21,6 +21,7 @@ from pathlib import Path
 import anyio
 from anyio.abc import ByteSendStream
 
+from hatchway.engine.filewriter import FileSink
 from hatchway.engine.writer import FdSink, Sink, StreamSink
 from hatchway.errors import OutputError
 
@@ -46,9 +47,9 @@ class PathOutput:
         self._fsync = fsync
 
     @asynccontextmanager
-    async def __call__(self) -> AsyncIterator[Sink]:
+    async def __call__(self) -> AsyncIterator[FileSink]:
         async with atomic_file(self._path, fsync=self._fsync) as fd:
-            yield FdSink(fd, str(self._path))
+            yield FileSink(fd, str(self._path))
 
 
 class FdOutput:

@@ -23,6 +23,7 @@ from typing import Protocol
 
 import anyio
 
+from hatchway.engine.filewriter import FileSink
 from hatchway.engine.resolve import assemble, resolve_all
 from hatchway.engine.staging import Staging, make_staging_dir, remove_staging_dir
 from hatchway.engine.writer import Sink, write_archive
@@ -65,7 +66,7 @@ class SinkOpener(Protocol):
 
     discards_on_error: bool
 
-    def __call__(self) -> AbstractAsyncContextManager[Sink]: ...
+    def __call__(self) -> AbstractAsyncContextManager[Sink | FileSink]: ...
 
 
 async def run_save(
@@ -102,13 +103,9 @@ async def run_save(
                         tg.start_soon(staging.stage, layer, sources[image.config.id])
         staged = staging.staged()
         members = plan_archive(archive_format, images, {d: s.size for d, s in staged.items()})
-        paths = {d: s.path for d, s in staged.items()}
         with collapse_errors():
-            async with open_sink() as sink, anyio.create_task_group() as tg:
-                # Deferred checks of in-place layers overlap the writing; a mismatch cancels
-                # the writer and the sink discards everything it received.
-                tg.start_soon(staging.verify_deferred)
-                written = await write_archive(members, paths, sink, progress)
+            async with open_sink() as sink:
+                written = await write_archive(members, staged, sink, progress, jobs=jobs)
     finally:
         await remove_staging_dir(directory)
     progress(SaveFinished(written))

@@ -10,9 +10,9 @@ go-containerregistry deadlock, STYLE.md).
 How a layer is staged depends on what its source offers:
 
 * a local, uncompressed blob is not copied: the writer reads it from the store (blobs are
-  content-addressed and immutable).  It is verified in place, either now or — when the output
-  is a temp file that is discarded on any error (``defer_in_place``) — concurrently with the
-  writing, so hashing and copying overlap;
+  content-addressed and immutable).  It is verified in place now, or — when the output is a
+  temp file discarded on any error (``defer_in_place``) — by the writer in the same pass that
+  copies it into the archive (``StagedLayer.pending_check``), so it is read only once;
 * a local compressed blob is decompressed into ``<diffhex>`` while both digests are checked;
 * a remote blob is decoded while it arrives, both digests checked at its end.
 
@@ -44,11 +44,17 @@ STEP_BYTES = 16 << 20
 
 @dataclass(frozen=True, slots=True)
 class StagedLayer:
-    """A layer whose uncompressed content is the file at ``path`` (``size`` bytes)."""
+    """A layer whose uncompressed content is the file at ``path`` (``size`` bytes).
+
+    ``pending_check`` is set when the file was not verified yet (a deferred in-place check):
+    the positional writer verifies it while copying it, as ``store``'s content.
+    """
 
     diff_id: str
     size: int
     path: str
+    pending_check: Layer | None = None
+    store: str = ""
 
 
 class Staging:
@@ -67,7 +73,6 @@ class Staging:
         self._slots = anyio.CapacityLimiter(jobs)
         self._once: KeyedOnce[str, StagedLayer] = KeyedOnce()
         self._defer = defer_in_place
-        self._deferred: list[tuple[Layer, str]] = []
 
     async def stage(self, layer: Layer, source: BlobSource) -> StagedLayer:
         """The staged form of ``layer``, fetching it from ``source`` unless it is staged or
@@ -77,23 +82,18 @@ class Staging:
     def staged(self) -> dict[str, StagedLayer]:
         return self._once.results()
 
-    async def verify_deferred(self) -> None:
-        """Verify the in-place layers whose check was deferred; raises on any mismatch."""
-        async with anyio.create_task_group() as tg:
-            for layer, path in self._deferred:
-                tg.start_soon(self._verify_deferred, layer, path)
-
-    async def _verify_deferred(self, layer: Layer, path: str) -> None:
-        async with self._slots:
-            self.progress(LayerStarted(layer.diff_id, layer.blob.size))
-            await _decode_file(self, layer, path, None, "store")
-            self.progress(LayerStaged(layer.diff_id, layer.blob.size))
-
     async def _stage_new(self, layer: Layer, source: BlobSource) -> StagedLayer:
         local = source.local_path(layer.blob)
         if local is not None and layer.compression is Compression.NONE and self._defer:
-            self._deferred.append((layer, local))
-            return StagedLayer(layer.diff_id, layer.blob.size, local)
+            self.progress(LayerStarted(layer.diff_id, layer.blob.size))
+            self.progress(LayerStaged(layer.diff_id, layer.blob.size))
+            return StagedLayer(
+                layer.diff_id,
+                layer.blob.size,
+                local,
+                pending_check=layer,
+                store=source.description,
+            )
         async with self._slots:
             self.progress(LayerStarted(layer.diff_id, layer.blob.size))
             if local is None:

@@ -1,12 +1,14 @@
-"""The ordered writer: serialise an archive plan, member by member, into a sink.
+"""The ordered writer: serialise an archive plan into a sink, byte-identical every time.
 
 The order and every header byte come from the plan (pure), so the archive is identical
-whatever order the layers were staged in.  Two sinks:
+whatever order the layers were staged in.  Three sinks:
 
-* :class:`FdSink` writes to an OS file descriptor (the temp file of ``-o FILE``, or stdout).
-  Layer bodies move in the kernel (``copy_file_range``, else ``sendfile``, else
-  ``pread``/``write``), in bounded steps on worker threads.
-* :class:`StreamSink` writes to any anyio byte stream, reading layer files in chunks.
+* :class:`~hatchway.engine.filewriter.FileSink`, a regular file (the temp file of
+  ``-o FILE``): bodies are copied concurrently at their planned offsets (see filewriter.py).
+* :class:`FdSink`, any file descriptor written front to back (stdout, maybe a pipe): layer
+  bodies move in the kernel (``copy_file_range``, else ``sendfile``, else ``pread``/``write``),
+  in bounded steps on worker threads.
+* :class:`StreamSink`, any anyio byte stream, fed layer files in chunks.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import anyio
 from anyio.abc import ByteSendStream
 
 from hatchway import tarstream
+from hatchway.engine.filewriter import FileSink, write_positional
+from hatchway.engine.staging import StagedLayer
 from hatchway.errors import OutputError
-from hatchway.formats import Member, MemberKind
+from hatchway.formats import Member, archive_size, member_header
 from hatchway.progress import ProgressCallback, WriteAdvanced, WriteStarted
 
 #: Bytes copied per worker-thread step when moving a layer body.
@@ -33,7 +37,7 @@ _FALLBACK_ERRNOS = frozenset(
 
 
 class Sink(Protocol):
-    """Where archive bytes go, in order."""
+    """Where archive bytes go, front to back."""
 
     async def write(self, data: bytes) -> None: ...
 
@@ -44,27 +48,20 @@ class Sink(Protocol):
     async def flush(self) -> None: ...
 
 
-def member_header(member: Member) -> bytes:
-    if member.kind is MemberKind.DIRECTORY:
-        return tarstream.directory_header(member.name, member.mtime)
-    if member.kind is MemberKind.SYMLINK:
-        return tarstream.symlink_header(member.name, member.linkname, member.mtime)
-    return tarstream.file_header(member.name, member.size, member.mtime)
-
-
-def archive_size(members: Sequence[Member]) -> int:
-    """The exact size of the archive a plan produces."""
-    body = sum(tarstream.member_size(len(member_header(m)), m.size) for m in members)
-    return body + len(tarstream.END_OF_ARCHIVE)
-
-
 async def write_archive(
     members: Sequence[Member],
-    layer_paths: Mapping[str, str],
-    sink: Sink,
+    staged: Mapping[str, StagedLayer],
+    sink: Sink | FileSink,
     progress: ProgressCallback,
+    *,
+    jobs: int = 4,
 ) -> int:
-    """Write ``members`` in order; layer bodies come from ``layer_paths`` (by diffID)."""
+    """Write ``members``; layer bodies come from ``staged`` (by diffID).  Returns the size.
+
+    A :class:`FileSink` gets bodies copied concurrently (at most ``jobs`` at once) at their
+    planned offsets; any other sink gets the archive front to back, and is only ever given
+    layers that are already verified.
+    """
     total = archive_size(members)
     progress(WriteStarted(total))
     written = 0
@@ -74,6 +71,21 @@ async def write_archive(
         written += n
         progress(WriteAdvanced(n))
 
+    if isinstance(sink, FileSink):
+        await write_positional(members, staged, sink, advance, jobs=jobs)
+    else:
+        await _write_sequential(members, staged, sink, advance)
+    if written != total:  # pragma: no cover - a planning bug, not a runtime condition
+        raise OutputError(f"wrote {written} bytes but planned {total}")
+    return written
+
+
+async def _write_sequential(
+    members: Sequence[Member],
+    staged: Mapping[str, StagedLayer],
+    sink: Sink,
+    advance: Callable[[int], None],
+) -> None:
     for member in members:
         header = member_header(member)
         await sink.write(header)
@@ -82,16 +94,16 @@ async def write_archive(
             await sink.write(member.data + tarstream.padding(member.size))
             advance(member.size + len(tarstream.padding(member.size)))
         elif member.layer is not None:
-            await sink.write_file(layer_paths[member.layer], member.size, advance)
+            body = staged[member.layer]
+            if body.pending_check is not None:  # pragma: no cover - an engine invariant
+                raise OutputError(f"{body.path}: unverified layer sent to a sequential sink")
+            await sink.write_file(body.path, member.size, advance)
             pad = tarstream.padding(member.size)
             await sink.write(pad)
             advance(len(pad))
     await sink.write(tarstream.END_OF_ARCHIVE)
     advance(len(tarstream.END_OF_ARCHIVE))
     await sink.flush()
-    if written != total:  # pragma: no cover - a planning bug, not a runtime condition
-        raise OutputError(f"wrote {written} bytes but planned {total}")
-    return written
 
 
 class FdSink:

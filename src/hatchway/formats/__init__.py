@@ -10,9 +10,17 @@ from collections.abc import Callable
 from enum import Enum
 
 from hatchway.formats import docker, docker_1_10, docker_legacy
-from hatchway.formats.plan import ExportImage, Member, MemberKind
+from hatchway.formats.plan import ExportImage, Member, MemberKind, archive_size, member_header
 
-__all__ = ["ArchiveFormat", "ExportImage", "Member", "MemberKind", "plan_archive"]
+__all__ = [
+    "ArchiveFormat",
+    "ExportImage",
+    "Member",
+    "MemberKind",
+    "archive_size",
+    "member_header",
+    "plan_archive",
+]
 
 
 class ArchiveFormat(Enum):

@@ -9,11 +9,12 @@ appear in tar headers and in the OCI manifests of the ``docker`` layout.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from hatchway import tarstream
 from hatchway.model import ImageConfig, Layer
 from hatchway.reference import Reference
 
@@ -112,3 +113,18 @@ def repositories(
 def repo_tags(image: ExportImage) -> list[str] | None:
     """``RepoTags`` of a ``manifest.json`` entry: ``null`` for an untagged image."""
     return [ref.recorded_tag() for ref in image.tags] or None
+
+
+def member_header(member: Member) -> bytes:
+    """The tar header bytes of ``member``."""
+    if member.kind is MemberKind.DIRECTORY:
+        return tarstream.directory_header(member.name, member.mtime)
+    if member.kind is MemberKind.SYMLINK:
+        return tarstream.symlink_header(member.name, member.linkname, member.mtime)
+    return tarstream.file_header(member.name, member.size, member.mtime)
+
+
+def archive_size(members: Sequence[Member]) -> int:
+    """The exact size of the archive a plan produces."""
+    body = sum(tarstream.member_size(len(member_header(m)), m.size) for m in members)
+    return body + len(tarstream.END_OF_ARCHIVE)
