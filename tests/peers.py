@@ -684,9 +684,14 @@ class DockerDaemon:
         containers = self.docker("ps", "-aq").stdout.split()
         if containers:
             self.docker("rm", "-f", *containers)
-        images = self.docker("images", "-aq").stdout.split()
-        if images:
-            self.docker("rmi", "-f", *sorted(set(images)))
+        # Removing a child may already remove its untagged parents (images loaded through
+        # the legacy path form chains), so remove one round at a time until none is left.
+        for _ in range(10):
+            images = self.docker("images", "-aq").stdout.split()
+            if not images:
+                return
+            self.docker("rmi", "-f", *sorted(set(images)), check=False)
+        raise PeerError(f"images left after removal: {self.docker('images', '-a').stdout}")
 
     def stop(self) -> None:
         self.process.stop()

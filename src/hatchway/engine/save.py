@@ -23,6 +23,7 @@ from typing import Protocol
 
 import anyio
 
+from hatchway.concurrency import collapse_errors
 from hatchway.engine.filewriter import FileSink
 from hatchway.engine.resolve import assemble, resolve_all
 from hatchway.engine.staging import Staging, make_staging_dir, remove_staging_dir
@@ -116,33 +117,3 @@ def _saved(images: list[ExportImage]) -> tuple[SavedImage, ...]:
     return tuple(
         SavedImage(i.config.id, tuple(ref.recorded_tag() for ref in i.tags)) for i in images
     )
-
-
-class collapse_errors:
-    """Turn a task group's ``ExceptionGroup`` back into the one error that caused it.
-
-    The first :class:`HatchwayError` wins (then any other ``Exception``); groups holding
-    ``BaseException``\\ s such as ``KeyboardInterrupt`` propagate unchanged.
-    """
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        if not isinstance(exc, BaseExceptionGroup):
-            return
-        leaves = list(_leaves(exc))
-        if any(not isinstance(e, Exception) for e in leaves):
-            return
-        chosen = next((e for e in leaves if isinstance(e, HatchwayError)), leaves[0])
-        raise chosen from None
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for e in group.exceptions:
-        if isinstance(e, BaseExceptionGroup):
-            out.extend(_leaves(e))
-        else:
-            out.append(e)
-    return out

@@ -30,8 +30,8 @@ from typing import IO
 
 import anyio
 
+from hatchway.concurrency import KeyedOnce
 from hatchway.engine.decode import CHUNK_SIZE, LayerDecoder
-from hatchway.engine.keyed import KeyedOnce
 from hatchway.errors import OutputError, StoreError
 from hatchway.model import Compression, Layer, hex_of
 from hatchway.progress import LayerAdvanced, LayerStaged, LayerStarted, ProgressCallback

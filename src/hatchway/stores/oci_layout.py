@@ -33,21 +33,18 @@ from hatchway.errors import (
     StoreError,
 )
 from hatchway.model import (
-    INDEX_TYPES,
     Descriptor,
+    ImageConfig,
     MalformedContent,
     Platform,
-    document_kind,
-    image_layers,
     parse_config,
     parse_index,
     parse_json_object,
-    parse_manifest,
-    select_platform,
     sha256_digest,
 )
 from hatchway.reference import ImageQuery, Reference, parse_stored_name
 from hatchway.stores.base import CHUNK_SIZE, ResolvedImage
+from hatchway.stores.images import load_image
 
 IMAGE_NAME_ANNOTATION = "io.containerd.image.name"
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
@@ -216,36 +213,22 @@ class OCILayoutStore:
         self, descriptor: Descriptor, text: str, platform: Platform | None
     ) -> ResolvedImage:
         raw = await self._read_document(descriptor)
+
+        async def read_config(config: Descriptor) -> ImageConfig:
+            return parse_config(await self._read_document(config), config.digest)
+
         with self._malformed():
-            media_type, doc = document_kind(
-                raw, descriptor.media_type, f"manifest {descriptor.digest}"
+            loaded = await load_image(
+                descriptor,
+                raw,
+                name=text,
+                platform=platform,
+                read_manifest=self._read_document,
+                read_config=read_config,
             )
-            if media_type in INDEX_TYPES:
-                children = parse_index(doc, f"index {descriptor.digest}")
-                wanted = platform or Platform.host()
-                chosen = select_platform(children, wanted)
-                if chosen is None:
-                    available = [str(c.platform) for c in children if c.platform is not None]
-                    raise PlatformNotFound(text, str(wanted), available)
-                descriptor = chosen
-                raw = await self._read_document(descriptor)
-                media_type, doc = document_kind(
-                    raw, descriptor.media_type, f"manifest {descriptor.digest}"
-                )
-                if media_type in INDEX_TYPES:
-                    raise MalformedContent(f"index {descriptor.digest}: nested index")
-            manifest = parse_manifest(doc, media_type, f"manifest {descriptor.digest}")
-            config = parse_config(
-                await self._read_document(manifest.config), manifest.config.digest
-            )
-            if (
-                platform is not None
-                and descriptor.platform is None
-                and not platform.matches(config.platform)
-            ):
-                raise PlatformNotFound(text, str(platform), [str(config.platform)])
-            layers = image_layers(manifest, config, f"manifest {descriptor.digest}")
-        return ResolvedImage(descriptor.digest, manifest, config, layers, self)
+        return ResolvedImage(
+            loaded.descriptor.digest, loaded.manifest, loaded.config, loaded.layers, self
+        )
 
     async def _index(self) -> list[IndexEntry]:
         async with self._entries_lock:

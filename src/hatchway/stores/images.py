@@ -1,0 +1,80 @@
+"""From a top-level manifest or index to one verified image: the walk every store shares.
+
+A store fetches documents its own way (files, HTTP); what it does with them is the same
+everywhere: an index picks the manifest for the platform, the manifest names the config, the
+config's diffIDs pair with the manifest's layers.  Stores pass in readers that return bytes
+already checked against their descriptors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from hatchway.errors import PlatformNotFound
+from hatchway.model import (
+    INDEX_TYPES,
+    Descriptor,
+    ImageConfig,
+    Layer,
+    MalformedContent,
+    Manifest,
+    Platform,
+    document_kind,
+    image_layers,
+    parse_index,
+    parse_manifest,
+    select_platform,
+)
+
+ReadDocument = Callable[[Descriptor], Awaitable[bytes]]
+ReadConfig = Callable[[Descriptor], Awaitable[ImageConfig]]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedImage:
+    """The platform manifest (its descriptor and raw bytes), its config and its layers."""
+
+    descriptor: Descriptor
+    raw: bytes
+    manifest: Manifest
+    config: ImageConfig
+    layers: tuple[Layer, ...]
+
+
+async def load_image(
+    top: Descriptor,
+    top_raw: bytes,
+    *,
+    name: str,
+    platform: Platform | None,
+    read_manifest: ReadDocument,
+    read_config: ReadConfig,
+) -> LoadedImage:
+    """Walk from ``top`` (with its verified bytes) to one image.
+
+    An index yields its manifest for ``platform`` (default: the host's); a single manifest is
+    checked against ``platform`` only when one was asked for.  Raises
+    :class:`~hatchway.errors.PlatformNotFound`, :class:`~hatchway.errors.UnsupportedMediaType`
+    and :class:`~hatchway.model.MalformedContent` (which the store re-raises as its own).
+    """
+    descriptor, raw = top, top_raw
+    media_type, doc = document_kind(raw, descriptor.media_type, f"manifest {descriptor.digest}")
+    if media_type in INDEX_TYPES:
+        children = parse_index(doc, f"index {descriptor.digest}")
+        wanted = platform or Platform.host()
+        chosen = select_platform(children, wanted)
+        if chosen is None:
+            available = [str(c.platform) for c in children if c.platform is not None]
+            raise PlatformNotFound(name, str(wanted), available)
+        descriptor, raw = chosen, await read_manifest(chosen)
+        media_type, doc = document_kind(raw, chosen.media_type, f"manifest {chosen.digest}")
+        if media_type in INDEX_TYPES:
+            raise MalformedContent(f"index {top.digest}: nested index")
+    manifest = parse_manifest(doc, media_type, f"manifest {descriptor.digest}")
+    config = await read_config(manifest.config)
+    single = descriptor.platform is None  # not picked from an index: check what was asked
+    if platform is not None and single and not platform.matches(config.platform):
+        raise PlatformNotFound(name, str(platform), [str(config.platform)])
+    layers = image_layers(manifest, config, f"manifest {descriptor.digest}")
+    return LoadedImage(descriptor, raw, manifest, config, layers)

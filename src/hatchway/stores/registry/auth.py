@@ -1,0 +1,177 @@
+"""Registry authentication: anonymous, Basic, and the Bearer token flow.
+
+One :class:`Authenticator` per registry host.  It learns what the registry wants from the
+first ``401`` (its ``WWW-Authenticate`` challenge) and from then on authorises requests up
+front:
+
+* **Basic**: every request carries ``Authorization: Basic ...`` when credentials exist.
+* **Bearer** (Docker distribution token auth, as Docker Hub, GHCR and Quay use): a token is
+  requested from the challenge's ``realm`` for ``service`` and the scope
+  ``repository:NAME:pull`` (with Basic credentials when there are any, else anonymously),
+  cached per scope until shortly before it expires, fetched once however many requests need it,
+  and refreshed when the registry rejects it with another 401.
+  (https://distribution.github.io/distribution/spec/auth/token/)
+
+Credentials are sent only over HTTPS or to hosts the user marked insecure or loopback; tokens
+and passwords never appear in errors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import anyio
+import httpx
+
+from hatchway.errors import RegistryError
+from hatchway.stores.registry.credentials import Credentials
+from hatchway.stores.registry.options import RegistryOptions, is_loopback
+from hatchway.stores.registry.protocol import Challenge, parse_challenges, pull_scope
+
+#: A token is renewed this many seconds before it expires.
+EXPIRY_MARGIN = 10.0
+#: The distribution spec's default lifetime when a token response names none.
+DEFAULT_TOKEN_LIFETIME = 60.0
+MAX_TOKEN_RESPONSE = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    value: str
+    expires_at: float
+
+
+class Authenticator:
+    """Per-registry auth state.  ``credentials(repository)`` looks credentials up lazily."""
+
+    def __init__(
+        self,
+        registry: str,
+        options: RegistryOptions,
+        credentials: Callable[[str], Credentials | None],
+        http: httpx.AsyncClient,
+    ) -> None:
+        self.registry = registry
+        self._options = options
+        self._credentials = credentials
+        self._http = http
+        self._challenge: Challenge | None = None
+        self._tokens: dict[str, _Token] = {}
+        self._locks: dict[str, anyio.Lock] = {}
+        #: How many tokens were fetched (tests and benchmarks read it).
+        self.token_requests = 0
+
+    async def authorization(self, repository: str | None) -> str | None:
+        """The ``Authorization`` value for a request to ``repository`` (``None``: anonymous)."""
+        challenge = self._challenge
+        if challenge is None:
+            return None
+        if challenge.scheme == "basic":
+            creds = self._credentials(repository or "")
+            return creds.basic_header() if creds is not None else None
+        scope = pull_scope(repository) if repository else ""
+        token = await self._token(scope, challenge, repository)
+        return f"Bearer {token.value}"
+
+    def rejected(self, response: httpx.Response, sent: str | None, repository: str | None) -> bool:
+        """Learn from a 401; ``True`` when retrying with new authorization may succeed."""
+        challenges = parse_challenges(response.headers.get("www-authenticate", ""))
+        usable = [c for c in challenges if c.scheme in ("bearer", "basic")]
+        if not usable:
+            return False
+        challenge = next((c for c in usable if c.scheme == "bearer"), usable[0])
+        self._challenge = challenge
+        if sent is None:
+            return challenge.scheme == "bearer" or self.has_credentials(repository)
+        if challenge.scheme == "bearer" and sent.startswith("Bearer "):
+            # Expired or too narrow: forget it, so the retry asks for a fresh one.
+            value = sent.removeprefix("Bearer ")
+            for scope, token in list(self._tokens.items()):
+                if token.value == value:
+                    del self._tokens[scope]
+            return True
+        return False
+
+    def has_credentials(self, repository: str | None) -> bool:
+        return self._credentials(repository or "") is not None
+
+    async def _token(self, scope: str, challenge: Challenge, repository: str | None) -> _Token:
+        lock = self._locks.setdefault(scope, anyio.Lock())
+        async with lock:
+            token = self._tokens.get(scope)
+            if token is not None and token.expires_at > anyio.current_time():
+                return token
+            token = await self._fetch_token(scope, challenge, repository)
+            self._tokens[scope] = token
+            return token
+
+    async def _fetch_token(
+        self, scope: str, challenge: Challenge, repository: str | None
+    ) -> _Token:
+        realm = challenge.realm
+        if not realm:
+            raise RegistryError(self.registry, repository, "bearer challenge without a realm")
+        params = {k: v for k, v in (("service", challenge.params.get("service")),) if v}
+        if scope:
+            params["scope"] = scope
+        headers = {}
+        creds = self._credentials(repository or "")
+        if creds is not None:
+            self._check_realm_transport(realm, repository)
+            headers["Authorization"] = creds.basic_header()
+        self.token_requests += 1
+        started = anyio.current_time()
+        try:
+            response = await self._http.get(realm, params=params, headers=headers)
+        except httpx.HTTPError as exc:
+            raise RegistryError(
+                self.registry, repository, f"token server {_host(realm)} unreachable ({exc!r})"
+            ) from None
+        if response.status_code != 200:
+            verdict = "rejected the credentials" if creds else "refused an anonymous token"
+            raise RegistryError(
+                self.registry,
+                repository,
+                f"token server {_host(realm)} {verdict}",
+                status=response.status_code,
+            )
+        return self._parse_token(response.content[:MAX_TOKEN_RESPONSE], started, repository)
+
+    def _parse_token(self, body: bytes, started: float, repository: str | None) -> _Token:
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            doc = None
+        value = None
+        if isinstance(doc, dict):
+            value = doc.get("token") or doc.get("access_token")
+        if not isinstance(value, str) or not value:
+            raise RegistryError(self.registry, repository, "token server sent no token")
+        expires_in = doc.get("expires_in") if isinstance(doc, dict) else None
+        lifetime = (
+            float(expires_in)
+            if isinstance(expires_in, int | float) and expires_in > 0
+            else DEFAULT_TOKEN_LIFETIME
+        )
+        margin = min(EXPIRY_MARGIN, lifetime / 2)
+        return _Token(value, started + lifetime - margin)
+
+    def _check_realm_transport(self, realm: str, repository: str | None) -> None:
+        parts = urlsplit(realm)
+        host = parts.netloc
+        trusted = is_loopback(host) or host in self._options.insecure_registries
+        if parts.scheme == "https" or trusted:
+            return
+        raise RegistryError(
+            self.registry,
+            repository,
+            f"token realm {parts.scheme}://{host} is not HTTPS; refusing to send credentials "
+            "(name it with --insecure-registry to allow this)",
+        )
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).netloc or url

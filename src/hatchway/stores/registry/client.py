@@ -1,0 +1,365 @@
+"""An async client for one registry host: the OCI distribution API's read side, on httpx.
+
+httpx runs on anyio, so this works under asyncio and trio alike.  Contracts:
+
+* :meth:`RegistryClient.get_manifest` returns a manifest or index's bytes unverified together
+  with the ``Docker-Content-Digest`` the registry claimed; the store verifies digests.
+* :meth:`RegistryClient.get_blob` reads a small blob (a config) whole, unverified.
+* :meth:`RegistryClient.open_blob` streams a blob in chunks, unverified (the engine or the
+  pull verifies), resuming a cut-short body with ``Range: bytes=N-`` when the registry answers
+  ``206``, and refetching from the start (skipping the bytes already delivered) when it does
+  not.  Redirects (to a CDN or object store) are followed; httpx drops ``Authorization`` when
+  a redirect leaves the registry's origin.
+* Every request is authorised by :class:`~hatchway.stores.registry.auth.Authenticator`, holds
+  one of the registry's ``max_connections_per_registry`` slots while it runs, and is retried
+  per :class:`~hatchway.stores.registry.options.RetryPolicy`.  Failures raise
+  :class:`~hatchway.errors.RegistryError` naming registry, repository and status.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+import anyio
+import httpx
+
+from hatchway.errors import RegistryError
+from hatchway.model import Descriptor
+from hatchway.stores.registry.auth import Authenticator
+from hatchway.stores.registry.credentials import Credentials, lookup
+from hatchway.stores.registry.options import RegistryOptions
+from hatchway.stores.registry.protocol import (
+    MANIFEST_ACCEPT,
+    RETRY_STATUSES,
+    parse_content_range,
+    parse_error_body,
+    parse_retry_after,
+)
+
+T = TypeVar("T")
+#: Manifests, indexes and configs are read whole; refuse absurd ones instead of eating memory.
+MAX_DOCUMENT_SIZE = 16 << 20
+_MAX_ERROR_BODY = 64 << 10
+#: Blob bytes are handed on in chunks of this size: large enough to keep per-chunk costs
+#: (a worker-thread hop in the consumer) small, small enough that a cut connection loses
+#: little (a resume restarts after the last chunk handed on).
+STREAM_CHUNK = 256 << 10
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedDocument:
+    """A manifest or index as the registry sent it (unverified)."""
+
+    raw: bytes
+    content_type: str
+    claimed_digest: str | None
+
+
+class _Retry(Exception):
+    """One attempt failed in a way worth retrying (internal)."""
+
+    def __init__(self, error: RegistryError, retry_after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+class RegistryClient:
+    """Requests to one registry host (``domain`` as in a reference: ``host[:port]``)."""
+
+    def __init__(self, domain: str, options: RegistryOptions) -> None:
+        self.domain = domain
+        self.options = options
+        self.base_url = options.base_url(domain)
+        limit = options.max_connections_per_registry
+        t = options.timeouts
+        transport = options.transport
+        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+            raise TypeError("RegistryOptions.transport must be an httpx.AsyncBaseTransport")
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={"User-Agent": options.user_agent},
+            timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=None),
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            follow_redirects=True,
+            verify=_ssl_context(domain, options.ca_cert),
+            transport=transport,
+            trust_env=False,
+        )
+        self._slots = anyio.CapacityLimiter(limit)
+        explicit = Credentials.parse(options.creds) if options.creds else None
+        self._creds_cache: dict[str, Credentials | None] = {}
+        self._explicit = explicit
+        self.auth = Authenticator(domain, options, self._credentials, self._http)
+        #: Requests sent (every attempt), by path: tests and benchmarks read it.
+        self.requests = 0
+
+    # -- public API ----------------------------------------------------------------------
+
+    async def get_manifest(self, repository: str, reference: str) -> FetchedDocument:
+        """``GET /v2/<repository>/manifests/<tag-or-digest>`` with every supported type."""
+        path = f"/v2/{repository}/manifests/{reference}"
+        what = f"manifest {reference}"
+
+        async def attempt() -> FetchedDocument:
+            async with self._open(path, repository, what, {"Accept": MANIFEST_ACCEPT}) as resp:
+                raw = await self._read_limited(resp, repository, what)
+                return FetchedDocument(
+                    raw,
+                    resp.headers.get("content-type", ""),
+                    resp.headers.get("docker-content-digest"),
+                )
+
+        return await self._retrying(attempt, repository, what)
+
+    async def get_blob(self, repository: str, descriptor: Descriptor) -> bytes:
+        """A small blob (a config) read whole; refuses blobs over 16 MiB."""
+        path = f"/v2/{repository}/blobs/{descriptor.digest}"
+        what = f"blob {descriptor.digest}"
+        if descriptor.size > MAX_DOCUMENT_SIZE:
+            raise RegistryError(self.domain, repository, f"{what} is too large to be a config")
+
+        async def attempt() -> bytes:
+            async with self._open(path, repository, what, {"Accept-Encoding": "identity"}) as r:
+                return await self._read_limited(r, repository, what)
+
+        return await self._retrying(attempt, repository, what)
+
+    @asynccontextmanager
+    async def open_blob(
+        self, repository: str, descriptor: Descriptor
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Stream a blob's bytes (see the module docstring for resume and verification)."""
+        chunks = self._blob_chunks(repository, descriptor)
+        try:
+            yield chunks
+        finally:
+            with anyio.CancelScope(shield=True):
+                await chunks.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- blob streaming with resume -------------------------------------------------------
+
+    async def _blob_chunks(
+        self, repository: str, descriptor: Descriptor
+    ) -> AsyncGenerator[bytes, None]:
+        path = f"/v2/{repository}/blobs/{descriptor.digest}"
+        what = f"blob {descriptor.digest}"
+        policy = self.options.retry
+        received = 0
+        failures = 0
+        at_last_failure = 0
+        while True:
+            headers = {"Accept-Encoding": "identity"}
+            if received:
+                headers["Range"] = f"bytes={received}-"
+            try:
+                async with self._open(path, repository, what, headers) as resp:
+                    skip = self._resume_offset(resp, received, repository, what)
+                    async for chunk in _raw(resp, STREAM_CHUNK):
+                        if skip:
+                            dropped = min(skip, len(chunk))
+                            skip -= dropped
+                            chunk = chunk[dropped:]
+                            if not chunk:
+                                continue
+                        received += len(chunk)
+                        yield chunk
+                if received >= descriptor.size:
+                    return
+                raise _Retry(  # noqa: TRY301 - a clean but short body is retried like a cut one
+                    RegistryError(
+                        self.domain,
+                        repository,
+                        f"{what} ended after {received} of {descriptor.size} bytes",
+                    )
+                )
+            except _Retry as retry:
+                if received > at_last_failure:
+                    failures = 0
+                at_last_failure = received
+                if failures >= policy.retries:
+                    raise retry.error from None
+                await policy.sleep(policy.delay(failures, retry.retry_after))
+                failures += 1
+            except httpx.TransportError as exc:
+                if received > at_last_failure:
+                    failures = 0
+                at_last_failure = received
+                if failures >= policy.retries:
+                    raise self._transport_error(exc, repository, what, received) from None
+                await policy.sleep(policy.delay(failures))
+                failures += 1
+
+    def _resume_offset(
+        self, resp: httpx.Response, received: int, repository: str, what: str
+    ) -> int:
+        """Bytes of this response to drop: 0 after a proper 206, ``received`` after a 200."""
+        if not received or resp.status_code == 200:
+            return received
+        span = parse_content_range(resp.headers.get("content-range"))
+        if span is None or span[0] != received:
+            raise RegistryError(
+                self.domain,
+                repository,
+                f"{what}: asked to resume at byte {received}, "
+                f"got Content-Range {resp.headers.get('content-range')!r}",
+                status=resp.status_code,
+            )
+        return 0
+
+    # -- one request, with auth, slots and error translation ------------------------------
+
+    @asynccontextmanager
+    async def _open(
+        self, path: str, repository: str, what: str, headers: dict[str, str]
+    ) -> AsyncIterator[httpx.Response]:
+        """One authorised GET whose response is 200 or 206; raises otherwise.
+
+        Retryable failures raise :class:`_Retry`; transport errors propagate as httpx's.
+        """
+        async with self._slots:
+            response = await self._send_authorised(path, repository, headers)
+            try:
+                if response.status_code not in (200, 206):
+                    raise await self._status_error(response, repository, what)
+                yield response
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+
+    async def _send_authorised(
+        self, path: str, repository: str, headers: dict[str, str]
+    ) -> httpx.Response:
+        for attempt in range(2):
+            authorization = await self.auth.authorization(repository)
+            request = self._http.build_request("GET", path, headers=headers)
+            if authorization is not None:
+                request.headers["Authorization"] = authorization
+            self.requests += 1
+            response = await self._http.send(request, stream=True)
+            if response.status_code != 401 or attempt == 1:
+                return response
+            if not self.auth.rejected(response, authorization, repository):
+                return response
+            await response.aclose()
+        raise AssertionError("unreachable")
+
+    async def _status_error(
+        self, response: httpx.Response, repository: str, what: str
+    ) -> Exception:
+        body = b""
+        try:
+            async for chunk in _raw(response):
+                body += chunk
+                if len(body) > _MAX_ERROR_BODY:
+                    break
+        except httpx.HTTPError:
+            pass
+        parsed = parse_error_body(body)
+        status = response.status_code
+        message = parsed.message or response.reason_phrase or "error"
+        if status in (401, 403):
+            who = (
+                "with the given credentials"
+                if self.auth.has_credentials(repository)
+                else ("anonymously (no credentials for this registry)")
+            )
+            message = f"{what}: access denied {who}: {message}"
+        else:
+            message = f"{what}: {message}"
+        error = RegistryError(self.domain, repository, message, status=status, code=parsed.code)
+        if status in RETRY_STATUSES:
+            retry_after = None
+            if status == 429:
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+            return _Retry(error, retry_after)
+        return error
+
+    async def _read_limited(self, response: httpx.Response, repository: str, what: str) -> bytes:
+        length = response.headers.get("content-length")
+        if length and length.isdigit() and int(length) > MAX_DOCUMENT_SIZE:
+            raise RegistryError(self.domain, repository, f"{what} is too large ({length} bytes)")
+        body = bytearray()
+        async for chunk in _raw(response):
+            body += chunk
+            if len(body) > MAX_DOCUMENT_SIZE:
+                raise RegistryError(self.domain, repository, f"{what} is too large")
+        return bytes(body)
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]], repository: str, what: str) -> T:
+        policy = self.options.retry
+        for n in range(policy.retries + 1):
+            try:
+                return await attempt()
+            except _Retry as retry:
+                if n >= policy.retries:
+                    raise retry.error from None
+                await policy.sleep(policy.delay(n, retry.retry_after))
+            except httpx.TransportError as exc:
+                if n >= policy.retries:
+                    raise self._transport_error(exc, repository, what, None) from None
+                await policy.sleep(policy.delay(n))
+        raise AssertionError("unreachable")
+
+    def _transport_error(
+        self, exc: httpx.TransportError, repository: str, what: str, received: int | None
+    ) -> RegistryError:
+        kind = type(exc).__name__
+        detail = str(exc) or kind
+        after = f" after {received} bytes" if received else ""
+        tries = self.options.retry.retries + 1
+        return RegistryError(
+            self.domain,
+            repository,
+            f"{what}: {_describe(exc)}{after} ({detail}; gave up after {tries} attempts)",
+        )
+
+    def _credentials(self, repository: str) -> Credentials | None:
+        if self._explicit is not None:
+            return self._explicit
+        if not self.options.use_credential_files:
+            return None
+        if repository not in self._creds_cache:
+            self._creds_cache[repository] = lookup(self.domain, repository)
+        return self._creds_cache[repository]
+
+
+async def _raw(response: httpx.Response, chunk_size: int | None = None) -> AsyncIterator[bytes]:
+    """The body's bytes as sent (no Content-Encoding decoding), as they arrive.
+
+    A response built in memory (``httpx.MockTransport``) is already read: yield its bytes.
+    """
+    if response.is_stream_consumed:
+        yield response.content
+        return
+    async for chunk in response.aiter_raw(chunk_size):
+        yield chunk
+
+
+def _describe(exc: httpx.TransportError) -> str:
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return "cannot connect"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+        return "connection lost"
+    return "transport error"
+
+
+def _ssl_context(domain: str, ca_cert: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if ca_cert is not None:
+        try:
+            context.load_verify_locations(cafile=ca_cert)
+        except (OSError, ssl.SSLError) as exc:
+            raise RegistryError(
+                domain, None, f"cannot load CA certificate {ca_cert}: {exc}"
+            ) from None
+    return context

@@ -1,0 +1,216 @@
+"""Registries as a store: ``docker://HOST[:PORT]/REPO[:TAG|@DIGEST]`` names.
+
+:class:`RegistryStore` implements the :class:`~hatchway.stores.base.Store` protocol for
+queries whose reference carries the ``docker://`` transport.  Name rules:
+
+* ``docker://host/repo`` means ``:latest`` (a registry cannot list "every tag" cheaply, and
+  skopeo and Docker read a tag-less registry name the same way);
+* ``docker://host/repo:tag`` records the tag ``host/repo:tag`` (the registry host is kept,
+  except for Docker Hub, FORMATS.md §1), so it matches the same image pulled into a local store;
+* ``docker://host/repo@sha256:...`` records no tag.
+
+Verification (the store's half of the contract in ``stores/base.py``): the manifest fetched by
+digest must hash to that digest; one fetched by tag must hash to the ``Docker-Content-Digest``
+the registry claimed, if any; a platform manifest chosen from an index and every config must
+match their descriptor's digest *and* size.  Layer blobs are handed to the engine unverified
+through a per-repository :class:`RepositorySource`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
+from dataclasses import dataclass
+
+from hatchway.concurrency import KeyedOnce
+from hatchway.errors import DigestMismatch, NoSuchImage, RegistryError, StoreError
+from hatchway.model import (
+    Descriptor,
+    ImageConfig,
+    MalformedContent,
+    Manifest,
+    Platform,
+    parse_config,
+    sha256_digest,
+)
+from hatchway.reference import DEFAULT_TAG, ImageQuery, Reference
+from hatchway.stores.base import ResolvedImage
+from hatchway.stores.images import load_image
+from hatchway.stores.registry.client import FetchedDocument, RegistryClient
+from hatchway.stores.registry.options import RegistryOptions
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryImage:
+    """One image fetched from a registry, with the raw documents a pull stores.
+
+    ``manifest_descriptor`` describes the platform manifest (``manifest_raw``); ``top_digest``
+    is the digest of what the name pointed at (an index, or that same manifest).
+    """
+
+    reference: Reference
+    top_digest: str
+    manifest_descriptor: Descriptor
+    manifest_raw: bytes
+    image: ResolvedImage
+
+    @property
+    def config(self) -> ImageConfig:
+        return self.image.config
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.image.manifest
+
+
+class RepositorySource:
+    """The blobs of one registry repository (a :class:`~hatchway.stores.base.BlobSource`)."""
+
+    def __init__(self, client: RegistryClient, repository: str) -> None:
+        self.client = client
+        self.repository = repository
+        self.description = f"registry {client.domain}, repository {repository}"
+
+    def open_blob(
+        self, descriptor: Descriptor
+    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        return self.client.open_blob(self.repository, descriptor)
+
+    def local_path(self, descriptor: Descriptor) -> str | None:
+        return None
+
+
+class RegistryStore:
+    """Every registry named by ``docker://`` queries, one client per registry host."""
+
+    def __init__(self, options: RegistryOptions | None = None) -> None:
+        self.options = options or RegistryOptions()
+        self.description = "registries"
+        self._clients: dict[str, RegistryClient] = {}
+        self._sources: dict[tuple[str, str], RepositorySource] = {}
+        self._images: KeyedOnce[tuple[Reference, Platform | None], RegistryImage] = KeyedOnce()
+        self._configs: KeyedOnce[str, ImageConfig] = KeyedOnce()
+
+    # -- the Store protocol ------------------------------------------------------------
+
+    async def resolve(self, query: ImageQuery, platform: Platform | None) -> list[ResolvedImage]:
+        ref = query.reference
+        if ref is None or not ref.registry:
+            raise StoreError(self.description, f"{query.text}: not a docker:// registry name")
+        fetched = await self.fetch(ref, platform, query.text)
+        return [fetched.image]
+
+    async def aclose(self) -> None:
+        clients, self._clients = self._clients, {}
+        self._sources.clear()
+        for client in clients.values():
+            await client.aclose()
+
+    # -- for pull and tests --------------------------------------------------------------
+
+    def client(self, domain: str) -> RegistryClient:
+        """The (shared) client for a registry host."""
+        client = self._clients.get(domain)
+        if client is None:
+            client = self._clients[domain] = RegistryClient(domain, self.options)
+        return client
+
+    def source(self, ref: Reference) -> RepositorySource:
+        key = (ref.domain, ref.path)
+        source = self._sources.get(key)
+        if source is None:
+            source = self._sources[key] = RepositorySource(self.client(ref.domain), ref.path)
+        return source
+
+    async def fetch(self, ref: Reference, platform: Platform | None, text: str) -> RegistryImage:
+        """Fetch and verify the image ``ref`` names (once per store, however often asked)."""
+        key = (Reference(ref.domain, ref.path, ref.tag, ref.digest), platform)
+        return await self._images.run(key, lambda: self._fetch(ref, platform, text))
+
+    # -- resolution ----------------------------------------------------------------------
+
+    async def _fetch(self, ref: Reference, platform: Platform | None, text: str) -> RegistryImage:
+        source = self.source(ref)
+        client = source.client
+        where = source.description
+        target = ref.digest or ref.tag or DEFAULT_TAG
+        doc = await self._get_manifest(client, ref.path, target, text)
+        top_digest = sha256_digest(doc.raw)
+        if ref.digest is not None and top_digest != ref.digest:
+            raise DigestMismatch(f"{where}: manifest {ref.digest}", ref.digest, top_digest)
+        claimed = doc.claimed_digest
+        if (
+            ref.digest is None
+            and claimed
+            and claimed.startswith("sha256:")
+            and (claimed != top_digest)
+        ):
+            raise DigestMismatch(f"{where}: manifest {target}", claimed, top_digest)
+        top = Descriptor(doc.content_type, top_digest, len(doc.raw))
+
+        async def read_manifest(child: Descriptor) -> bytes:
+            return await self._get_child(client, ref.path, child, where, text)
+
+        async def read_config(config: Descriptor) -> ImageConfig:
+            return await self._configs.run(config.digest, lambda: self._get_config(source, config))
+
+        with self._malformed(where):
+            loaded = await load_image(
+                top,
+                doc.raw,
+                name=text,
+                platform=platform,
+                read_manifest=read_manifest,
+                read_config=read_config,
+            )
+        descriptor, raw = loaded.descriptor, loaded.raw
+        manifest, config, layers = loaded.manifest, loaded.config, loaded.layers
+        tags: tuple[Reference, ...] = ()
+        if ref.digest is None:
+            tags = (Reference(ref.domain, ref.path, ref.tag or DEFAULT_TAG),)
+        image = ResolvedImage(descriptor.digest, manifest, config, layers, source, tags)
+        return RegistryImage(ref, top_digest, descriptor, raw, image)
+
+    async def _get_manifest(
+        self, client: RegistryClient, repository: str, target: str, text: str
+    ) -> FetchedDocument:
+        try:
+            return await client.get_manifest(repository, target)
+        except RegistryError as exc:
+            if exc.status == 404:
+                raise NoSuchImage(text) from exc
+            raise
+
+    async def _get_child(
+        self,
+        client: RegistryClient,
+        repository: str,
+        descriptor: Descriptor,
+        where: str,
+        text: str,
+    ) -> bytes:
+        doc = await client.get_manifest(repository, descriptor.digest)
+        _verify(doc.raw, descriptor, f"{where}: manifest {descriptor.digest}")
+        return doc.raw
+
+    async def _get_config(self, source: RepositorySource, descriptor: Descriptor) -> ImageConfig:
+        raw = await source.client.get_blob(source.repository, descriptor)
+        _verify(raw, descriptor, f"{source.description}: config {descriptor.digest}")
+        with self._malformed(source.description):
+            return parse_config(raw, descriptor.digest)
+
+    @contextmanager
+    def _malformed(self, where: str) -> Iterator[None]:
+        try:
+            yield
+        except MalformedContent as exc:
+            raise StoreError(where, str(exc)) from None
+
+
+def _verify(raw: bytes, descriptor: Descriptor, what: str) -> None:
+    """``raw`` must be exactly what ``descriptor`` promises: digest first, then size."""
+    actual = sha256_digest(raw)
+    if actual != descriptor.digest:
+        raise DigestMismatch(what, descriptor.digest, actual)
+    if len(raw) != descriptor.size:
+        raise StoreError(what, f"{len(raw)} bytes, descriptor says {descriptor.size}")

@@ -1,0 +1,249 @@
+"""A fault-injecting TCP proxy on 127.0.0.1, for registry tests and benchmarks.
+
+It runs its own event loop in a background thread (``anyio.from_thread.start_blocking_portal``),
+so it serves the same way whatever backend the test under it uses.  Between a client and an
+upstream HTTP server it can add:
+
+* ``latency`` — one-way delay in seconds, each direction, as a delay line (throughput is not
+  divided by it: bytes in flight stay in flight);
+* ``bandwidth`` — a cap in bytes per second per connection, server → client;
+* ``fail_next`` — answer the next N requests ``503`` itself (``fail_status`` to change it),
+  with a distribution error body, then close the connection;
+* ``drop_after`` — cut the connection after ``drop_after`` bytes of a blob GET's response, for
+  the next ``drop_times`` responses long enough to be cut;
+* ``strip_range`` — remove ``Range`` headers (a server that cannot resume).
+
+It parses request heads (GET/HEAD without bodies — the read side of the registry API) to count
+requests: ``requests`` lists ``(method, path)`` in arrival order.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.abc
+from anyio.from_thread import start_blocking_portal
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+_PIECE = 64 << 10
+_FAIL_BODY = b'{"errors":[{"code":"UNAVAILABLE","message":"injected by the test proxy"}]}'
+
+
+@dataclass
+class Faults:
+    latency: float = 0.0
+    bandwidth: float | None = None
+    fail_next: int = 0
+    fail_status: int = 503
+    drop_after: int | None = None
+    drop_times: int = 0
+    strip_range: bool = False
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    injected: int = 0
+    dropped: int = 0
+    ranged: int = 0
+
+
+class _Connection:
+    def __init__(self) -> None:
+        self.drop_budget: int | None = None
+        self.closing = False
+
+
+class FaultProxy:
+    """Forward 127.0.0.1:``port`` to 127.0.0.1:``upstream_port`` with :class:`Faults`."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.faults = Faults()
+        self._lock = threading.Lock()
+        self.port = 0
+        self.host = ""
+
+    def reset(self, **changes: object) -> Faults:
+        """Fresh faults (and counters) for the next run."""
+        with self._lock:
+            self.faults = Faults(**changes)  # type: ignore[arg-type]
+            return self.faults
+
+    def blob_requests(self) -> dict[str, int]:
+        """GET requests per blob digest (across repositories)."""
+        counts: dict[str, int] = {}
+        for method, path in self.faults.requests:
+            if method == "GET" and "/blobs/sha256:" in path:
+                digest = path.rsplit("/", 1)[1]
+                counts[digest] = counts.get(digest, 0) + 1
+        return counts
+
+    async def serve(self, task_status: anyio.abc.TaskStatus[int]) -> None:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        async with listener:
+            task_status.started(port)
+            await listener.serve(self._handle)
+
+    async def _handle(self, client: anyio.abc.SocketStream) -> None:
+        async with client:
+            try:
+                upstream = await anyio.connect_tcp("127.0.0.1", self.upstream_port)
+            except OSError:
+                return
+            async with upstream:
+                conn = _Connection()
+                up_send, up_recv = anyio.create_memory_object_stream[tuple[float, bytes]](1000)
+                down_send, down_recv = anyio.create_memory_object_stream[tuple[float, bytes]](1000)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._requests, client, up_send, down_send, conn, tg)
+                    tg.start_soon(self._deliver, up_recv, upstream, None, None)
+                    tg.start_soon(self._responses, upstream, down_send, conn)
+                    tg.start_soon(self._deliver, down_recv, client, self.faults.bandwidth, tg)
+
+    async def _requests(
+        self,
+        client: anyio.abc.SocketStream,
+        up: MemoryObjectSendStream[tuple[float, bytes]],
+        down: MemoryObjectSendStream[tuple[float, bytes]],
+        conn: _Connection,
+        tg: anyio.abc.TaskGroup,
+    ) -> None:
+        buffer = b""
+        async with up:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    try:
+                        data = await client.receive()
+                    except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                        tg.cancel_scope.cancel()
+                        return
+                    buffer += data
+                    if not buffer[:1].isalpha():
+                        # Not HTTP (a TLS ClientHello: skopeo tries HTTPS first): pass it on
+                        # untouched so the upstream can refuse it at once.
+                        await self._passthrough(client, buffer, up)
+                        return
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path = [*lines[0].split(" "), "", ""][:2]
+                faults = self.faults
+                with self._lock:
+                    faults.requests.append((method, path))
+                    if any(ln.lower().startswith("range:") for ln in lines):
+                        faults.ranged += 1
+                    inject = faults.fail_next > 0
+                    if inject:
+                        faults.fail_next -= 1
+                        faults.injected += 1
+                    drop = (
+                        faults.drop_after is not None
+                        and faults.drop_times > 0
+                        and "/blobs/" in path
+                        and method == "GET"
+                    )
+                if inject:
+                    reply = (
+                        f"HTTP/1.1 {faults.fail_status} Injected\r\n"
+                        f"Content-Type: application/json\r\nContent-Length: {len(_FAIL_BODY)}\r\n"
+                        "Connection: close\r\n\r\n"
+                    ).encode() + _FAIL_BODY
+                    await down.send((anyio.current_time() + faults.latency, reply))
+                    await down.aclose()
+                    return
+                if faults.strip_range:
+                    lines = [ln for ln in lines if not ln.lower().startswith("range:")]
+                conn.drop_budget = faults.drop_after if drop else None
+                data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+                await up.send((anyio.current_time() + faults.latency, data))
+
+    async def _passthrough(
+        self,
+        client: anyio.abc.SocketStream,
+        buffer: bytes,
+        up: MemoryObjectSendStream[tuple[float, bytes]],
+    ) -> None:
+        while True:
+            await up.send((anyio.current_time() + self.faults.latency, buffer))
+            try:
+                buffer = await client.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                return
+
+    async def _responses(
+        self,
+        upstream: anyio.abc.SocketStream,
+        down: MemoryObjectSendStream[tuple[float, bytes]],
+        conn: _Connection,
+    ) -> None:
+        async with down:
+            while True:
+                try:
+                    data = await upstream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                    return
+                if conn.drop_budget is not None:
+                    if len(data) >= conn.drop_budget and self._take_drop():
+                        data = data[: conn.drop_budget]
+                        await down.send((anyio.current_time() + self.faults.latency, data))
+                        return
+                    conn.drop_budget -= len(data)
+                await down.send((anyio.current_time() + self.faults.latency, data))
+
+    def _take_drop(self) -> bool:
+        """Count one cut, if the budget of cuts allows it."""
+        with self._lock:
+            if self.faults.drop_times <= 0:
+                return False
+            self.faults.drop_times -= 1
+            self.faults.dropped += 1
+            return True
+
+    async def _deliver(
+        self,
+        queue: MemoryObjectReceiveStream[tuple[float, bytes]],
+        target: anyio.abc.SocketStream,
+        bandwidth: float | None,
+        tg: anyio.abc.TaskGroup | None,
+    ) -> None:
+        """Send queued data when due; ``tg`` (the response direction) is cancelled when the
+        queue ends, which closes the connection once every byte was delivered."""
+        next_free = 0.0
+        async with queue:
+            async for due, data in queue:
+                delay = due - anyio.current_time()
+                if delay > 0:
+                    await anyio.sleep(delay)
+                for start in range(0, len(data), _PIECE):
+                    piece = data[start : start + _PIECE]
+                    if bandwidth:
+                        now = anyio.current_time()
+                        # A token bucket with a little burst credit, so that oversleeping
+                        # one piece is made up on the next instead of lowering the rate.
+                        next_free = max(next_free, now - 0.05) + len(piece) / bandwidth
+                        if next_free > now:
+                            await anyio.sleep(next_free - now)
+                    try:
+                        await target.send(piece)
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                        if tg is not None:
+                            tg.cancel_scope.cancel()
+                        return
+        # The source ended (EOF, an injected reply or a drop): close the whole connection.
+        if tg is not None:
+            tg.cancel_scope.cancel()
+
+
+@contextmanager
+def fault_proxy(upstream_port: int) -> Iterator[FaultProxy]:
+    """Run a :class:`FaultProxy` in a background thread for the duration of the block."""
+    proxy = FaultProxy(upstream_port)
+    with start_blocking_portal("asyncio") as portal:
+        future, port = portal.start_task(proxy.serve)
+        proxy.port = port
+        proxy.host = f"127.0.0.1:{port}"
+        try:
+            yield proxy
+        finally:
+            future.cancel()

@@ -1,0 +1,132 @@
+"""``pull`` into the local OCI layout store: saving afterwards from the store gives the very
+archive a save from the registry gives; ``index.json`` stays valid under concurrent pulls."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from hatchway.errors import NoSuchImage
+from hatchway.stores.oci_layout import OCILayoutStore
+from hatchway.stores.registry import pull
+from tests.peers import OciImageTool
+from tests.registry_support import Lab, lab_session, options, save_archive, save_from_registry
+
+pytestmark = [pytest.mark.anyio, pytest.mark.peers]
+
+NAMES = ("hw/docker:1", "hw/oci:1", "hw/multi:1", "hw/family-a:1", "hw/family-c:1")
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    yield from lab_session(tmp_path_factory)
+
+
+def _index(store: Path) -> list[dict[str, object]]:
+    manifests: list[dict[str, object]] = json.loads((store / "index.json").read_text())["manifests"]
+    return manifests
+
+
+@pytest.mark.parametrize("archive_format", ["docker", "docker-1.10", "docker-legacy"])
+async def test_save_after_pull_is_byte_identical_to_a_save_from_the_registry(
+    lab: Lab, tmp_path: Path, archive_format: str
+) -> None:
+    registry_names = [lab.images.name(n) for n in NAMES]
+    result = await pull(registry_names, tmp_path / "store", options=options())
+    assert [i.name for i in result.images] == [f"{lab.registry.host}/{n}" for n in NAMES]
+    local_names = [f"{lab.registry.host}/{n}" for n in NAMES]
+    local = await save_archive(
+        local_names,
+        tmp_path / "local.tar",
+        OCILayoutStore(tmp_path / "store"),
+        archive_format=archive_format,
+    )
+    remote = await save_from_registry(
+        registry_names, tmp_path / "remote.tar", options(), archive_format=archive_format
+    )
+    assert local == remote
+
+
+async def test_pull_writes_a_valid_layout_with_named_entries(
+    lab: Lab, tmp_path: Path, oci_image_tool: OciImageTool
+) -> None:
+    store = tmp_path / "store"
+    await pull(
+        [lab.images.name("hw/oci:1"), lab.images.name("hw/multi:1")], store, options=options()
+    )
+    entries = _index(store)
+    assert [e["annotations"] for e in entries] == [
+        {
+            "io.containerd.image.name": f"{lab.registry.host}/hw/oci:1",
+            "org.opencontainers.image.ref.name": "1",
+        },
+        {
+            "io.containerd.image.name": f"{lab.registry.host}/hw/multi:1",
+            "org.opencontainers.image.ref.name": "1",
+        },
+    ]
+    # The platform manifest chosen from the index is what is stored.
+    assert entries[1]["digest"] == lab.images.images["multi:native"].digest
+    assert (store / "oci-layout").read_bytes() == b'{"imageLayoutVersion":"1.0.0"}'
+    assert not [p for p in (store / "blobs" / "sha256").iterdir() if p.name.startswith(".")]
+    single = tmp_path / "single"
+    await pull([lab.images.name("hw/multi:1")], single, options=options())
+    oci_image_tool.validate(single, refs=["name=1"])
+
+
+async def test_pulling_again_replaces_the_entry_of_the_same_name_and_fetches_nothing(
+    lab: Lab, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    first = await pull([lab.images.name("hw/family-a:1")], store, options=options())
+    assert first.blobs_fetched == 2
+    again = await pull([lab.images.name("hw/family-a:1")], store, options=options())
+    assert again.blobs_fetched == 0 and again.bytes_fetched == 0
+    assert len(_index(store)) == 1
+
+
+async def test_pull_by_digest_records_no_tag(lab: Lab, tmp_path: Path) -> None:
+    digest = lab.images.images["hw/oci:1"].digest
+    name = f"{lab.registry.host}/hw/oci@{digest}"
+    await pull([name], tmp_path / "store", options=options())  # docker:// may be omitted
+    [entry] = _index(tmp_path / "store")
+    assert entry["annotations"] == {"io.containerd.image.name": name}
+
+
+async def test_a_failed_pull_leaves_index_json_alone(lab: Lab, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    await pull([lab.images.name("hw/docker:1")], store, options=options())
+    before = (store / "index.json").read_bytes()
+    with pytest.raises(NoSuchImage):
+        await pull(
+            [lab.images.name("hw/oci:1"), lab.images.name("hw/oci:missing")],
+            store,
+            options=options(),
+        )
+    assert (store / "index.json").read_bytes() == before
+    assert not [p for p in (store / "blobs" / "sha256").iterdir() if p.name.startswith(".")]
+
+
+async def test_concurrent_pulls_keep_every_entry(lab: Lab, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    names = [lab.images.name(n) for n in NAMES]
+
+    async with anyio.create_task_group() as tg:
+        for name in names:
+            tg.start_soon(lambda n=name: pull([n], store, options=options()))
+    entries = _index(store)
+    got = sorted(str(e["annotations"]["io.containerd.image.name"]) for e in entries)  # type: ignore[index]
+    assert got == sorted(f"{lab.registry.host}/{n}" for n in NAMES)
+    local = await save_archive(
+        [f"{lab.registry.host}/{n}" for n in NAMES], tmp_path / "a.tar", OCILayoutStore(store)
+    )
+    assert local
