@@ -3,10 +3,11 @@
 The public API, re-exported once here (``tests/test_public_api.py`` keeps this list honest)::
 
     await hatchway.save(names, output, store=..., format=..., platform=..., jobs=..., progress=...)
+    await hatchway.pull(names, store=..., registry=hatchway.RegistryOptions(...))
     hatchway.open_store(path)        # an OCI image layout store
 """
 
-from hatchway.api import default_store_path, open_store, save
+from hatchway.api import default_store_path, open_store, pull, save
 from hatchway.engine.save import SavedImage, SaveResult
 from hatchway.errors import (
     AmbiguousReference,
@@ -17,6 +18,7 @@ from hatchway.errors import (
     NoSuchImage,
     OutputError,
     PlatformNotFound,
+    RegistryError,
     StoreError,
     UnsupportedMediaType,
 )
@@ -35,6 +37,7 @@ from hatchway.progress import (
 )
 from hatchway.stores.base import ResolvedImage, Store
 from hatchway.stores.oci_layout import OCILayoutStore
+from hatchway.stores.registry.options import RegistryOptions
 
 __version__ = "0.1.0"
 
@@ -53,8 +56,10 @@ __all__ = [
     "OutputError",
     "Platform",
     "PlatformNotFound",
+    "RegistryError",
     "ProgressCallback",
     "ProgressEvent",
+    "RegistryOptions",
     "ResolvedImage",
     "SaveFinished",
     "SaveResult",
@@ -68,5 +73,6 @@ __all__ = [
     "__version__",
     "default_store_path",
     "open_store",
+    "pull",
     "save",
 ]

@@ -18,6 +18,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from anyio.abc import ByteSendStream
 
@@ -27,10 +28,59 @@ from hatchway.errors import HatchwayError
 from hatchway.formats import ArchiveFormat
 from hatchway.model import Platform
 from hatchway.progress import ProgressCallback, ignore_progress
+from hatchway.reference import DOCKER_TRANSPORT
 from hatchway.stores.base import Store
 from hatchway.stores.oci_layout import OCILayoutStore
+from hatchway.stores.registry.options import RegistryOptions
+
+if TYPE_CHECKING:
+    from hatchway.stores.registry.pulling import PullResult
 
 Output = str | os.PathLike[str] | ByteSendStream | int
+
+
+def _with_registries(local: Store, options: RegistryOptions | None) -> Store:
+    # Imported here: httpx and the registry client cost start-up time no local save needs.
+    from hatchway.stores.registry import RegistryStore
+    from hatchway.stores.router import RouterStore
+
+    return RouterStore(local, RegistryStore(options))
+
+
+async def pull(
+    names: Sequence[str],
+    *,
+    store: str | os.PathLike[str] | None = None,
+    registry: RegistryOptions | None = None,
+    platform: Platform | str | None = None,
+    jobs: int = DEFAULT_JOBS,
+    progress: ProgressCallback | None = None,
+) -> PullResult:
+    """Copy images from registries (``docker://`` optional) into the OCI layout ``store``
+    (default :func:`default_store_path`), so a slow registry is read once and saved often.
+
+    Blob writes are atomic and ``index.json`` is replaced atomically under a lock, so two
+    pulls may run at once.  See :func:`hatchway.stores.registry.pulling`.
+    """
+    from hatchway.stores.registry.pulling import pull as pull_images
+
+    return await pull_images(
+        names,
+        Path(store) if store is not None else default_store_path(),
+        options=registry,
+        platform=_platform(platform),
+        jobs=jobs,
+        progress=progress,
+    )
+
+
+def _platform(platform: Platform | str | None) -> Platform | None:
+    if isinstance(platform, str):
+        try:
+            return Platform.parse(platform)
+        except ValueError as exc:
+            raise HatchwayError(str(exc)) from None
+    return platform
 
 
 def default_store_path() -> Path:
@@ -61,6 +111,7 @@ async def save(
     tmpdir: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
     fsync: bool = False,
+    registry: RegistryOptions | None = None,
 ) -> SaveResult:
     """Save the images ``names`` into one ``docker save``-compatible archive.
 
@@ -69,20 +120,20 @@ async def save(
     closed here).  Nothing is written to ``output`` unless every image resolved and every
     layer was fetched and verified.  ``store`` is a :class:`Store` (left open) or the path of
     an OCI image layout (default: :func:`default_store_path`).  ``tmpdir`` holds the staging
-    area (default: beside a path output, else the system temp directory).  ``fsync=True``
+    area (default: beside a path output, else the system temp directory).  Names written
+    ``docker://HOST/REPO[:TAG|@DIGEST]`` are fetched from registries, configured by
+    ``registry`` (credentials, insecure hosts, CA; see docs/registry.md).  ``fsync=True``
     flushes a path output to disk before it is renamed into place (durable across a crash;
     like ``docker save``, the default only guarantees that the file appears whole).
 
     Raises :class:`~hatchway.errors.HatchwayError` subclasses; see ``hatchway.errors``.
     """
     archive_format = ArchiveFormat(format) if isinstance(format, str) else format
-    if isinstance(platform, str):
-        try:
-            platform = Platform.parse(platform)
-        except ValueError as exc:
-            raise HatchwayError(str(exc)) from None
+    platform = _platform(platform)
     owned = not isinstance(store, Store)
     the_store: Store = store if isinstance(store, Store) else open_store(store)
+    if owned and any(name.startswith(DOCKER_TRANSPORT) for name in names):
+        the_store = _with_registries(the_store, registry)
     staging_parent: str | os.PathLike[str]
     if isinstance(output, (str, os.PathLike)):
         path = Path(output)

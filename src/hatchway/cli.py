@@ -9,19 +9,24 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import anyio
 import click
 
 from hatchway import __version__
 from hatchway.api import default_store_path, open_store, save
+from hatchway.api import pull as pull_images
 from hatchway.engine.save import DEFAULT_JOBS, SaveResult
 from hatchway.errors import HatchwayError, OutputError
 from hatchway.formats import ArchiveFormat
 from hatchway.model import Platform, hex_of
 from hatchway.progress import ProgressCallback
 from hatchway.stores.oci_layout import ImageSummary
+from hatchway.stores.registry.options import RegistryOptions
+
+if TYPE_CHECKING:
+    from hatchway.stores.registry.pulling import PullResult
 
 T = TypeVar("T")
 
@@ -45,6 +50,36 @@ class _PlatformType(click.ParamType):  # type: ignore[type-arg,unused-ignore]
             self.fail(str(exc), param, ctx)
 
 
+def _registry_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """The options that configure registry access, shared by ``save`` and ``pull``."""
+    fn = click.option(
+        "--ca-cert",
+        metavar="FILE",
+        type=click.Path(exists=True, dir_okay=False),
+        help="Also trust the CA certificates in this PEM file for HTTPS registries.",
+    )(fn)
+    fn = click.option(
+        "--insecure-registry",
+        "insecure",
+        metavar="HOST[:PORT]",
+        multiple=True,
+        help="Talk plain HTTP to this registry (loopback registries always are). Repeatable.",
+    )(fn)
+    fn = click.option(
+        "--creds",
+        metavar="USER:PASSWORD",
+        envvar="HATCHWAY_CREDS",
+        help="Registry credentials (default: $REGISTRY_AUTH_FILE, then ~/.docker/config.json).",
+    )(fn)
+    return fn
+
+
+def _registry(creds: str | None, insecure: tuple[str, ...], ca_cert: str | None) -> RegistryOptions:
+    if creds is not None and ":" not in creds:
+        raise click.BadParameter("expected USER:PASSWORD", param_hint="--creds")
+    return RegistryOptions(creds=creds, insecure_registries=frozenset(insecure), ca_cert=ca_cert)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="hatchway")
 def main() -> None:
@@ -55,6 +90,8 @@ def main() -> None:
       hatchway images --store ./store
       hatchway save --store ./store -o app.tar app:1.0 busybox
       hatchway save --store ./store app | gzip > app.tar.gz
+      hatchway save -o app.tar docker://127.0.0.1:5000/app:1.0
+      hatchway pull docker://registry.example.com/team/app:2.0
     """
 
 
@@ -95,6 +132,7 @@ def main() -> None:
     help="Where to stage layers (default: beside the output file, else $TMPDIR).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+@_registry_options
 def save_cmd(
     names: tuple[str, ...],
     output: str | None,
@@ -104,6 +142,9 @@ def save_cmd(
     jobs: int,
     tmpdir: Path | None,
     quiet: bool,
+    creds: str | None,
+    insecure: tuple[str, ...],
+    ca_cert: str | None,
 ) -> None:
     """Save one or more images (with their layers) to a tar archive.
 
@@ -113,7 +154,9 @@ def save_cmd(
       repo:tag         one tag
       repo@sha256:...  the image with that manifest digest (no tag recorded)
       ID               an image ID: full, sha256:..., or an unambiguous prefix
+      docker://HOST[:PORT]/REPO[:TAG|@DIGEST]   straight from a registry
     Docker Hub names are familiar: busybox == docker.io/library/busybox.
+    Local and registry names may be mixed in one save.
 
     Without -o (or with -o -) the archive goes to standard output, which must not be a
     terminal. On any error nothing is written and the exit status is 1.
@@ -126,6 +169,7 @@ def save_cmd(
             )
         )
     show = not quiet and sys.stderr.isatty()
+    registry = _registry(creds, insecure, ca_cert)
 
     async def run(progress: ProgressCallback | None) -> SaveResult:
         return await save(
@@ -137,25 +181,96 @@ def save_cmd(
             jobs=jobs,
             tmpdir=tmpdir,
             progress=progress,
+            registry=registry,
         )
 
-    if show:
-        from rich.console import Console  # only a terminal needs rich: keep start-up quick
-
-        from hatchway.console import RichProgress
-
-        console = Console(stderr=True)
-        with RichProgress(console) as renderer:
-            result = _run(lambda: run(renderer))
-        tags = sum(len(i.tags) for i in result.images)
+    def summary(r: SaveResult) -> str:
+        tags = sum(len(i.tags) for i in r.images)
         where = "stdout" if to_stdout else output
-        console.print(
-            f"saved {len(result.images)} image(s), {tags} tag(s), {result.layers} layer(s): "
-            f"{_human_size(result.bytes_written)} to {where}",
-            highlight=False,
+        return (
+            f"saved {len(r.images)} image(s), {tags} tag(s), {r.layers} layer(s): "
+            f"{_human_size(r.bytes_written)} to {where}"
         )
-    else:
-        _run(lambda: run(None))
+
+    _with_progress(show, run, summary)
+
+
+@main.command()
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.option(
+    "--store", "store_dir", metavar="DIR", type=click.Path(path_type=Path), help=_STORE_HELP
+)
+@click.option(
+    "--platform", type=_PlatformType(), help="Platform to pick from multi-platform images."
+)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1, max=256),
+    default=DEFAULT_JOBS,
+    show_default=True,
+    help="Blobs fetched at once.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+@_registry_options
+def pull(
+    names: tuple[str, ...],
+    store_dir: Path | None,
+    platform: Platform | None,
+    jobs: int,
+    quiet: bool,
+    creds: str | None,
+    insecure: tuple[str, ...],
+    ca_cert: str | None,
+) -> None:
+    """Copy images from registries into the local store, to save them later (often, fast).
+
+    \b
+    NAME is [docker://]HOST[:PORT]/REPO[:TAG|@DIGEST]; the image is stored as HOST/REPO:TAG
+    (Docker Hub names as docker.io/library/...). Multi-platform images store the manifest
+    for --platform (default: this host's). Blobs are written atomically and index.json is
+    replaced atomically under a lock, so pulls may run side by side.
+    """
+    registry = _registry(creds, insecure, ca_cert)
+
+    async def run(progress: ProgressCallback | None) -> PullResult:
+        return await pull_images(
+            list(names),
+            store=store_dir,
+            registry=registry,
+            platform=platform,
+            jobs=jobs,
+            progress=progress,
+        )
+
+    result = _with_progress(
+        not quiet and sys.stderr.isatty(),
+        run,
+        lambda r: (
+            f"pulled {len(r.images)} image(s): {r.blobs_fetched} blob(s), "
+            f"{_human_size(r.bytes_fetched)} fetched"
+        ),
+    )
+    if not quiet:
+        for image in result.images:
+            click.echo(f"{image.name}  {hex_of(image.id)[:12]}")
+
+
+def _with_progress(
+    show: bool, run: Callable[[ProgressCallback | None], Any], summary: Callable[[Any], str]
+) -> Any:
+    """Run ``run`` with rich progress bars on stderr (and a summary line) when ``show``."""
+    if not show:
+        return _run(lambda: run(None))
+    from rich.console import Console  # only a terminal needs rich: keep start-up quick
+
+    from hatchway.console import RichProgress
+
+    console = Console(stderr=True)
+    with RichProgress(console) as renderer:
+        result = _run(lambda: run(renderer))
+    console.print(summary(result), highlight=False)
+    return result
 
 
 main.add_command(save_cmd, name="save")

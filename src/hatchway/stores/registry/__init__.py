@@ -6,12 +6,31 @@ Public API (re-exported here once):
 * :class:`RegistryOptions`, :class:`RetryPolicy`, :class:`Timeouts` — its configuration;
 * :class:`Credentials` — a user name and a password that never prints;
 * :func:`pull` and :class:`PullResult` — copy images into a local OCI image layout.
+
+The options import nothing heavy; the client, store and pull (which import httpx) load on
+first use, so ``import hatchway`` stays quick for local saves.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from hatchway.stores.registry.credentials import Credentials
 from hatchway.stores.registry.options import RegistryOptions, RetryPolicy, Timeouts
-from hatchway.stores.registry.pull import PulledImage, PullResult, pull
-from hatchway.stores.registry.store import RegistryImage, RegistryStore, RepositorySource
+
+if TYPE_CHECKING:
+    from hatchway.stores.registry.pulling import PulledImage, PullResult, pull
+    from hatchway.stores.registry.store import RegistryImage, RegistryStore, RepositorySource
+
+_LAZY = {
+    "PulledImage": "pulling",
+    "PullResult": "pulling",
+    "pull": "pulling",
+    "RegistryImage": "store",
+    "RegistryStore": "store",
+    "RepositorySource": "store",
+}
 
 __all__ = [
     "Credentials",
@@ -25,3 +44,10 @@ __all__ = [
     "Timeouts",
     "pull",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -1,0 +1,100 @@
+"""The command line against a real registry: save docker:// names (mixed with local ones),
+pull then save, credentials, and the loaders' view of a registry-sourced archive."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.peers import Containerd
+from tests.registry_support import PASSWORD, USER, Lab, lab_session
+from tests.support import Family, read_archive
+from tests.test_cli import error_line, run
+
+pytestmark = pytest.mark.peers
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    yield from lab_session(tmp_path_factory)
+
+
+def test_save_mixes_registry_and_local_names(lab: Lab, family: Family, tmp_path: Path) -> None:
+    host = lab.registry.host
+    out = tmp_path / "o.tar"
+    result = run(
+        "save",
+        "--store",
+        str(family.root),
+        "-o",
+        str(out),
+        "app:1.0",
+        f"docker://{host}/hw/docker:1",
+    )
+    assert result.returncode == 0, result.stderr
+    tags = [e["RepoTags"] for e in read_archive(out.read_bytes()).json("manifest.json")]
+    assert tags == [["app:1.0"], [f"{host}/hw/docker:1"]]
+
+
+def test_pull_then_save_equals_save_from_the_registry(lab: Lab, tmp_path: Path) -> None:
+    host = lab.registry.host
+    store = tmp_path / "store"
+    pulled = run("pull", "--store", str(store), f"docker://{host}/hw/oci:1")
+    assert pulled.returncode == 0, pulled.stderr
+    assert f"{host}/hw/oci:1" in pulled.stdout.decode()
+    local = run("save", "--store", str(store), f"{host}/hw/oci:1")
+    remote = run("save", "--store", str(tmp_path / "none"), f"docker://{host}/hw/oci:1")
+    assert local.returncode == remote.returncode == 0, (local.stderr, remote.stderr)
+    assert local.stdout == remote.stdout
+    listed = run("images", "--store", str(store)).stdout.decode()
+    assert f"{host}/hw/oci" in listed
+
+
+def test_missing_registry_image_writes_nothing(lab: Lab, tmp_path: Path) -> None:
+    name = f"docker://{lab.registry.host}/hw/nothing:here"
+    result = run("save", "-o", str(tmp_path / "o.tar"), name)
+    assert result.returncode == 1
+    assert error_line(result) == f"hatchway: error: No such image: {name}"
+    assert not (tmp_path / "o.tar").exists()
+
+
+def test_credentials(lab: Lab, tmp_path: Path) -> None:
+    name = f"docker://{lab.basic.host}/hw/docker:1"
+    env = {"REGISTRY_AUTH_FILE": str(tmp_path / "none.json"), "DOCKER_CONFIG": str(tmp_path)}
+    anonymous = run("save", "-o", str(tmp_path / "a.tar"), name, env=env)
+    assert anonymous.returncode == 1
+    assert "401" in error_line(anonymous) or "UNAUTHORIZED" in error_line(anonymous)
+    wrong = run(
+        "save", "--creds", f"{USER}:not-the-password", "-o", str(tmp_path / "w.tar"), name, env=env
+    )
+    assert wrong.returncode == 1
+    assert "not-the-password" not in wrong.stderr.decode()
+    assert not (tmp_path / "w.tar").exists()
+    right = run(
+        "save", "--creds", f"{USER}:{PASSWORD}", "-o", str(tmp_path / "r.tar"), name, env=env
+    )
+    assert right.returncode == 0, right.stderr
+    assert PASSWORD not in right.stderr.decode()
+    malformed = run("save", "--creds", "no-colon", name, env=env)
+    assert malformed.returncode == 2
+    assert "USER:PASSWORD" in malformed.stderr.decode()
+
+
+def test_registry_archive_imports_into_containerd(
+    lab: Lab, containerd: Containerd, tmp_path: Path
+) -> None:
+    host = lab.registry.host
+    out = tmp_path / "o.tar"
+    names = [
+        f"docker://{host}/hw/docker:1",
+        f"docker://{host}/hw/multi:1",
+        f"docker://{host}/hw/family-c:1",
+    ]
+    assert run("save", "-o", str(out), *names).returncode == 0
+    containerd.remove_all_images()
+    containerd.ctr("images", "import", str(out))
+    listed = containerd.image_names()
+    for name in names:
+        assert name.removeprefix("docker://") in listed
