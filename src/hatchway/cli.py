@@ -131,6 +131,7 @@ def main() -> None:
     type=click.Path(path_type=Path, file_okay=False),
     help="Where to stage layers (default: beside the output file, else $TMPDIR).",
 )
+@click.option("--fsync", is_flag=True, help="Flush -o FILE to disk before renaming it into place.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @_registry_options
 def save_cmd(
@@ -141,6 +142,7 @@ def save_cmd(
     platform: Platform | None,
     jobs: int,
     tmpdir: Path | None,
+    fsync: bool,
     quiet: bool,
     creds: str | None,
     insecure: tuple[str, ...],
@@ -182,6 +184,7 @@ def save_cmd(
             tmpdir=tmpdir,
             progress=progress,
             registry=registry,
+            fsync=fsync,
         )
 
     def summary(r: SaveResult) -> str:

@@ -64,7 +64,7 @@ class LayerDecoder:
                 cast(IO[bytes], _HashingWriter(self)), write_size=CHUNK_SIZE, write_return_read=True
             )
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes | memoryview) -> None:
         """Take the next chunk of the stored blob."""
         if not chunk:
             return
@@ -77,7 +77,7 @@ class LayerDecoder:
             self._blob_hash.update(chunk)
         try:
             if self._gzip is not None:
-                self._inflate(chunk)
+                self._inflate(bytes(chunk))
             elif self._zstd is not None:
                 self._zstd.write(chunk)
             else:
@@ -121,7 +121,7 @@ class LayerDecoder:
             )
         return self.size
 
-    def _emit(self, data: bytes) -> None:
+    def _emit(self, data: bytes | memoryview) -> None:
         if not data:
             return
         self._diff_hash.update(data)
