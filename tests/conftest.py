@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.support import Family, build_family
+
+if TYPE_CHECKING:
+    from tests.registry_support import Lab
 
 pytest_plugins = ["tests.peers"]
 
@@ -20,3 +25,13 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 def family(tmp_path: Path) -> Family:
     """A store of images sharing ancestors at several depths (see ``support.build_family``)."""
     return build_family(tmp_path / "store")
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A real registry on loopback holding the registry tests' images (registry_support.Lab)."""
+    # Imported here: registry_support imports tests.peers, which pytest must load first as a
+    # plugin (pytest_plugins below) so that its asserts are rewritten.
+    from tests.registry_support import lab_session
+
+    yield from lab_session(tmp_path_factory)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,23 +18,12 @@ from tests.registry_support import (
     USER,
     WRONG_PASSWORD,
     Lab,
-    lab_session,
     options,
     save_from_registry,
 )
 from tests.support import read_archive
 
 pytestmark = [pytest.mark.anyio, pytest.mark.peers]
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    yield from lab_session(tmp_path_factory)
 
 
 def _name(host: str, repo_tag: str = "hw/docker:1") -> str:

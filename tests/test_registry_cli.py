@@ -3,22 +3,16 @@ pull then save, credentials, and the loaders' view of a registry-sourced archive
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.peers import Containerd
-from tests.registry_support import PASSWORD, USER, Lab, lab_session
+from tests.registry_support import PASSWORD, USER, Lab
 from tests.support import Family, read_archive
 from tests.test_cli import error_line, run
 
 pytestmark = pytest.mark.peers
-
-
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    yield from lab_session(tmp_path_factory)
 
 
 def test_save_mixes_registry_and_local_names(lab: Lab, family: Family, tmp_path: Path) -> None:

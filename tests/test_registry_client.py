@@ -32,11 +32,6 @@ HOST = "127.0.0.1:5999"
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 

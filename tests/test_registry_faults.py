@@ -13,22 +13,12 @@ import pytest
 from hatchway.errors import RegistryError
 from hatchway.stores.registry import RetryPolicy
 from tests.fault_proxy import FaultProxy, fault_proxy
-from tests.registry_support import Lab, Sleeps, lab_session, options, save_from_registry
+from tests.registry_support import Lab, Sleeps, options, save_from_registry
 from tests.support import files_under
 
 pytestmark = [pytest.mark.anyio, pytest.mark.peers]
 
 NAMES = ("hw/big:1", "hw/family-a:1", "hw/family-b:1", "hw/family-c:1", "hw/oci:1")
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    yield from lab_session(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ archive a save from the registry gives; ``index.json`` stays valid under concurr
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -14,21 +13,11 @@ from hatchway.errors import NoSuchImage
 from hatchway.stores.oci_layout import OCILayoutStore
 from hatchway.stores.registry import pull
 from tests.peers import OciImageTool
-from tests.registry_support import Lab, lab_session, options, save_archive, save_from_registry
+from tests.registry_support import Lab, options, save_archive, save_from_registry
 
 pytestmark = [pytest.mark.anyio, pytest.mark.peers]
 
 NAMES = ("hw/docker:1", "hw/oci:1", "hw/multi:1", "hw/family-a:1", "hw/family-c:1")
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    yield from lab_session(tmp_path_factory)
 
 
 def _index(store: Path) -> list[dict[str, object]]:

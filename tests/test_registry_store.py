@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,20 +15,10 @@ from hatchway.reference import parse_query
 from hatchway.stores.registry import RegistryStore
 from hatchway.stores.router import RouterStore
 from tests.peers import Skopeo
-from tests.registry_support import Lab, lab_session, options, save_from_registry
+from tests.registry_support import Lab, options, save_from_registry
 from tests.support import read_archive
 
 pytestmark = [pytest.mark.anyio, pytest.mark.peers]
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    yield from lab_session(tmp_path_factory)
 
 
 async def test_docker_schema2_image_records_the_registry_host_in_its_tag(

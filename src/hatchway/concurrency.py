@@ -4,6 +4,8 @@
   (or a shared config, or a manifest asked for by two names) fetched once.
 * :class:`collapse_errors` — turn a task group's ``ExceptionGroup`` back into the one error
   that caused it, at the edge where callers expect a single :class:`HatchwayError`.
+* :func:`gather_in_order` — run one lookup per item concurrently and report failures in the
+  items' order, so the error a user sees does not depend on timing.
 
 ``KeyedOnce``: the first caller for a key runs the work; callers that arrive while it runs
 wait for its result without holding anything (in particular, not a fetch slot).  If the work
@@ -14,7 +16,7 @@ work is never repeated within one save.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 import anyio
@@ -23,6 +25,7 @@ from hatchway.errors import HatchwayError
 
 K = TypeVar("K")
 V = TypeVar("V")
+T = TypeVar("T")
 
 
 class _Pending:
@@ -59,6 +62,37 @@ class KeyedOnce(Generic[K, V]):
     def results(self) -> dict[K, V]:
         """A copy of the finished results, by key."""
         return dict(self._results)
+
+
+async def gather_in_order(
+    items: Sequence[T], work: Callable[[T], Awaitable[V]], *, limit: int
+) -> list[V]:
+    """``[await work(item) for item in items]``, at most ``limit`` at once.
+
+    Every item is tried; if any raised a :class:`HatchwayError`, the one of the earliest item
+    is raised (other exceptions propagate as soon as they happen).
+    """
+    results: list[tuple[V] | HatchwayError | None] = [None] * len(items)
+    limiter = anyio.CapacityLimiter(limit)
+
+    async def one(i: int, item: T) -> None:
+        async with limiter:
+            try:
+                results[i] = (await work(item),)
+            except HatchwayError as exc:
+                results[i] = exc
+
+    with collapse_errors():
+        async with anyio.create_task_group() as tg:
+            for i, item in enumerate(items):
+                tg.start_soon(one, i, item)
+    done: list[V] = []
+    for result in results:
+        if isinstance(result, HatchwayError):
+            raise result
+        assert result is not None
+        done.append(result[0])
+    return done
 
 
 class collapse_errors:

@@ -12,7 +12,6 @@ blob, not two; a mismatch fails the save and the temp file is discarded.
 from __future__ import annotations
 
 import errno
-import mmap
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, cast
@@ -27,8 +26,6 @@ from hatchway.formats import Member, member_header
 
 #: Bytes copied per worker-thread step when moving a layer body.
 COPY_STEP = 32 << 20
-#: Bytes mapped at once when a layer is verified while it is copied (bounds the RSS).
-MAP_WINDOW = 16 << 20
 _RUN_LIMIT = 1 << 20
 _NO_KERNEL_COPY = frozenset(
     {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF, errno.ETXTBSY}
@@ -56,13 +53,8 @@ class FileSink:
                     cast(IO[bytes], _PositionalWriter(self, offset)),
                     store=body.store,
                 )
-                size = await anyio.to_thread.run_sync(_file_size, src)
-                done = 0
-                while done < size:
-                    step = min(MAP_WINDOW, size - done)
-                    await anyio.to_thread.run_sync(_feed_window, decoder, src, done, step)
-                    done += step
-                    advance(step)
+                while n := await anyio.to_thread.run_sync(decoder.feed_file, src, COPY_STEP):
+                    advance(n)
                 await anyio.to_thread.run_sync(decoder.finish)
                 return
             done = 0
@@ -182,22 +174,6 @@ async def write_positional(
     async with anyio.create_task_group() as tg:
         for at, body in bodies:
             tg.start_soon(copy, at, body)
-
-
-def _file_size(file: IO[bytes]) -> int:
-    return os.fstat(file.fileno()).st_size
-
-
-def _feed_window(decoder: LayerDecoder, file: IO[bytes], start: int, count: int) -> None:
-    """Feed ``count`` bytes at ``start`` from a read-only mapping of just that window:
-    hashing and writing from the mapping skip the copy ``read`` would make, and unmapping
-    each window keeps the resident set small however large the layer."""
-    with (
-        mmap.mmap(file.fileno(), count, access=mmap.ACCESS_READ, offset=start) as window,
-        memoryview(window) as view,
-    ):
-        window.madvise(mmap.MADV_SEQUENTIAL)
-        decoder.feed(view)
 
 
 def _open_read(path: str) -> IO[bytes]:

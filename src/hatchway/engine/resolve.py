@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import anyio
-
-from hatchway.errors import HatchwayError
+from hatchway.concurrency import gather_in_order
 from hatchway.formats import ExportImage
 from hatchway.model import Platform
 from hatchway.reference import ImageQuery, Reference
@@ -23,26 +21,7 @@ async def resolve_all(
     queries: Sequence[ImageQuery], store: Store, platform: Platform | None, *, jobs: int
 ) -> list[list[ResolvedImage]]:
     """Resolve each query; raise the error of the first query (in order) that failed."""
-    results: list[list[ResolvedImage] | HatchwayError | None] = [None] * len(queries)
-    limiter = anyio.CapacityLimiter(jobs)
-
-    async def one(i: int, query: ImageQuery) -> None:
-        async with limiter:
-            try:
-                results[i] = await store.resolve(query, platform)
-            except HatchwayError as exc:
-                results[i] = exc
-
-    async with anyio.create_task_group() as tg:
-        for i, query in enumerate(queries):
-            tg.start_soon(one, i, query)
-    resolved = []
-    for result in results:
-        if isinstance(result, HatchwayError):
-            raise result
-        assert result is not None
-        resolved.append(result)
-    return resolved
+    return await gather_in_order(queries, lambda q: store.resolve(q, platform), limit=jobs)
 
 
 def assemble(resolved: Sequence[Sequence[ResolvedImage]]) -> list[ExportImage]:

@@ -28,7 +28,7 @@ from typing import Any
 
 import anyio
 
-from hatchway.concurrency import KeyedOnce, collapse_errors
+from hatchway.concurrency import KeyedOnce, collapse_errors, gather_in_order
 from hatchway.errors import HatchwayError
 from hatchway.model import Descriptor, Layer, Platform
 from hatchway.progress import (
@@ -116,27 +116,12 @@ async def _fetch_all(
     store: RegistryStore, queries: list[ImageQuery], platform: Platform | None, jobs: int
 ) -> list[RegistryImage]:
     """Fetch every image concurrently; the first failing name (in order) is reported."""
-    results: list[RegistryImage | HatchwayError | None] = [None] * len(queries)
-    limiter = anyio.CapacityLimiter(jobs)
 
-    async def one(i: int, query: ImageQuery) -> None:
+    async def fetch(query: ImageQuery) -> RegistryImage:
         assert query.reference is not None
-        async with limiter:
-            try:
-                results[i] = await store.fetch(query.reference, platform, query.text)
-            except HatchwayError as exc:
-                results[i] = exc
+        return await store.fetch(query.reference, platform, query.text)
 
-    async with anyio.create_task_group() as tg:
-        for i, query in enumerate(queries):
-            tg.start_soon(one, i, query)
-    images = []
-    for result in results:
-        if isinstance(result, HatchwayError):
-            raise result
-        assert result is not None
-        images.append(result)
-    return images
+    return await gather_in_order(queries, fetch, limit=jobs)
 
 
 class _Copy:
