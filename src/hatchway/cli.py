@@ -50,6 +50,25 @@ class _PlatformType(click.ParamType):  # type: ignore[type-arg,unused-ignore]
             self.fail(str(exc), param, ctx)
 
 
+_STORE_OPTION = click.option(
+    "--store", "store_dir", metavar="DIR", type=click.Path(path_type=Path), help=_STORE_HELP
+)
+_PLATFORM_OPTION = click.option(
+    "--platform",
+    type=_PlatformType(),
+    help="Platform to pick from multi-platform images, e.g. linux/arm64/v8. Default: this host's.",
+)
+_JOBS_OPTION = click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1, max=256),
+    default=DEFAULT_JOBS,
+    show_default=True,
+    help="Layers (blobs) fetched and verified at once.",
+)
+_QUIET_OPTION = click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+
+
 def _registry_options(fn: Callable[..., None]) -> Callable[..., None]:
     """The options that configure registry access, shared by ``save`` and ``pull``."""
     fn = click.option(
@@ -100,9 +119,7 @@ def main() -> None:
 @click.option(
     "-o", "--output", metavar="FILE", help="Write to FILE (atomically) instead of stdout."
 )
-@click.option(
-    "--store", "store_dir", metavar="DIR", type=click.Path(path_type=Path), help=_STORE_HELP
-)
+@_STORE_OPTION
 @click.option(
     "--format",
     "archive_format",
@@ -112,19 +129,8 @@ def main() -> None:
     help="Archive layout: docker (Docker >= 25, OCI inside), docker-1.10 (Docker 1.10-24, "
     "skopeo's docker-archive) or docker-legacy (Docker <= 1.9).",
 )
-@click.option(
-    "--platform",
-    type=_PlatformType(),
-    help="Platform to pick from multi-platform images, e.g. linux/arm64/v8. Default: this host's.",
-)
-@click.option(
-    "-j",
-    "--jobs",
-    type=click.IntRange(min=1, max=256),
-    default=DEFAULT_JOBS,
-    show_default=True,
-    help="Layers fetched and verified at once.",
-)
+@_PLATFORM_OPTION
+@_JOBS_OPTION
 @click.option(
     "--tmpdir",
     metavar="DIR",
@@ -132,7 +138,7 @@ def main() -> None:
     help="Where to stage layers (default: beside the output file, else $TMPDIR).",
 )
 @click.option("--fsync", is_flag=True, help="Flush -o FILE to disk before renaming it into place.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+@_QUIET_OPTION
 @_registry_options
 def save_cmd(
     names: tuple[str, ...],
@@ -200,21 +206,10 @@ def save_cmd(
 
 @main.command()
 @click.argument("names", nargs=-1, required=True, metavar="NAME...")
-@click.option(
-    "--store", "store_dir", metavar="DIR", type=click.Path(path_type=Path), help=_STORE_HELP
-)
-@click.option(
-    "--platform", type=_PlatformType(), help="Platform to pick from multi-platform images."
-)
-@click.option(
-    "-j",
-    "--jobs",
-    type=click.IntRange(min=1, max=256),
-    default=DEFAULT_JOBS,
-    show_default=True,
-    help="Blobs fetched at once.",
-)
-@click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+@_STORE_OPTION
+@_PLATFORM_OPTION
+@_JOBS_OPTION
+@_QUIET_OPTION
 @_registry_options
 def pull(
     names: tuple[str, ...],
@@ -280,9 +275,7 @@ main.add_command(save_cmd, name="save")
 
 
 @main.command()
-@click.option(
-    "--store", "store_dir", metavar="DIR", type=click.Path(path_type=Path), help=_STORE_HELP
-)
+@_STORE_OPTION
 @click.option("--platform", type=_PlatformType(), help="Platform shown for multi-platform images.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 @click.option("--no-trunc", is_flag=True, help="Show full image IDs.")
