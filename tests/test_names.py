@@ -158,3 +158,21 @@ async def test_invalid_reference_is_rejected_before_reading(tmp_path: Path) -> N
     with pytest.raises(hatchway.InvalidReference, match="lowercase"):
         await hatchway.save(["App:1"], tmp_path / "o.tar", store=tmp_path / "no-store")
     assert files_under(tmp_path) == []
+
+
+async def test_id_lookup_skips_an_unrelated_broken_entry(family: Family, tmp_path: Path) -> None:
+    family.builder.blob_path(family.images["app1"].digest).unlink()  # app:1.0's manifest
+    full = hex_of(family.images["tools"].config_digest)
+    archive = await save(family, tmp_path / "o.tar", full[:12])
+    assert configs(archive) == [full]
+    with pytest.raises(hatchway.BlobNotFound):  # the missing image may be the broken one
+        await save(family, tmp_path / "p.tar", "0000000")
+
+
+async def test_digest_of_a_platform_manifest_inside_an_index(
+    family: Family, tmp_path: Path
+) -> None:
+    arm = family.images["arm64"]
+    archive = await save(family, tmp_path / "o.tar", f"multi@{arm.digest}", platform="linux/amd64")
+    assert configs(archive) == [hex_of(arm.config_digest)]
+    assert repo_tags(archive) == [None]

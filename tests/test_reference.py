@@ -43,6 +43,7 @@ def test_parse_reference(
         ("bad!", "invalid path component"),
         ("a:b:c", "invalid"),
         ("app:" + "t" * 129, "invalid tag"),
+        ("app:t\u00e0g", "invalid tag"),
         ("app@sha256:abc", "invalid digest"),
         ("app@md5:" + "a" * 32, "only sha256"),
         (HEX64, "64-character"),

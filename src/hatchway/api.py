@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from anyio.abc import ByteSendStream
 
-from hatchway.engine.output import FdOutput, PathOutput, StreamOutput, check_destination
+from hatchway.engine.output import FdOutput, PathOutput, StreamOutput, output_for
 from hatchway.engine.save import DEFAULT_JOBS, SaveResult, SinkOpener, run_save
 from hatchway.errors import HatchwayError
 from hatchway.formats import ArchiveFormat
@@ -137,9 +137,9 @@ async def save(
     staging_parent: str | os.PathLike[str]
     if isinstance(output, (str, os.PathLike)):
         path = Path(output)
-        check_destination(path)
-        staging_parent = tmpdir if tmpdir is not None else path.parent
-        open_sink: SinkOpener = PathOutput(path, fsync=fsync)
+        open_sink: SinkOpener = output_for(path, fsync=fsync)
+        default_parent = path.parent if isinstance(open_sink, PathOutput) else tempfile.gettempdir()
+        staging_parent = tmpdir if tmpdir is not None else default_parent
     elif isinstance(output, int):
         staging_parent = tmpdir if tmpdir is not None else tempfile.gettempdir()
         open_sink = FdOutput(output)

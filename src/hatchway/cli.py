@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -17,6 +18,7 @@ import click
 from hatchway import __version__
 from hatchway.api import default_store_path, open_store, save
 from hatchway.api import pull as pull_images
+from hatchway.concurrency import collapse_errors
 from hatchway.engine.save import DEFAULT_JOBS, SaveResult
 from hatchway.errors import HatchwayError, OutputError
 from hatchway.formats import ArchiveFormat
@@ -170,7 +172,7 @@ def save_cmd(
     terminal. On any error nothing is written and the exit status is 1.
     """
     to_stdout = output in (None, "-")
-    if to_stdout and sys.stdout.isatty():
+    if to_stdout and _stdout_is_terminal():
         _fail(
             OutputError(
                 "refusing to write an archive to a terminal; use -o FILE or redirect stdout"
@@ -339,26 +341,73 @@ def _image_json(row: ImageSummary) -> dict[str, Any]:
     }
 
 
-def _run(fn: Callable[[], Any]) -> Any:
+class _Terminated(Exception):
+    """SIGTERM or SIGHUP arrived: the save was cancelled (and cleaned up) on purpose."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+async def _cancel_on_signals(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run ``fn``, cancelling it (so its shielded cleanup runs) on SIGTERM or SIGHUP —
+    what ``timeout``, ``docker stop`` and a closed terminal send.  Ctrl-C is trio's own."""
+    received: list[int] = []
+    result: list[T] = []
+    with collapse_errors():
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+                    async for signum in signals:
+                        received.append(signum)
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(watch)
+            result.append(await fn())
+            tg.cancel_scope.cancel()
+    if received:
+        raise _Terminated(received[0])
+    return result[0]
+
+
+def _run(fn: Callable[[], Awaitable[T]]) -> T:
     """Run ``fn`` on trio; map errors to one line and an exit code."""
     try:
-        return anyio.run(fn, backend="trio")
+        return anyio.run(_cancel_on_signals, fn, backend="trio")
     except HatchwayError as exc:
         _fail(exc)
+    except _Terminated as exc:
+        click.echo(f"hatchway: terminated ({exc})", err=True)
+        sys.exit(128 + exc.signum)
     except KeyboardInterrupt:
-        click.echo("hatchway: interrupted", err=True)
-        sys.exit(130)
+        _interrupted()
     except OSError as exc:
         _fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
     except BaseExceptionGroup as group:  # an unexpected failure inside a task group
+        if group.subgroup(KeyboardInterrupt) is not None:
+            _interrupted()
         if os.environ.get("HATCHWAY_DEBUG"):
             raise
         _fail(f"internal error: {_first_leaf(group)!r} (HATCHWAY_DEBUG=1 shows the traceback)")
 
 
+def _interrupted() -> NoReturn:
+    click.echo("hatchway: interrupted", err=True)
+    sys.exit(130)
+
+
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     first = group.exceptions[0]
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _stdout_is_terminal() -> bool:
+    try:
+        return os.isatty(1)
+    except OSError:  # stdout closed: writing will fail with a clear error instead
+        return False
 
 
 def _fail(error: HatchwayError | str) -> NoReturn:

@@ -18,7 +18,7 @@ from typing import IO, Any, cast
 import zstandard
 from isal import isal_zlib
 
-from hatchway.errors import DigestMismatch, StoreError
+from hatchway.errors import DigestMismatch, OutputError, StoreError
 from hatchway.model import Compression, Layer
 
 CHUNK_SIZE = 1 << 20
@@ -126,7 +126,11 @@ class LayerDecoder:
             return
         self._diff_hash.update(data)
         if self._dest is not None:
-            self._dest.write(data)
+            try:
+                self._dest.write(data)
+            except OSError as exc:  # ENOSPC, EIO: say where, not just what
+                where = getattr(self._dest, "name", "the output")
+                raise OutputError(f"cannot write {where}: {exc.strerror}") from None
         self.size += len(data)
 
     def _inflate(self, data: bytes) -> None:

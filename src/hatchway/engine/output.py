@@ -1,12 +1,14 @@
 """Outputs: where an archive goes — a path (atomically), a file descriptor, or a stream.
 
 A path output is written to a temp file in the target's own directory (so the final
-``os.replace`` is a rename within one file system), given the mode a newly created file would
-get (``0666`` less the umask), optionally flushed to disk (``fsync``), and renamed over the
+``os.replace`` is a rename within one file system), given the target's mode (or, for a new
+file, ``0666`` less the umask), optionally flushed to disk (``fsync``), and renamed over the
 target.  On any error or cancellation the temp file is removed under a shielded scope and an
 existing target is left untouched.  Readers therefore see the old file or the whole new one,
-never a part.  Without ``fsync`` (the default, as with ``docker save``) a power loss right
-after the rename may still lose the data the kernel had not written back yet.
+never a part.  An existing special file (``/dev/null``, a FIFO) cannot be replaced that way:
+it is written in place, and, like stdout, only ever receives verified bytes.  Without
+``fsync`` (the default, as with ``docker save``) a power loss right after the rename may
+still lose the data the kernel had not written back yet.
 """
 
 from __future__ import annotations
@@ -24,6 +26,23 @@ from anyio.abc import ByteSendStream
 from hatchway.engine.filewriter import FileSink
 from hatchway.engine.writer import FdSink, Sink, StreamSink
 from hatchway.errors import OutputError
+
+
+def output_for(path: Path, *, fsync: bool = False) -> PathOutput | DeviceOutput:
+    """The output for ``-o path``, checked before any fetch so a bad path fails at once.
+
+    A symlink is followed (the file it names is replaced, the link stays).  An existing
+    FIFO, character device or socket (``/dev/null``, a named pipe) is written in place, front
+    to back and only with verified bytes, since it cannot be replaced atomically.
+    """
+    if path.is_symlink():
+        path = path.resolve()
+    if path.exists() and not path.is_file():
+        if path.is_dir():
+            raise OutputError(f"{path} is a directory")
+        return DeviceOutput(path)
+    check_destination(path)
+    return PathOutput(path, fsync=fsync)
 
 
 def check_destination(path: Path) -> None:
@@ -67,6 +86,27 @@ class FdOutput:
         )
 
 
+class DeviceOutput:
+    """An existing special file (FIFO, device): opened for writing only once all is staged."""
+
+    discards_on_error = False
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    @asynccontextmanager
+    async def __call__(self) -> AsyncIterator[Sink]:
+        try:
+            fd = await anyio.to_thread.run_sync(os.open, self._path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise OutputError(f"cannot write {self._path}: {exc.strerror}") from None
+        try:
+            yield FdSink(fd, str(self._path))
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 class StreamOutput:
     """An anyio byte stream owned by the caller; not closed here."""
 
@@ -91,29 +131,45 @@ async def atomic_file(path: Path, *, fsync: bool = False) -> AsyncIterator[int]:
         )
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+    open_fd: int | None = fd
     try:
         yield fd
-        await anyio.to_thread.run_sync(_commit, fd, temp, path, fsync)
+        await anyio.to_thread.run_sync(_finish, fd, path, fsync)
+        open_fd = None  # _finish closed it, also when it failed
+        await anyio.to_thread.run_sync(_rename, temp, path)
     except BaseException:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(_discard, fd, temp)
+            await anyio.to_thread.run_sync(_discard, open_fd, temp)
         raise
 
 
-def _commit(fd: int, temp: str, path: Path, fsync: bool) -> None:
+def _finish(fd: int, path: Path, fsync: bool) -> None:
+    """Give the temp file the mode the target has (or a new file would get), flush, close."""
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        try:
+            mode = os.stat(path).st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
+        os.fchmod(fd, mode)
         if fsync:
             os.fsync(fd)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
         os.close(fd)
+
+
+def _rename(temp: str, path: Path) -> None:
+    try:
         os.replace(temp, path)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror}") from None
 
 
-def _discard(fd: int, temp: str) -> None:
-    with contextlib.suppress(OSError):
-        os.close(fd)
+def _discard(fd: int | None, temp: str) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(temp)
 

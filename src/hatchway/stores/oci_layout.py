@@ -33,6 +33,7 @@ from hatchway.errors import (
     StoreError,
 )
 from hatchway.model import (
+    INDEX_TYPES,
     Descriptor,
     ImageConfig,
     MalformedContent,
@@ -168,31 +169,52 @@ class OCILayoutStore:
     async def _by_digest(
         self, text: str, ref: Reference, entries: list[IndexEntry], platform: Platform | None
     ) -> ResolvedImage:
+        """``repo@digest``: an index entry's digest, or the digest of any platform's manifest
+        inside an index (that manifest is then saved, whatever ``--platform`` says)."""
         repo = ref.repository()
+        assert ref.digest is not None
         for entry in entries:
             if entry.name is None or entry.name.repository() != repo:
                 continue
-            image = await self._image(entry.descriptor, text, platform, ())
-            if ref.digest in (entry.descriptor.digest, image.manifest_digest):
-                return image
+            if entry.descriptor.digest == ref.digest:
+                return await self._image(entry.descriptor, text, platform, ())
+            child = await self._child(entry.descriptor, ref.digest)
+            if child is not None:
+                return await self._image(child, text, None, ())
         raise NoSuchImage(text)
+
+    async def _child(self, descriptor: Descriptor, digest: str) -> Descriptor | None:
+        """The manifest descriptor with ``digest`` inside the index ``descriptor``, if any."""
+        if descriptor.media_type not in INDEX_TYPES:
+            return None
+        raw = await self._read_document(descriptor)
+        with self._malformed():
+            children = parse_index(parse_json_object(raw, f"index {descriptor.digest}"), "index")
+        return next((c for c in children if c.digest == digest), None)
 
     async def _by_id(
         self, query: ImageQuery, entries: list[IndexEntry], platform: Platform | None
     ) -> ResolvedImage:
+        """The one image whose ID starts with the prefix.  Entries that cannot be read are
+        skipped (an unrelated broken image must not hide this one); if nothing matched, the
+        first such entry's error is raised, since the image may be the broken one."""
         assert query.id_prefix is not None
         matches: dict[str, ResolvedImage] = {}
+        broken: HatchwayError | None = None
         for entry in entries:
             try:
                 image = await self._image(entry.descriptor, query.text, platform, ())
             except PlatformNotFound:
+                continue
+            except HatchwayError as exc:
+                broken = broken or exc
                 continue
             if image.id.removeprefix("sha256:").startswith(query.id_prefix):
                 matches.setdefault(image.id, image)
         if len(matches) > 1:
             raise AmbiguousReference(query.text, sorted(m.removeprefix("sha256:") for m in matches))
         if not matches:
-            raise NoSuchImage(query.text)
+            raise broken or NoSuchImage(query.text)
         return next(iter(matches.values()))
 
     async def _image(

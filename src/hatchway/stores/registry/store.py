@@ -18,9 +18,12 @@ through a per-repository :class:`RepositorySource`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass
+
+import anyio
 
 from hatchway.concurrency import KeyedOnce
 from hatchway.errors import DigestMismatch, NoSuchImage, RegistryError, StoreError
@@ -101,10 +104,13 @@ class RegistryStore:
         return [fetched.image]
 
     async def aclose(self) -> None:
-        clients, self._clients = self._clients, {}
+        """Close every client, even when cancelled and even if one close fails."""
+        clients, self._clients = list(self._clients.values()), {}
         self._sources.clear()
-        for client in clients.values():
-            await client.aclose()
+        with anyio.CancelScope(shield=True):
+            for client in clients:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
 
     # -- for pull and tests --------------------------------------------------------------
 
