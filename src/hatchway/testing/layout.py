@@ -17,7 +17,6 @@ import gzip
 import hashlib
 import io
 import json
-import shutil
 import tarfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -287,9 +286,6 @@ class LayoutBuilder:
     def save(self) -> None:
         doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": self.entries}
         (self.root / "index.json").write_text(json.dumps(doc, indent=2) + "\n")
-
-    def remove(self) -> None:
-        shutil.rmtree(self.root)
 
 
 def _qualify(name: str) -> str:

@@ -95,8 +95,6 @@ class RegistryClient:
         self._creds_cache: dict[str, Credentials | None] = {}
         self._explicit = explicit
         self.auth = Authenticator(domain, options, self._credentials, self._http)
-        #: Requests sent (every attempt), by path: tests and benchmarks read it.
-        self.requests = 0
 
     # -- public API ----------------------------------------------------------------------
 
@@ -242,7 +240,6 @@ class RegistryClient:
             request = self._http.build_request("GET", path, headers=headers)
             if authorization is not None:
                 request.headers["Authorization"] = authorization
-            self.requests += 1
             response = await self._http.send(request, stream=True)
             if response.status_code != 401 or attempt == 1:
                 return response

@@ -122,8 +122,3 @@ def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None
 def pull_scope(repository: str) -> str:
     """The token scope for reading a repository: ``repository:NAME:pull``."""
     return f"repository:{repository}:pull"
-
-
-def media_type_of(content_type: str | None) -> str:
-    """A ``Content-Type`` header's media type, parameters dropped."""
-    return (content_type or "").split(";", 1)[0].strip()
