@@ -3,6 +3,7 @@ archive a save from the registry gives; ``index.json`` stays valid under concurr
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -81,6 +82,19 @@ async def test_pulling_again_replaces_the_entry_of_the_same_name_and_fetches_not
     again = await pull([lab.images.name("hw/family-a:1")], store, options=options())
     assert again.blobs_fetched == 0 and again.bytes_fetched == 0
     assert len(_index(store)) == 1
+
+
+async def test_a_damaged_cached_blob_is_fetched_again(lab: Lab, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    await pull([lab.images.name("hw/family-a:1")], store, options=options())
+    blobs = sorted((store / "blobs" / "sha256").iterdir(), key=lambda p: -p.stat().st_size)
+    damaged = blobs[0]  # the largest blob: a layer
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    again = await pull([lab.images.name("hw/family-a:1")], store, options=options())
+    assert again.blobs_fetched == 1
+    assert hashlib.sha256(damaged.read_bytes()).hexdigest() == damaged.name
 
 
 async def test_pull_by_digest_records_no_tag(lab: Lab, tmp_path: Path) -> None:

@@ -54,11 +54,16 @@ class LayoutWriter:
         return self.blobs / hex_of(digest)
 
     async def has_blob(self, descriptor: Descriptor) -> bool:
+        """Whether the store already holds this blob intact (right size *and* digest): a
+        damaged copy is fetched again and replaced, not trusted."""
+        path = self.blob_path(descriptor.digest)
         try:
-            stat = await anyio.Path(self.blob_path(descriptor.digest)).stat()
+            stat = await anyio.Path(path).stat()
         except OSError:
             return False
-        return stat.st_size == descriptor.size
+        if stat.st_size != descriptor.size:
+            return False
+        return await anyio.to_thread.run_sync(_digest_of, path) == descriptor.digest
 
     async def write_bytes(self, descriptor: Descriptor, data: bytes) -> None:
         """Store a small blob whose bytes are in memory (verified first)."""
@@ -191,6 +196,17 @@ def _replaced_by(existing: object, entries: list[dict[str, Any]]) -> bool:
         return False
     name = entry_name(existing)
     return name is not None and any(entry_name(e) == name for e in entries)
+
+
+def _digest_of(path: Path) -> str | None:
+    hasher = hashlib.sha256()
+    try:
+        with open(path, "rb") as file:
+            while chunk := file.read(1 << 20):
+                hasher.update(chunk)
+    except OSError:
+        return None
+    return "sha256:" + hasher.hexdigest()
 
 
 def _hash_and_write(hasher: Any, out: IO[bytes], chunk: bytes) -> None:
