@@ -47,6 +47,7 @@ class RichProgress:
         )
         self._overall: TaskID | None = None
         self._layers: dict[str, TaskID] = {}
+        self._remaining: dict[str, int] = {}  # stored bytes of each layer not yet reported
 
     def __enter__(self) -> RichProgress:
         self._progress.start()
@@ -69,15 +70,21 @@ class RichProgress:
                 del images
             case LayerStarted(diff_id=diff_id, size=size):
                 self._layers[diff_id] = p.add_task(f"  {diff_id[7:19]}", total=size)
+                self._remaining[diff_id] = size
             case LayerAdvanced(diff_id=diff_id, advanced=n):
                 if diff_id in self._layers:
                     p.advance(self._layers[diff_id], n)
+                self._remaining[diff_id] = self._remaining.get(diff_id, 0) - n
                 if self._overall is not None:
                     p.advance(self._overall, n)
             case LayerStaged(diff_id=diff_id):
                 task = self._layers.pop(diff_id, None)
                 if task is not None:
                     p.remove_task(task)
+                # A layer verified later, while it is copied, is done as far as staging goes.
+                rest = self._remaining.pop(diff_id, 0)
+                if rest > 0 and self._overall is not None:
+                    p.advance(self._overall, rest)
             case WriteStarted(total=total):
                 if self._overall is not None:
                     p.remove_task(self._overall)
