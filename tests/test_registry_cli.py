@@ -92,3 +92,82 @@ def test_registry_archive_imports_into_containerd(
     listed = containerd.image_names()
     for name in names:
         assert name.removeprefix("docker://") in listed
+
+
+def test_two_pull_processes_into_one_store_keep_both_entries(lab: Lab, tmp_path: Path) -> None:
+    """index.json is updated under an flock: separate processes do not lose each other's
+    entries."""
+    import json
+    import subprocess
+
+    from tests.test_cli import HATCHWAY
+
+    host = lab.registry.host
+    store = tmp_path / "store"
+    names = ["hw/family-a:1", "hw/family-b:1", "hw/family-c:1", "hw/docker:1"]
+    procs = [
+        subprocess.Popen(
+            [*HATCHWAY, "pull", "-q", "--store", str(store), f"{host}/{n}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for n in names
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    index = json.loads((store / "index.json").read_text())
+    stored = sorted(m["annotations"]["io.containerd.image.name"] for m in index["manifests"])
+    assert stored == sorted(f"{host}/{n}" for n in names)
+
+
+def _waiting_on_a_lock(pid: int) -> bool:
+    tasks = Path(f"/proc/{pid}/task")
+    try:
+        return any("lock" in (t / "wchan").read_text() for t in tasks.iterdir())
+    except OSError:
+        return False
+
+
+def test_pull_rereads_index_json_under_the_lock(lab: Lab, tmp_path: Path) -> None:
+    """While another process holds the store's lock, a pull waits for it, then re-reads
+    index.json, so the other writer's entry survives."""
+    import fcntl
+    import json
+    import os
+    import subprocess
+    import time
+
+    from tests.test_cli import HATCHWAY
+
+    host = lab.registry.host
+    store = tmp_path / "store"
+    assert run("pull", "-q", "--store", str(store), f"{host}/hw/docker:1").returncode == 0
+    lock = os.open(store / "index.json.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.Popen(
+            [*HATCHWAY, "pull", "-q", "--store", str(store), f"{host}/hw/oci:1"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while not _waiting_on_a_lock(proc.pid):
+            assert proc.poll() is None, "pull finished without waiting for the lock"
+            assert time.monotonic() < deadline, "pull never reached the lock"
+            time.sleep(0.01)
+        # Another writer replaces index.json blindly while holding the lock.
+        index = json.loads((store / "index.json").read_text())
+        index["manifests"].append(
+            dict(index["manifests"][0], annotations={"io.containerd.image.name": "other/x:1"})
+        )
+        (store / "index.json").write_text(json.dumps(index))
+    finally:
+        os.close(lock)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    names = sorted(
+        m["annotations"]["io.containerd.image.name"]
+        for m in json.loads((store / "index.json").read_text())["manifests"]
+    )
+    assert names == sorted([f"{host}/hw/docker:1", f"{host}/hw/oci:1", "other/x:1"])
