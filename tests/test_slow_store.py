@@ -20,9 +20,9 @@ NAMES = ["app", "tools", "busybox", "127.0.0.1:5000/other:v1"]
 
 @pytest.fixture
 def clock() -> trio.testing.MockClock:
-    """Virtual time that jumps only once every task has been blocked for 0.2 real seconds:
+    """Virtual time that jumps only once every task has been blocked for 1 real second:
     a task waiting for a worker thread is busy, not idle, and must not let time jump."""
-    return trio.testing.MockClock(autojump_threshold=0.2)
+    return trio.testing.MockClock(autojump_threshold=1.0)
 
 
 LATENCY = 10.0  # virtual seconds before each blob's first byte
