@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -832,40 +832,38 @@ class OciImageTool:
 # ------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    """A plain-HTTP registry on 127.0.0.1 (``.host``, ``.url``, ``.root``, ``.ref()``)."""
-    workdir = tmp_path_factory.mktemp("registry")
-    handle = start_registry(workdir)
+_Service = TypeVar("_Service", Registry, Containerd, DockerDaemon)
+
+
+def _service(
+    factory: pytest.TempPathFactory, name: str, start: Callable[[Path], _Service]
+) -> Iterator[_Service]:
+    """Start a service in its own temp dir; stop it and remove the dir at session end."""
+    workdir = factory.mktemp(name)
+    handle = start(workdir)
     try:
         yield handle
     finally:
         handle.stop()
         _remove_tree(workdir)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A plain-HTTP registry on 127.0.0.1 (``.host``, ``.url``, ``.root``, ``.ref()``)."""
+    yield from _service(tmp_path_factory, "registry", start_registry)
 
 
 @pytest.fixture(scope="session")
 def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
     """A private containerd; ``containerd.ctr(...)`` uses namespace ``hatchwaytest``."""
-    workdir = tmp_path_factory.mktemp("ctrd")
-    handle = start_containerd(workdir)
-    try:
-        yield handle
-    finally:
-        handle.stop()
-        _remove_tree(workdir)
+    yield from _service(tmp_path_factory, "ctrd", start_containerd)
 
 
 @pytest.fixture(scope="session")
 def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
     """A private dockerd; ``dockerd.docker(...)`` runs the Debian docker CLI against it."""
-    workdir = tmp_path_factory.mktemp("dockerd")
-    handle = start_dockerd(workdir)
-    try:
-        yield handle
-    finally:
-        handle.stop()
-        _remove_tree(workdir)
+    yield from _service(tmp_path_factory, "dockerd", start_dockerd)
 
 
 @pytest.fixture(scope="session")
