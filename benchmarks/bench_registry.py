@@ -33,9 +33,9 @@ from tests.fault_proxy import fault_proxy  # noqa: E402
 from tests.peers import Skopeo, start_registry  # noqa: E402
 from tests.registry_support import push_image, save_archive, save_from_registry  # noqa: E402
 
-from hatchway.stores.oci_layout import OCILayoutStore  # noqa: E402
-from hatchway.stores.registry import RegistryOptions, pull  # noqa: E402
+from hatchway import RegistryOptions, pull  # noqa: E402
 from hatchway.testing.layout import LayoutBuilder  # noqa: E402
+from hatchway.transports.layout.source import OCILayoutStore  # noqa: E402
 
 LATENCY = 0.050
 BANDWIDTH = 25e6
@@ -129,7 +129,7 @@ def run(work: Path, registry: object, layer_size: int, small_size: int) -> None:
 
         print("3. pull, then save from the local store ...", flush=True)
         store = work / "store"
-        t_pull = _atimed(lambda: pull(all8, store, options=opts))
+        t_pull = _atimed(lambda: pull(all8, store=store, registry=opts))
         local = [n.removeprefix("docker://") for n in all8]
         t_local = _atimed(
             lambda: save_archive(local, fresh(out / "local.tar"), OCILayoutStore(store))

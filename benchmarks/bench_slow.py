@@ -25,8 +25,8 @@ from measure import Contender, Sample, median, round_robin, run_inline, warm
 from report import Row, Section, Target
 
 import hatchway
-from hatchway.stores.oci_layout import OCILayoutStore
 from hatchway.testing.slow import CountingStore, SlowStore
+from hatchway.transports.layout.source import OCILayoutStore
 
 LATENCY = 0.05
 BANDWIDTH = 20e6

@@ -33,11 +33,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from hatchway.api import save as hatchway_save
+from hatchway import RegistryOptions, RetryPolicy
+from hatchway import save as hatchway_save
 from hatchway.model import INDEX_TYPES, Platform
-from hatchway.stores.registry import RegistryOptions, RegistryStore, RetryPolicy
-from hatchway.stores.router import RouterStore
+from hatchway.reference import Transport
 from hatchway.testing.layout import BuiltImage, BuiltLayer, LayoutBuilder
+from hatchway.transports.registry.source import RegistryStore
+from hatchway.transports.router import Router
 from tests.peers import Registry, run_command, start_registry
 
 USER = "hatchway"
@@ -429,7 +431,7 @@ async def save_archive(
 async def save_from_registry(
     names: list[str], out: Path, opts: RegistryOptions, **kw: Any
 ) -> bytes:
-    store = RouterStore(None, RegistryStore(opts))
+    store = Router({Transport.DOCKER: RegistryStore(opts)})
     try:
         return await save_archive(names, out, store, **kw)
     finally:

@@ -12,15 +12,15 @@ import pytest
 import hatchway
 from hatchway.model import hex_of
 from hatchway.progress import (
-    LayerStaged,
+    CopyFinished,
+    CopyStarted,
+    LayerDone,
     LayerStarted,
     ProgressEvent,
-    SaveFinished,
-    SaveStarted,
     WriteAdvanced,
     WriteStarted,
 )
-from hatchway.stores.oci_layout import OCILayoutStore
+from hatchway.transports.layout.source import OCILayoutStore
 from tests.support import Family, ProbeStore, files_under, read_archive
 
 pytestmark = pytest.mark.anyio
@@ -125,14 +125,17 @@ async def test_progress_events_add_up(family: Family, tmp_path: Path) -> None:
     result = await hatchway.save(
         EVERYTHING, tmp_path / "o.tar", store=family.root, progress=events.append
     )
-    started = [e for e in events if isinstance(e, SaveStarted)]
+    started = [e for e in events if isinstance(e, CopyStarted)]
     assert len(started) == 1
-    assert started[0].layers == len({e.diff_id for e in events if isinstance(e, LayerStarted)})
-    assert started[0].layers == len([e for e in events if isinstance(e, LayerStaged)])
+    assert started[0].layers == len({e.digest for e in events if isinstance(e, LayerStarted)})
+    assert started[0].layers == len([e for e in events if isinstance(e, LayerDone)])
     write = next(e for e in events if isinstance(e, WriteStarted))
     assert write.total == result.bytes_written == (tmp_path / "o.tar").stat().st_size
     assert sum(e.advanced for e in events if isinstance(e, WriteAdvanced)) == write.total
-    assert events[-1] == SaveFinished(result.bytes_written)
+    finished = events[-1]
+    assert isinstance(finished, CopyFinished)
+    assert 0 < finished.blobs_fetched <= started[0].layers
+    assert 0 < finished.bytes_fetched <= started[0].fetch_bytes
 
 
 async def test_stream_output_receives_only_verified_bytes(family: Family, tmp_path: Path) -> None:
@@ -141,8 +144,8 @@ async def test_stream_output_receives_only_verified_bytes(family: Family, tmp_pa
     with (tmp_path / "o.tar").open("wb") as out:
         await hatchway.save(EVERYTHING, out.fileno(), store=family.root, progress=events.append)
     write = next(i for i, e in enumerate(events) if isinstance(e, WriteStarted))
-    assert all(not isinstance(e, LayerStaged | LayerStarted) for e in events[write:])
-    assert len([e for e in events[:write] if isinstance(e, LayerStaged)]) == 7
+    assert all(not isinstance(e, LayerDone | LayerStarted) for e in events[write:])
+    assert len([e for e in events[:write] if isinstance(e, LayerDone)]) == 7
 
 
 async def test_staging_area_is_removed_and_tmpdir_honoured(family: Family, tmp_path: Path) -> None:

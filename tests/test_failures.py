@@ -17,8 +17,8 @@ import pytest
 import hatchway
 from hatchway.errors import StoreError
 from hatchway.progress import ProgressEvent, WriteAdvanced
-from hatchway.stores.oci_layout import OCILayoutStore
 from hatchway.testing.layout import LayoutBuilder
+from hatchway.transports.layout.source import OCILayoutStore
 from tests.support import Family, ProbeStore, files_under
 
 pytestmark = pytest.mark.anyio

@@ -15,6 +15,8 @@ PURE = [
     "hatchway.formats",
     "hatchway.errors",
     "hatchway.progress",
+    "hatchway.limits",
+    "hatchway.transports.layout.spec",
 ]
 
 
@@ -48,6 +50,10 @@ def test_pure_core_imports_no_io_library() -> None:
         src / "tarstream.py",
         src / "errors.py",
         src / "progress.py",
+        src / "limits.py",
+        src / "transports" / "__init__.py",
+        src / "transports" / "layout" / "__init__.py",
+        src / "transports" / "layout" / "spec.py",
         *sorted((src / "formats").glob("*.py")),
     ]
     for path in files:
@@ -58,3 +64,16 @@ def test_pure_core_imports_no_io_library() -> None:
             else:
                 assert top in sys.stdlib_module_names, (path, module)
                 assert top not in ("asyncio", "socket", "threading", "subprocess"), (path, module)
+
+
+def test_cli_uses_only_the_public_api() -> None:
+    """The command line is an application of the library: it imports ``hatchway`` itself and
+    its own modules, never the engine, the transports or any other internal module."""
+    src = Path(hatchway.__file__).parent
+    for path in sorted((src / "cli").glob("*.py")):
+        for module in _imports(path):
+            if module.split(".")[0] != "hatchway":
+                continue
+            internal = module != "hatchway" and not module.startswith("hatchway.cli")
+            public = module.removeprefix("hatchway.") in hatchway.__all__
+            assert public or not internal, (path.name, module)

@@ -12,7 +12,7 @@ import pytest
 
 from hatchway.errors import RegistryError
 from hatchway.reference import parse_query
-from hatchway.stores.registry import RegistryStore
+from hatchway.transports.registry.source import RegistryStore
 from tests.registry_support import (
     PASSWORD,
     USER,

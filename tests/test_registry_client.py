@@ -12,20 +12,21 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hatchway import RegistryOptions, RetryPolicy
 from hatchway.errors import DigestMismatch, RegistryError, StoreError, UnsupportedMediaType
 from hatchway.model import DOCKER_SCHEMA1, OCI_MANIFEST, Descriptor
 from hatchway.reference import parse_query
-from hatchway.stores.registry import Credentials, RegistryOptions, RegistryStore, RetryPolicy
-from hatchway.stores.registry.client import STREAM_CHUNK
-from hatchway.stores.registry.credentials import lookup
-from hatchway.stores.registry.options import is_loopback
-from hatchway.stores.registry.protocol import (
+from hatchway.transports.registry.client import STREAM_CHUNK
+from hatchway.transports.registry.credentials import Credentials, lookup
+from hatchway.transports.registry.options import is_loopback
+from hatchway.transports.registry.protocol import (
     MANIFEST_ACCEPT,
     parse_challenges,
     parse_content_range,
     parse_error_body,
     parse_retry_after,
 )
+from hatchway.transports.registry.source import RegistryStore
 from tests.registry_support import Sleeps
 
 HOST = "127.0.0.1:5999"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from hatchway import RetryPolicy
 from hatchway.errors import RegistryError
-from hatchway.stores.registry import RetryPolicy
 from tests.fault_proxy import FaultProxy, fault_proxy
 from tests.registry_support import Lab, Sleeps, options, save_from_registry
 from tests.support import files_under

@@ -10,9 +10,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from hatchway import pull
 from hatchway.errors import NoSuchImage
-from hatchway.stores.oci_layout import OCILayoutStore
-from hatchway.stores.registry import pull
+from hatchway.transports.layout.source import OCILayoutStore
 from tests.peers import OciImageTool
 from tests.registry_support import Lab, options, save_archive, save_from_registry
 
@@ -31,7 +31,7 @@ async def test_save_after_pull_is_byte_identical_to_a_save_from_the_registry(
     lab: Lab, tmp_path: Path, archive_format: str
 ) -> None:
     registry_names = [lab.images.name(n) for n in NAMES]
-    result = await pull(registry_names, tmp_path / "store", options=options())
+    result = await pull(registry_names, store=tmp_path / "store", registry=options())
     assert [i.name for i in result.images] == [f"{lab.registry.host}/{n}" for n in NAMES]
     local_names = [f"{lab.registry.host}/{n}" for n in NAMES]
     local = await save_archive(
@@ -51,7 +51,9 @@ async def test_pull_writes_a_valid_layout_with_named_entries(
 ) -> None:
     store = tmp_path / "store"
     await pull(
-        [lab.images.name("hw/oci:1"), lab.images.name("hw/multi:1")], store, options=options()
+        [lab.images.name("hw/oci:1"), lab.images.name("hw/multi:1")],
+        store=store,
+        registry=options(),
     )
     entries = _index(store)
     assert [e["annotations"] for e in entries] == [
@@ -66,10 +68,10 @@ async def test_pull_writes_a_valid_layout_with_named_entries(
     ]
     # The platform manifest chosen from the index is what is stored.
     assert entries[1]["digest"] == lab.images.images["multi:native"].digest
-    assert (store / "oci-layout").read_bytes() == b'{"imageLayoutVersion":"1.0.0"}'
+    assert (store / "oci-layout").read_bytes() == b'{"imageLayoutVersion": "1.0.0"}'
     assert not [p for p in (store / "blobs" / "sha256").iterdir() if p.name.startswith(".")]
     single = tmp_path / "single"
-    await pull([lab.images.name("hw/multi:1")], single, options=options())
+    await pull([lab.images.name("hw/multi:1")], store=single, registry=options())
     oci_image_tool.validate(single, refs=["name=1"])
 
 
@@ -77,22 +79,22 @@ async def test_pulling_again_replaces_the_entry_of_the_same_name_and_fetches_not
     lab: Lab, tmp_path: Path
 ) -> None:
     store = tmp_path / "store"
-    first = await pull([lab.images.name("hw/family-a:1")], store, options=options())
+    first = await pull([lab.images.name("hw/family-a:1")], store=store, registry=options())
     assert first.blobs_fetched == 2
-    again = await pull([lab.images.name("hw/family-a:1")], store, options=options())
+    again = await pull([lab.images.name("hw/family-a:1")], store=store, registry=options())
     assert again.blobs_fetched == 0 and again.bytes_fetched == 0
     assert len(_index(store)) == 1
 
 
 async def test_a_damaged_cached_blob_is_fetched_again(lab: Lab, tmp_path: Path) -> None:
     store = tmp_path / "store"
-    await pull([lab.images.name("hw/family-a:1")], store, options=options())
+    await pull([lab.images.name("hw/family-a:1")], store=store, registry=options())
     blobs = sorted((store / "blobs" / "sha256").iterdir(), key=lambda p: -p.stat().st_size)
     damaged = blobs[0]  # the largest blob: a layer
     data = bytearray(damaged.read_bytes())
     data[len(data) // 2] ^= 0xFF
     damaged.write_bytes(bytes(data))
-    again = await pull([lab.images.name("hw/family-a:1")], store, options=options())
+    again = await pull([lab.images.name("hw/family-a:1")], store=store, registry=options())
     assert again.blobs_fetched == 1
     assert hashlib.sha256(damaged.read_bytes()).hexdigest() == damaged.name
 
@@ -100,20 +102,20 @@ async def test_a_damaged_cached_blob_is_fetched_again(lab: Lab, tmp_path: Path) 
 async def test_pull_by_digest_records_no_tag(lab: Lab, tmp_path: Path) -> None:
     digest = lab.images.images["hw/oci:1"].digest
     name = f"{lab.registry.host}/hw/oci@{digest}"
-    await pull([name], tmp_path / "store", options=options())  # docker:// may be omitted
+    await pull([name], store=tmp_path / "store", registry=options())  # docker:// may be omitted
     [entry] = _index(tmp_path / "store")
     assert entry["annotations"] == {"io.containerd.image.name": name}
 
 
 async def test_a_failed_pull_leaves_index_json_alone(lab: Lab, tmp_path: Path) -> None:
     store = tmp_path / "store"
-    await pull([lab.images.name("hw/docker:1")], store, options=options())
+    await pull([lab.images.name("hw/docker:1")], store=store, registry=options())
     before = (store / "index.json").read_bytes()
     with pytest.raises(NoSuchImage):
         await pull(
             [lab.images.name("hw/oci:1"), lab.images.name("hw/oci:missing")],
-            store,
-            options=options(),
+            store=store,
+            registry=options(),
         )
     assert (store / "index.json").read_bytes() == before
     assert not [p for p in (store / "blobs" / "sha256").iterdir() if p.name.startswith(".")]
@@ -125,7 +127,7 @@ async def test_concurrent_pulls_keep_every_entry(lab: Lab, tmp_path: Path) -> No
 
     async with anyio.create_task_group() as tg:
         for name in names:
-            tg.start_soon(lambda n=name: pull([n], store, options=options()))
+            tg.start_soon(lambda n=name: pull([n], store=store, registry=options()))
     entries = _index(store)
     got = sorted(str(e["annotations"]["io.containerd.image.name"]) for e in entries)  # type: ignore[index]
     assert got == sorted(f"{lab.registry.host}/{n}" for n in NAMES)

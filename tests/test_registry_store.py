@@ -11,9 +11,9 @@ import pytest
 
 from hatchway.errors import NoSuchImage, PlatformNotFound, StoreError
 from hatchway.model import Platform
-from hatchway.reference import parse_query
-from hatchway.stores.registry import RegistryStore
-from hatchway.stores.router import RouterStore
+from hatchway.reference import Transport, parse_query
+from hatchway.transports.registry.source import RegistryStore
+from hatchway.transports.router import Router
 from tests.peers import Skopeo
 from tests.registry_support import Lab, options, save_from_registry
 from tests.support import read_archive
@@ -105,7 +105,7 @@ async def test_missing_tag_and_missing_repository_are_no_such_image(
 
 
 async def test_router_refuses_bare_names_without_a_local_store(tmp_path: Path) -> None:
-    store = RouterStore(None, RegistryStore(options()))
+    store = Router({Transport.DOCKER: RegistryStore(options())})
     try:
         with pytest.raises(StoreError, match="docker://"):
             await store.resolve(parse_query("busybox:latest"), None)

@@ -11,8 +11,8 @@ import trio
 import trio.testing
 
 import hatchway
-from hatchway.stores.oci_layout import OCILayoutStore
 from hatchway.testing.slow import CountingStore, SlowStore
+from hatchway.transports.layout.source import OCILayoutStore
 from tests.support import Family
 
 NAMES = ["app", "tools", "busybox", "127.0.0.1:5000/other:v1"]

@@ -10,7 +10,7 @@ import hatchway
 
 
 def on_progress(event: hatchway.ProgressEvent) -> None:
-    if isinstance(event, hatchway.SaveStarted):
+    if isinstance(event, hatchway.CopyStarted):
         print(f"staging {event.layers} layers ({event.fetch_bytes} bytes stored)")
     elif isinstance(event, hatchway.WriteStarted):
         print(f"writing {event.total} bytes")

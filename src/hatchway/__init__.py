@@ -4,17 +4,33 @@ The public API, re-exported once here (``tests/test_public_api.py`` keeps this l
 
     await hatchway.save(names, output, store=..., format=..., platform=..., jobs=..., progress=...)
     await hatchway.pull(names, store=..., registry=hatchway.RegistryOptions(...))
-    hatchway.open_store(path)        # an OCI image layout store
+    await hatchway.list_images(store)
+    hatchway.open_store(path)        # an OCI image layout store, a Source
+
+Everything else (``hatchway.engine``, ``hatchway.transports``, ...) is implementation; the
+command line uses only what is exported here.  ``hatchway.testing`` holds documented helpers
+for tests.
 """
 
-from hatchway.api import default_store_path, open_store, pull, save
-from hatchway.engine.save import SavedImage, SaveResult
+from hatchway.api import (
+    Output,
+    PulledImage,
+    PullResult,
+    SavedImage,
+    SaveResult,
+    default_store_path,
+    list_images,
+    open_store,
+    pull,
+    save,
+)
 from hatchway.errors import (
     AmbiguousReference,
     BlobNotFound,
     DigestMismatch,
     HatchwayError,
     InvalidReference,
+    MalformedContent,
     NoSuchImage,
     OutputError,
     PlatformNotFound,
@@ -23,55 +39,66 @@ from hatchway.errors import (
     UnsupportedMediaType,
 )
 from hatchway.formats import ArchiveFormat
+from hatchway.limits import DEFAULT_JOBS
 from hatchway.model import Platform
 from hatchway.progress import (
+    CopyFinished,
+    CopyStarted,
     LayerAdvanced,
-    LayerStaged,
+    LayerDone,
     LayerStarted,
     ProgressCallback,
     ProgressEvent,
-    SaveFinished,
-    SaveStarted,
     WriteAdvanced,
     WriteStarted,
 )
-from hatchway.stores.base import ResolvedImage, Store
-from hatchway.stores.oci_layout import OCILayoutStore
-from hatchway.stores.registry.options import RegistryOptions
+from hatchway.transports.base import BlobSource, ResolvedImage, Source
+from hatchway.transports.layout.source import ImageSummary, OCILayoutStore
+from hatchway.transports.registry.options import RegistryOptions, RetryPolicy, Timeouts
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_JOBS",
     "AmbiguousReference",
     "ArchiveFormat",
     "BlobNotFound",
+    "BlobSource",
+    "CopyFinished",
+    "CopyStarted",
     "DigestMismatch",
     "HatchwayError",
+    "ImageSummary",
     "InvalidReference",
     "LayerAdvanced",
-    "LayerStaged",
+    "LayerDone",
     "LayerStarted",
+    "MalformedContent",
     "NoSuchImage",
     "OCILayoutStore",
+    "Output",
     "OutputError",
     "Platform",
     "PlatformNotFound",
-    "RegistryError",
     "ProgressCallback",
     "ProgressEvent",
+    "PullResult",
+    "PulledImage",
+    "RegistryError",
     "RegistryOptions",
     "ResolvedImage",
-    "SaveFinished",
+    "RetryPolicy",
     "SaveResult",
-    "SaveStarted",
     "SavedImage",
-    "Store",
+    "Source",
     "StoreError",
+    "Timeouts",
     "UnsupportedMediaType",
     "WriteAdvanced",
     "WriteStarted",
     "__version__",
     "default_store_path",
+    "list_images",
     "open_store",
     "pull",
     "save",

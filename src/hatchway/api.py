@@ -1,6 +1,8 @@
-"""The library entry points: :func:`save` and :func:`open_store`.
+"""The library entry points: :func:`save`, :func:`pull`, :func:`list_images`, :func:`open_store`.
 
-Both run under asyncio and trio (anyio only).  Example (asyncio; trio is the same with
+Each operation is one copy through the one engine (``hatchway.engine.copy``): ``save`` copies
+from the local store and registries into an archive, ``pull`` from registries into the local
+store.  All run under asyncio and trio (anyio only).  Example (asyncio; trio is the same with
 ``trio.run``)::
 
     import asyncio, hatchway
@@ -15,36 +17,116 @@ Both run under asyncio and trio (anyio only).  Example (asyncio; trio is the sam
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from anyio.abc import ByteSendStream
 
-from hatchway.engine.output import FdOutput, PathOutput, StreamOutput, output_for
-from hatchway.engine.save import DEFAULT_JOBS, SaveResult, SinkOpener, run_save
+from hatchway.engine.copy import copy
 from hatchway.errors import HatchwayError
 from hatchway.formats import ArchiveFormat
+from hatchway.limits import DEFAULT_JOBS
 from hatchway.model import Platform
 from hatchway.progress import ProgressCallback, ignore_progress
-from hatchway.reference import DOCKER_TRANSPORT
-from hatchway.stores.base import Store
-from hatchway.stores.oci_layout import OCILayoutStore
-from hatchway.stores.registry.options import RegistryOptions
+from hatchway.reference import Transport, parse_query
+from hatchway.transports.archive.destination import ArchiveDestination
+from hatchway.transports.archive.outputs import output_for
+from hatchway.transports.base import Source
+from hatchway.transports.layout.destination import LayoutDestination
+from hatchway.transports.layout.source import ImageSummary, OCILayoutStore
+from hatchway.transports.registry.options import RegistryOptions
+from hatchway.transports.router import Router
 
-if TYPE_CHECKING:
-    from hatchway.stores.registry.pulling import PullResult
-
+#: Where :func:`save` may write: a path (atomically), an anyio byte stream, or a file
+#: descriptor the caller owns.
 Output = str | os.PathLike[str] | ByteSendStream | int
 
 
-def _with_registries(local: Store, options: RegistryOptions | None) -> Store:
-    # Imported here: httpx and the registry client cost start-up time no local save needs.
-    from hatchway.stores.registry import RegistryStore
-    from hatchway.stores.router import RouterStore
+@dataclass(frozen=True, slots=True)
+class SavedImage:
+    """One image in a finished archive: its ID and the tags recorded for it."""
 
-    return RouterStore(local, RegistryStore(options))
+    id: str
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SaveResult:
+    """What a save wrote: the images, the number of distinct layers, the archive's size."""
+
+    images: tuple[SavedImage, ...]
+    layers: int
+    bytes_written: int
+
+
+@dataclass(frozen=True, slots=True)
+class PulledImage:
+    """One name a pull stored: as written into ``index.json`` (``host/repo:tag`` or
+    ``host/repo@sha256:...``), the manifest digest and the image ID."""
+
+    name: str
+    digest: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PullResult:
+    """What a pull did: the names stored, and how many layer blobs and bytes it downloaded
+    (blobs the store already held intact are not downloaded again)."""
+
+    images: tuple[PulledImage, ...]
+    blobs_fetched: int
+    bytes_fetched: int
+
+
+async def save(
+    names: Sequence[str],
+    output: Output,
+    *,
+    store: Source | str | os.PathLike[str] | None = None,
+    format: ArchiveFormat | str = ArchiveFormat.DOCKER,
+    platform: Platform | str | None = None,
+    jobs: int = DEFAULT_JOBS,
+    tmpdir: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
+    fsync: bool = False,
+    registry: RegistryOptions | None = None,
+) -> SaveResult:
+    """Save the images ``names`` into one ``docker save``-compatible archive.
+
+    ``output`` is a path (written atomically: complete or not at all), an anyio
+    :class:`~anyio.abc.ByteSendStream`, or a file descriptor the caller owns (neither is
+    closed here).  Nothing is written to ``output`` unless every image resolved and every
+    layer was fetched and verified.  ``store`` is a :class:`~hatchway.Source` (left open) or
+    the path of an OCI image layout (default: :func:`default_store_path`).  ``tmpdir`` holds
+    the staging area (default: beside a path output, else the system temp directory).  Names
+    written ``docker://HOST/REPO[:TAG|@DIGEST]`` are fetched from registries, configured by
+    ``registry`` (credentials, insecure hosts, CA; see docs/registry.md).  ``jobs`` bounds how
+    many layers move at once.  ``fsync=True`` flushes a path output to disk before it is
+    renamed into place (durable across a crash; like ``docker save``, the default only
+    guarantees that the file appears whole).
+
+    Raises :class:`~hatchway.errors.HatchwayError` subclasses; see ``hatchway.errors``.
+    """
+    archive_format = ArchiveFormat(format) if isinstance(format, str) else format
+    the_platform = _platform(platform)
+    destination = ArchiveDestination(output_for(output, fsync=fsync), archive_format, tmpdir=tmpdir)
+    queries = [parse_query(name) for name in names]
+    async with _sources(store, registry) as source:
+        report = await copy(
+            queries,
+            source,
+            destination,
+            platform=the_platform,
+            jobs=jobs,
+            progress=progress or ignore_progress,
+        )
+    images = tuple(
+        SavedImage(i.id, tuple(ref.recorded_tag() for ref in i.tags)) for i in report.plan.images
+    )
+    return SaveResult(images, report.layers, report.result.bytes_written)
 
 
 async def pull(
@@ -57,30 +139,46 @@ async def pull(
     progress: ProgressCallback | None = None,
 ) -> PullResult:
     """Copy images from registries (``docker://`` optional) into the OCI layout ``store``
-    (default :func:`default_store_path`), so a slow registry is read once and saved often.
+    (default :func:`default_store_path`, created if missing), so that a slow registry is read
+    once and saved from often.
 
-    Blob writes are atomic and ``index.json`` is replaced atomically under a lock, so two
-    pulls may run at once.  See :func:`hatchway.stores.registry.pulling`.
+    What is stored per name: the platform manifest selected (for ``platform``, default the
+    host's), its config and its layer blobs as the registry stores them, each verified before
+    it is renamed into place; then one ``index.json`` entry per name (``host/repo:tag``, or
+    ``host/repo@sha256:...`` for a digest), replacing an entry of the same name.  Blob writes
+    are atomic and ``index.json`` is replaced atomically under a lock, so pulls may run side
+    by side; a failed pull adds no entry.  See docs/registry.md.
     """
-    from hatchway.stores.registry.pulling import pull as pull_images
+    the_platform = _platform(platform)
+    destination = LayoutDestination(Path(store) if store is not None else default_store_path())
+    queries = [parse_query(name, default=Transport.DOCKER) for name in names]
+    source = Router({Transport.DOCKER: lambda: _registry_source(registry)})
+    try:
+        report = await copy(
+            queries,
+            source,
+            destination,
+            platform=the_platform,
+            jobs=jobs,
+            progress=progress or ignore_progress,
+        )
+    finally:
+        await source.aclose()
+    pulled = tuple(PulledImage(s.name, s.digest, s.id) for s in report.result if s.name)
+    return PullResult(pulled, report.blobs_fetched, report.bytes_fetched)
 
-    return await pull_images(
-        names,
-        Path(store) if store is not None else default_store_path(),
-        options=registry,
-        platform=_platform(platform),
-        jobs=jobs,
-        progress=progress,
-    )
 
-
-def _platform(platform: Platform | str | None) -> Platform | None:
-    if isinstance(platform, str):
-        try:
-            return Platform.parse(platform)
-        except ValueError as exc:
-            raise HatchwayError(str(exc)) from None
-    return platform
+async def list_images(
+    store: str | os.PathLike[str] | None = None, *, platform: Platform | str | None = None
+) -> list[ImageSummary]:
+    """Every entry of the store's ``index.json`` and the image it resolves to on
+    ``platform`` (default: the host's); an entry that cannot be read carries its error
+    instead of an image."""
+    the_store = open_store(store)
+    try:
+        return await the_store.list_images(_platform(platform))
+    finally:
+        await the_store.aclose()
 
 
 def default_store_path() -> Path:
@@ -100,63 +198,38 @@ def open_store(path: str | os.PathLike[str] | None = None) -> OCILayoutStore:
     return OCILayoutStore(Path(path) if path is not None else default_store_path())
 
 
-async def save(
-    names: Sequence[str],
-    output: Output,
-    *,
-    store: Store | str | os.PathLike[str] | None = None,
-    format: ArchiveFormat | str = ArchiveFormat.DOCKER,
-    platform: Platform | str | None = None,
-    jobs: int = DEFAULT_JOBS,
-    tmpdir: str | os.PathLike[str] | None = None,
-    progress: ProgressCallback | None = None,
-    fsync: bool = False,
-    registry: RegistryOptions | None = None,
-) -> SaveResult:
-    """Save the images ``names`` into one ``docker save``-compatible archive.
-
-    ``output`` is a path (written atomically: complete or not at all), an anyio
-    :class:`~anyio.abc.ByteSendStream`, or a file descriptor the caller owns (neither is
-    closed here).  Nothing is written to ``output`` unless every image resolved and every
-    layer was fetched and verified.  ``store`` is a :class:`Store` (left open) or the path of
-    an OCI image layout (default: :func:`default_store_path`).  ``tmpdir`` holds the staging
-    area (default: beside a path output, else the system temp directory).  Names written
-    ``docker://HOST/REPO[:TAG|@DIGEST]`` are fetched from registries, configured by
-    ``registry`` (credentials, insecure hosts, CA; see docs/registry.md).  ``fsync=True``
-    flushes a path output to disk before it is renamed into place (durable across a crash;
-    like ``docker save``, the default only guarantees that the file appears whole).
-
-    Raises :class:`~hatchway.errors.HatchwayError` subclasses; see ``hatchway.errors``.
-    """
-    archive_format = ArchiveFormat(format) if isinstance(format, str) else format
-    platform = _platform(platform)
-    owned = not isinstance(store, Store)
-    the_store: Store = store if isinstance(store, Store) else open_store(store)
-    if owned and any(name.startswith(DOCKER_TRANSPORT) for name in names):
-        the_store = _with_registries(the_store, registry)
-    staging_parent: str | os.PathLike[str]
-    if isinstance(output, (str, os.PathLike)):
-        path = Path(output)
-        open_sink: SinkOpener = output_for(path, fsync=fsync)
-        default_parent = path.parent if isinstance(open_sink, PathOutput) else tempfile.gettempdir()
-        staging_parent = tmpdir if tmpdir is not None else default_parent
-    elif isinstance(output, int):
-        staging_parent = tmpdir if tmpdir is not None else tempfile.gettempdir()
-        open_sink = FdOutput(output)
-    else:
-        staging_parent = tmpdir if tmpdir is not None else tempfile.gettempdir()
-        open_sink = StreamOutput(output)
+@asynccontextmanager
+async def _sources(
+    store: Source | str | os.PathLike[str] | None, registry: RegistryOptions | None
+) -> AsyncIterator[Source]:
+    """The source for a save: the caller's (left open), or the store at ``store`` plus the
+    registries, each opened on first use and closed at the end."""
+    if isinstance(store, Source):
+        yield store
+        return
+    router = Router(
+        {
+            Transport.STORE: lambda: open_store(store),
+            Transport.DOCKER: lambda: _registry_source(registry),
+        }
+    )
     try:
-        return await run_save(
-            names,
-            the_store,
-            open_sink,
-            staging_parent=staging_parent,
-            archive_format=archive_format,
-            platform=platform,
-            jobs=jobs,
-            progress=progress or ignore_progress,
-        )
+        yield router
     finally:
-        if owned:
-            await the_store.aclose()
+        await router.aclose()
+
+
+def _registry_source(options: RegistryOptions | None) -> Source:
+    # Imported here: httpx and the registry client cost start-up time no local save needs.
+    from hatchway.transports.registry.source import RegistryStore
+
+    return RegistryStore(options)
+
+
+def _platform(platform: Platform | str | None) -> Platform | None:
+    if isinstance(platform, str):
+        try:
+            return Platform.parse(platform)
+        except ValueError as exc:
+            raise HatchwayError(str(exc)) from None
+    return platform

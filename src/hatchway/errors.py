@@ -8,6 +8,9 @@
     ├── AmbiguousReference         an ID prefix matching several images (name, candidates)
     ├── PlatformNotFound           an index without the requested platform (name, platform)
     ├── DigestMismatch             content whose sha256 differs from what was promised
+    ├── MalformedContent           bytes that should be a manifest, index or config are not
+                                   (raised by the pure core; a transport re-raises it as its
+                                   own StoreError, naming itself)
     ├── StoreError                 a store that cannot be read or is malformed (store, message)
     │   ├── BlobNotFound           a blob the manifests name but the store lacks (digest)
     │   ├── UnsupportedMediaType   a manifest, index or layer type hatchway cannot export
@@ -78,6 +81,14 @@ class DigestMismatch(HatchwayError):
         self.expected = expected
         self.actual = actual
         super().__init__(f"{what}: digest mismatch: expected {expected}, got {actual}")
+
+
+class MalformedContent(HatchwayError):
+    """Bytes that should be a manifest, index or config are not.
+
+    The pure core (``model.py``) raises it without knowing where the bytes came from; the
+    transport that read them re-raises it as a :class:`StoreError` that names itself.
+    """
 
 
 class StoreError(HatchwayError):

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from enum import Enum
 from typing import Any
 
-from hatchway.errors import HatchwayError, UnsupportedMediaType
+from hatchway.errors import MalformedContent, UnsupportedMediaType
 
 # Media types (OCI image spec v1.1, Docker image manifest v2 schema 2).
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -56,11 +56,6 @@ _LAYER_TYPES: dict[str, Compression] = {
 }
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
-
-
-class MalformedContent(HatchwayError):
-    """Bytes that should be a manifest, index or config are not (raised by the pure core;
-    stores re-raise it as a :class:`~hatchway.errors.StoreError` naming themselves)."""
 
 
 def sha256_digest(data: bytes) -> str:

@@ -1,9 +1,19 @@
-"""Progress events: what a save reports while it runs.
+"""Progress events: what a copy (a save, a pull) reports while it runs.
+
+The events are the same whatever the source and the destination.  A copy reports
+:class:`CopyStarted` once its names are resolved, then per layer :class:`LayerStarted`,
+:class:`LayerAdvanced` and :class:`LayerDone`, then — when the destination writes one output
+at the end, as an archive does — :class:`WriteStarted` and :class:`WriteAdvanced`, and finally
+:class:`CopyFinished`.
+
+A layer is identified by ``digest``: its diffID when the destination keeps layers
+uncompressed (an archive), the digest of the stored blob when it keeps them as the source
+stores them (the local store).
 
 The engine calls a progress callback (any ``Callable[[ProgressEvent], None]``) from the event
 loop thread, never from a worker thread, so a callback may touch loop-bound state.  Callbacks
-must be quick and must not raise.  The CLI's rich renderer (``hatchway.console``) is one such
-callback; an application can pass its own.
+must be quick and must not raise.  The CLI's progress bars are one such callback; an
+application can pass its own.
 """
 
 from __future__ import annotations
@@ -13,8 +23,8 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
-class SaveStarted:
-    """Names are resolved: ``layers`` distinct layers of ``fetch_bytes`` stored bytes to stage."""
+class CopyStarted:
+    """Names are resolved: ``layers`` distinct layers of ``fetch_bytes`` stored bytes to move."""
 
     images: int
     layers: int
@@ -23,9 +33,9 @@ class SaveStarted:
 
 @dataclass(frozen=True, slots=True)
 class LayerStarted:
-    """A layer started staging (``size``: the stored, possibly compressed, blob size)."""
+    """A layer started moving (``size``: the stored, possibly compressed, blob size)."""
 
-    diff_id: str
+    digest: str
     size: int
 
 
@@ -33,43 +43,50 @@ class LayerStarted:
 class LayerAdvanced:
     """``advanced`` more stored bytes of a layer were read and verified."""
 
-    diff_id: str
+    digest: str
     advanced: int
 
 
 @dataclass(frozen=True, slots=True)
-class LayerStaged:
-    """A layer is verified and staged; ``size`` is its uncompressed size."""
+class LayerDone:
+    """A layer is verified and in place (or was already there); ``size`` is the size the
+    destination holds (uncompressed for an archive, stored for the local store)."""
 
-    diff_id: str
+    digest: str
     size: int
 
 
 @dataclass(frozen=True, slots=True)
 class WriteStarted:
-    """Every layer is staged; the archive of exactly ``total`` bytes is being written."""
+    """Every layer is in place; the output of exactly ``total`` bytes is being written."""
 
     total: int
 
 
 @dataclass(frozen=True, slots=True)
 class WriteAdvanced:
+    """``advanced`` more bytes of the output were written."""
+
     advanced: int
 
 
 @dataclass(frozen=True, slots=True)
-class SaveFinished:
-    bytes_written: int
+class CopyFinished:
+    """The copy is complete and visible: ``blobs_fetched`` layers of ``bytes_fetched`` stored
+    bytes were read from their sources (layers the destination held already are not)."""
+
+    blobs_fetched: int
+    bytes_fetched: int
 
 
 ProgressEvent = (
-    SaveStarted
+    CopyStarted
     | LayerStarted
     | LayerAdvanced
-    | LayerStaged
+    | LayerDone
     | WriteStarted
     | WriteAdvanced
-    | SaveFinished
+    | CopyFinished
 )
 ProgressCallback = Callable[[ProgressEvent], None]
 

@@ -1,7 +1,7 @@
 """Image names: parse, validate and normalise them as ``docker save`` does.
 
 Pure: no I/O. The grammar is the distribution project's reference grammar (the one Docker,
-containerd and skopeo share); the semantics are those of ``docker save`` (FORMATS.md §1):
+containerd and skopeo share); the semantics are those of ``docker save`` (docs/names.md):
 
 * ``repo`` names *every* tag of a repository; ``repo:tag`` one tag; ``repo@sha256:...`` the
   image whose manifest has that digest (no tag recorded).
@@ -11,12 +11,16 @@ containerd and skopeo share); the semantics are those of ``docker save`` (FORMAT
 * Docker Hub names are familiar: ``busybox``, ``library/busybox``, ``docker.io/library/busybox``
   and ``index.docker.io/library/busybox`` are one repository, recorded as ``busybox``.
 * ``docker://HOST[:PORT]/REPO[:TAG|@DIGEST]`` selects a registry instead of the local store.
+
+Every name is parsed into an :class:`ImageQuery` whose :class:`Transport` says where it lives;
+names are routed by that, never by their spelling.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import Enum
 
 from hatchway.errors import InvalidReference
 
@@ -104,22 +108,33 @@ class Reference:
         return text
 
 
+class Transport(Enum):
+    """Where a name's image lives: the transport prefix it was written with."""
+
+    #: No prefix: the local store.
+    STORE = "store"
+    #: ``docker://``: a registry.
+    DOCKER = "docker"
+
+
 @dataclass(frozen=True, slots=True)
 class ImageQuery:
     """One name from the command line, as what it may mean.
 
-    ``reference`` is set when the text is a valid repository reference; ``id_prefix`` when it
-    can name an image ID (lower-case hex, 1-64 digits).  Both are set for a bare name like
-    ``abc123``: the repository is tried first, then the ID (FORMATS.md §1).
+    ``transport`` says where to look.  ``reference`` is set when the text is a valid
+    repository reference; ``id_prefix`` when it can name an image ID (lower-case hex, 1-64
+    digits).  Both are set for a bare name like ``abc123``: the repository is tried first,
+    then the ID (docs/names.md).
     """
 
     text: str
     reference: Reference | None
     id_prefix: str | None
+    transport: Transport = Transport.STORE
 
     @property
     def registry(self) -> bool:
-        return self.reference is not None and self.reference.registry
+        return self.transport is Transport.DOCKER
 
 
 def parse_reference(text: str, *, registry: bool = False) -> Reference:
@@ -183,12 +198,17 @@ def _looks_like_domain(component: str) -> bool:
     return "." in component or ":" in component or component == "localhost"
 
 
-def parse_query(text: str) -> ImageQuery:
-    """Parse one command-line name into an :class:`ImageQuery` (see the module docstring)."""
+def parse_query(text: str, *, default: Transport = Transport.STORE) -> ImageQuery:
+    """Parse one command-line name into an :class:`ImageQuery` (see the module docstring).
+
+    A name without a transport prefix belongs to ``default`` (the local store for ``save``,
+    a registry for ``pull``).
+    """
     if text.startswith(DOCKER_TRANSPORT):
         rest = text[len(DOCKER_TRANSPORT) :]
-        ref = parse_reference(rest, registry=True)
-        return ImageQuery(text, ref, None)
+        return ImageQuery(text, parse_reference(rest, registry=True), None, Transport.DOCKER)
+    if default is Transport.DOCKER and "://" not in text:
+        return parse_query(DOCKER_TRANSPORT + text)
     if "://" in text:
         raise InvalidReference(text, "unknown transport (only docker:// is supported)")
     if text.startswith("sha256:"):

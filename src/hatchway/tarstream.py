@@ -1,9 +1,9 @@
 """Deterministic tar headers: the bytes of a POSIX (ustar, with PAX records when needed) tar.
 
 Pure.  Every header carries uid/gid 0, empty user and group names and the mtime the archive
-plan gives, so the same plan always yields the same bytes (FORMATS.md §2, §4).  Bodies are
-padded to 512-byte blocks and the archive ends with two zero blocks, as Go's ``archive/tar``
-(and so ``docker save``) writes it.
+plan gives, so the same plan always yields the same bytes (docs/formats.md, Determinism).
+Bodies are padded to 512-byte blocks and the archive ends with two zero blocks, as Go's
+``archive/tar`` (and so ``docker save``) writes it.
 """
 
 from __future__ import annotations

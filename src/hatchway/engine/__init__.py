@@ -1,5 +1,6 @@
-"""The engine: everything that moves bytes and owns concurrency.
+"""The copy engine: the one place that owns concurrency and moves images.
 
-``resolve`` (names → images), ``staging`` (exactly-once verified fetches), ``writer`` (the
-ordered writer), ``output`` (atomic files) and ``save`` (the task group tying them together).
+``resolve`` (names → a copy plan) and ``copy`` (every layer exactly once, verified, into a
+destination).  It talks to transports only through the contracts of
+``hatchway.transports.base``.
 """

@@ -1,7 +1,7 @@
 """The archive layouts hatchway writes, one pure planner per layout.
 
 Each planner turns the images to export (in first-mention order) and the uncompressed size of
-every layer into the ordered members of the archive.  See docs/formats.md and FORMATS.md §2.
+every layer into the ordered members of the archive.  See docs/formats.md.
 """
 
 from __future__ import annotations

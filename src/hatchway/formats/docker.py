@@ -1,4 +1,5 @@
-"""``docker``: the layout of Docker >= 25, hatchway's default (FORMATS.md §2c).
+"""``docker``: the layout of Docker >= 25, hatchway's default (docs/formats.md, The docker
+layout).
 
 An OCI image layout inside the tar (``oci-layout``, ``index.json``, ``blobs/sha256/``) for
 containerd-based loaders, plus Docker's ``manifest.json`` and ``repositories`` for the classic
@@ -22,11 +23,20 @@ from hatchway.formats.plan import (
     repositories_json,
     walk_order,
 )
-from hatchway.model import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, hex_of, sha256_digest
-
-OCI_LAYOUT_BYTES = b'{"imageLayoutVersion": "1.0.0"}'
-IMAGE_NAME_ANNOTATION = "io.containerd.image.name"
-REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
+from hatchway.model import (
+    OCI_CONFIG,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    Descriptor,
+    hex_of,
+    sha256_digest,
+)
+from hatchway.transports.layout.spec import (
+    INDEX_NAME,
+    OCI_LAYOUT_BYTES,
+    index_document,
+    index_entry,
+)
 
 
 def image_manifest(image: ExportImage, sizes: dict[str, int]) -> bytes:
@@ -60,16 +70,9 @@ def plan(images: list[ExportImage], sizes: dict[str, int]) -> tuple[Member, ...]
         manifest = image_manifest(image, sizes)
         digest = sha256_digest(manifest)
         blob(digest, data_file(_path(digest), manifest, 0))
-        descriptor = {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest)}
-        if image.tags:
-            for ref in image.tags:
-                annotations = {
-                    IMAGE_NAME_ANNOTATION: ref.qualified_tag(),
-                    REF_NAME_ANNOTATION: ref.tag or "latest",
-                }
-                index.append(dict(descriptor, annotations=annotations))
-        else:
-            index.append(descriptor)
+        descriptor = Descriptor(OCI_MANIFEST, digest, len(manifest))
+        for ref in image.tags or (None,):
+            index.append(index_entry(OCI_MANIFEST, descriptor, ref))
         manifest_json.append(
             {
                 "Config": _path(image.config.id),
@@ -78,9 +81,8 @@ def plan(images: list[ExportImage], sizes: dict[str, int]) -> tuple[Member, ...]
             }
         )
     members = [directory("blobs", 0), directory("blobs/sha256", 0), *blobs.values()]
-    index_doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index}
     members += [
-        data_file("index.json", compact_json(index_doc, newline=True), 0),
+        data_file(INDEX_NAME, compact_json(index_document(index), newline=True), 0),
         data_file("manifest.json", compact_json(manifest_json, newline=True), 0),
         data_file("oci-layout", OCI_LAYOUT_BYTES, 0),
     ]

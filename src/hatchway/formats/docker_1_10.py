@@ -1,7 +1,8 @@
 """``docker-1.10``: the layout of Docker 1.10-24, also skopeo's and podman's docker-archive.
 
 The legacy v1 directories, plus each config as ``<config-hex>.json`` (original bytes) and a
-``manifest.json`` (mtime 0) listing each image's config, tags and layers (FORMATS.md §2b).
+``manifest.json`` (mtime 0) listing each image's config, tags and layers (docs/formats.md, The
+docker-1.10 layout).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 One v1 directory per layer of every image's ancestry, plus ``repositories`` (mtime 0) when a
 tag was recorded.  Docker 1.10-28 load it through their legacy path; Docker 29, containerd and
-skopeo cannot (FORMATS.md §2a).
+skopeo cannot (docs/formats.md, The docker-legacy layout).
 """
 
 from __future__ import annotations

@@ -35,6 +35,13 @@ from hatchway.model import (
     OCI_LAYER,
     OCI_MANIFEST,
 )
+from hatchway.transports.layout.spec import (
+    IMAGE_NAME_ANNOTATION,
+    INDEX_NAME,
+    OCI_LAYOUT_BYTES,
+    REF_NAME_ANNOTATION,
+    index_document,
+)
 
 CompressionName = Literal["gzip", "zstd", "none"]
 _DOCKER_LAYER = {
@@ -134,7 +141,7 @@ class LayoutBuilder:
     def __post_init__(self) -> None:
         self.root = Path(self.root)
         (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-        (self.root / "oci-layout").write_bytes(b'{"imageLayoutVersion":"1.0.0"}')
+        (self.root / "oci-layout").write_bytes(OCI_LAYOUT_BYTES)
 
     def blob(self, data: bytes) -> str:
         digest = _digest(data)
@@ -273,19 +280,19 @@ class LayoutBuilder:
         entry = {"mediaType": image.media_type, "digest": image.digest, "size": image.size}
         if name is not None:
             if style == "containerd":
-                entry["annotations"] = {"io.containerd.image.name": name}
+                entry["annotations"] = {IMAGE_NAME_ANNOTATION: name}
             elif style == "ref":
-                entry["annotations"] = {"org.opencontainers.image.ref.name": name}
+                entry["annotations"] = {REF_NAME_ANNOTATION: name}
             else:
                 entry["annotations"] = {
-                    "io.containerd.image.name": _qualify(name),
-                    "org.opencontainers.image.ref.name": name.rsplit(":", 1)[-1],
+                    IMAGE_NAME_ANNOTATION: _qualify(name),
+                    REF_NAME_ANNOTATION: name.rsplit(":", 1)[-1],
                 }
         self.entries.append(entry)
 
     def save(self) -> None:
-        doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": self.entries}
-        (self.root / "index.json").write_text(json.dumps(doc, indent=2) + "\n")
+        doc = index_document(self.entries)
+        (self.root / INDEX_NAME).write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def _qualify(name: str) -> str:

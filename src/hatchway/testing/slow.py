@@ -1,9 +1,9 @@
-"""Store wrappers for tests and benchmarks: a slow (network-like) store and a counting one.
+"""Source wrappers for tests and benchmarks: a slow (network-like) store and a counting one.
 
-Both *compose* around any :class:`~hatchway.stores.base.Store` (STYLE.md: wrappers, not
-subclass towers).  ``resolve`` delegates to the inner store and re-wraps the
-:class:`~hatchway.stores.base.BlobSource` of every image it returns, so the engine reads all
-blobs through the wrapper::
+Both *compose* around any :class:`~hatchway.transports.base.Source` (wrappers, not subclass
+towers).  ``resolve`` delegates to the inner source and re-wraps the
+:class:`~hatchway.transports.base.BlobSource` of every image it returns, so the engine reads
+all blobs through the wrapper::
 
     store = CountingStore(SlowStore(OCILayoutStore(root), latency=0.05, bandwidth=20e6))
     await hatchway.save(names, out, store=store, jobs=8)
@@ -31,7 +31,7 @@ import anyio
 
 from hatchway.model import Descriptor, Platform
 from hatchway.reference import ImageQuery
-from hatchway.stores.base import BlobSource, ResolvedImage, Store
+from hatchway.transports.base import BlobSource, ResolvedImage, Source
 
 __all__ = ["CountingBlobSource", "CountingStore", "SlowBlobSource", "SlowStore"]
 
@@ -89,13 +89,13 @@ class SlowBlobSource:
 
 
 class SlowStore:
-    """A :class:`Store` whose images serve their blobs through :class:`SlowBlobSource`.
+    """A :class:`Source` whose images serve their blobs through :class:`SlowBlobSource`.
 
     Resolution itself is not slowed: the benchmarks measure fetching, and a registry's
     manifest round trips are a separate concern.
     """
 
-    def __init__(self, inner: Store, latency: float, bandwidth: float | None = None) -> None:
+    def __init__(self, inner: Source, latency: float, bandwidth: float | None = None) -> None:
         self.inner = inner
         self.latency = latency
         self.bandwidth = bandwidth
@@ -148,13 +148,13 @@ class CountingBlobSource:
 
 
 class CountingStore:
-    """A :class:`Store` whose images' blob sources count fetches into shared tallies.
+    """A :class:`Source` whose images' blob sources count fetches into shared tallies.
 
     ``opens`` and ``locates`` (see :class:`CountingBlobSource`) cover every image this store
     resolved, whichever inner source serves it.
     """
 
-    def __init__(self, inner: Store) -> None:
+    def __init__(self, inner: Source) -> None:
         self.inner = inner
         self.description = inner.description
         self.opens: Counter[str] = Counter()

@@ -1,15 +1,15 @@
 """Registries as a store: ``docker://HOST[:PORT]/REPO[:TAG|@DIGEST]`` names.
 
-:class:`RegistryStore` implements the :class:`~hatchway.stores.base.Store` protocol for
+:class:`RegistryStore` implements the :class:`~hatchway.transports.base.Store` protocol for
 queries whose reference carries the ``docker://`` transport.  Name rules:
 
 * ``docker://host/repo`` means ``:latest`` (a registry cannot list "every tag" cheaply, and
   skopeo and Docker read a tag-less registry name the same way);
 * ``docker://host/repo:tag`` records the tag ``host/repo:tag`` (the registry host is kept,
-  except for Docker Hub, FORMATS.md §1), so it matches the same image pulled into a local store;
+  except for Docker Hub, docs/names.md), so it matches the same image pulled into a local store;
 * ``docker://host/repo@sha256:...`` records no tag.
 
-Verification (the store's half of the contract in ``stores/base.py``): the manifest fetched by
+Verification (the source's half of the contract in ``transports/base.py``): the manifest fetched by
 digest must hash to that digest; one fetched by tag must hash to the ``Docker-Content-Digest``
 the registry claimed, if any; a platform manifest chosen from an index and every config must
 match their descriptor's digest *and* size.  Layer blobs are handed to the engine unverified
@@ -21,53 +21,27 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
-from dataclasses import dataclass
 
 import anyio
 
 from hatchway.concurrency import KeyedOnce
-from hatchway.errors import DigestMismatch, NoSuchImage, RegistryError, StoreError
-from hatchway.model import (
-    Descriptor,
-    ImageConfig,
+from hatchway.errors import (
+    DigestMismatch,
     MalformedContent,
-    Manifest,
-    Platform,
-    parse_config,
-    sha256_digest,
+    NoSuchImage,
+    RegistryError,
+    StoreError,
 )
+from hatchway.model import Descriptor, ImageConfig, Platform, parse_config, sha256_digest
 from hatchway.reference import DEFAULT_TAG, ImageQuery, Reference
-from hatchway.stores.base import ResolvedImage
-from hatchway.stores.images import load_image
-from hatchway.stores.registry.client import FetchedDocument, RegistryClient
-from hatchway.stores.registry.options import RegistryOptions
-
-
-@dataclass(frozen=True, slots=True)
-class RegistryImage:
-    """One image fetched from a registry, with the raw documents a pull stores.
-
-    ``manifest_descriptor`` describes the platform manifest (``manifest_raw``); ``top_digest``
-    is the digest of what the name pointed at (an index, or that same manifest).
-    """
-
-    reference: Reference
-    top_digest: str
-    manifest_descriptor: Descriptor
-    manifest_raw: bytes
-    image: ResolvedImage
-
-    @property
-    def config(self) -> ImageConfig:
-        return self.image.config
-
-    @property
-    def manifest(self) -> Manifest:
-        return self.image.manifest
+from hatchway.transports.base import ResolvedImage
+from hatchway.transports.images import load_image
+from hatchway.transports.registry.client import FetchedDocument, RegistryClient
+from hatchway.transports.registry.options import RegistryOptions
 
 
 class RepositorySource:
-    """The blobs of one registry repository (a :class:`~hatchway.stores.base.BlobSource`)."""
+    """The blobs of one registry repository (a :class:`~hatchway.transports.base.BlobSource`)."""
 
     def __init__(self, client: RegistryClient, repository: str) -> None:
         self.client = client
@@ -91,17 +65,16 @@ class RegistryStore:
         self.description = "registries"
         self._clients: dict[str, RegistryClient] = {}
         self._sources: dict[tuple[str, str], RepositorySource] = {}
-        self._images: KeyedOnce[tuple[Reference, Platform | None], RegistryImage] = KeyedOnce()
+        self._images: KeyedOnce[tuple[Reference, Platform | None], ResolvedImage] = KeyedOnce()
         self._configs: KeyedOnce[str, ImageConfig] = KeyedOnce()
 
-    # -- the Store protocol ------------------------------------------------------------
+    # -- the Source protocol -----------------------------------------------------------
 
     async def resolve(self, query: ImageQuery, platform: Platform | None) -> list[ResolvedImage]:
         ref = query.reference
-        if ref is None or not ref.registry:
+        if ref is None or not query.registry:
             raise StoreError(self.description, f"{query.text}: not a docker:// registry name")
-        fetched = await self.fetch(ref, platform, query.text)
-        return [fetched.image]
+        return [await self.fetch(ref, platform, query.text)]
 
     async def aclose(self) -> None:
         """Close every client, even when cancelled and even if one close fails."""
@@ -112,7 +85,7 @@ class RegistryStore:
                 with contextlib.suppress(Exception):
                     await client.aclose()
 
-    # -- for pull and tests --------------------------------------------------------------
+    # -- clients and repositories ------------------------------------------------------
 
     def client(self, domain: str) -> RegistryClient:
         """The (shared) client for a registry host."""
@@ -128,14 +101,14 @@ class RegistryStore:
             source = self._sources[key] = RepositorySource(self.client(ref.domain), ref.path)
         return source
 
-    async def fetch(self, ref: Reference, platform: Platform | None, text: str) -> RegistryImage:
+    async def fetch(self, ref: Reference, platform: Platform | None, text: str) -> ResolvedImage:
         """Fetch and verify the image ``ref`` names (once per store, however often asked)."""
         key = (Reference(ref.domain, ref.path, ref.tag, ref.digest), platform)
         return await self._images.run(key, lambda: self._fetch(ref, platform, text))
 
     # -- resolution ----------------------------------------------------------------------
 
-    async def _fetch(self, ref: Reference, platform: Platform | None, text: str) -> RegistryImage:
+    async def _fetch(self, ref: Reference, platform: Platform | None, text: str) -> ResolvedImage:
         source = self.source(ref)
         client = source.client
         where = source.description
@@ -169,13 +142,18 @@ class RegistryStore:
                 read_manifest=read_manifest,
                 read_config=read_config,
             )
-        descriptor, raw = loaded.descriptor, loaded.raw
-        manifest, config, layers = loaded.manifest, loaded.config, loaded.layers
         tags: tuple[Reference, ...] = ()
         if ref.digest is None:
             tags = (Reference(ref.domain, ref.path, ref.tag or DEFAULT_TAG),)
-        image = ResolvedImage(descriptor.digest, manifest, config, layers, source, tags)
-        return RegistryImage(ref, top_digest, descriptor, raw, image)
+        return ResolvedImage(
+            loaded.descriptor,
+            loaded.raw,
+            loaded.manifest,
+            loaded.config,
+            loaded.layers,
+            source,
+            tags,
+        )
 
     async def _get_manifest(
         self, client: RegistryClient, repository: str, target: str, text: str

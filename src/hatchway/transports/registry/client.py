@@ -10,9 +10,9 @@ httpx runs on anyio, so this works under asyncio and trio alike.  Contracts:
   ``206``, and refetching from the start (skipping the bytes already delivered) when it does
   not.  Redirects (to a CDN or object store) are followed; httpx drops ``Authorization`` when
   a redirect leaves the registry's origin.
-* Every request is authorised by :class:`~hatchway.stores.registry.auth.Authenticator`, holds
+* Every request is authorised by :class:`~hatchway.transports.registry.auth.Authenticator`, holds
   one of the registry's ``max_connections_per_registry`` slots while it runs, and is retried
-  per :class:`~hatchway.stores.registry.options.RetryPolicy`.  Failures raise
+  per :class:`~hatchway.transports.registry.options.RetryPolicy`.  Failures raise
   :class:`~hatchway.errors.RegistryError` naming registry, repository and status.
 """
 
@@ -28,11 +28,12 @@ import anyio
 import httpx
 
 from hatchway.errors import RegistryError
+from hatchway.limits import MAX_DOCUMENT_SIZE, STREAM_CHUNK
 from hatchway.model import Descriptor
-from hatchway.stores.registry.auth import Authenticator
-from hatchway.stores.registry.credentials import Credentials, lookup
-from hatchway.stores.registry.options import RegistryOptions
-from hatchway.stores.registry.protocol import (
+from hatchway.transports.registry.auth import Authenticator
+from hatchway.transports.registry.credentials import Credentials, lookup
+from hatchway.transports.registry.options import RegistryOptions
+from hatchway.transports.registry.protocol import (
     MANIFEST_ACCEPT,
     RETRY_STATUSES,
     parse_content_range,
@@ -41,13 +42,7 @@ from hatchway.stores.registry.protocol import (
 )
 
 T = TypeVar("T")
-#: Manifests, indexes and configs are read whole; refuse absurd ones instead of eating memory.
-MAX_DOCUMENT_SIZE = 16 << 20
 _MAX_ERROR_BODY = 64 << 10
-#: Blob bytes are handed on in chunks of this size: large enough to keep per-chunk costs
-#: (a worker-thread hop in the consumer) small, small enough that a cut connection loses
-#: little (a resume restarts after the last chunk handed on).
-STREAM_CHUNK = 256 << 10
 
 
 @dataclass(frozen=True, slots=True)

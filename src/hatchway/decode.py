@@ -1,8 +1,10 @@
-"""Verify and decompress one layer blob: the CPU work of staging, run on worker threads.
+"""Verify (and decompress) one layer blob: the CPU work of a copy, run on worker threads.
 
 A :class:`LayerDecoder` is *pushed* the stored bytes of a blob (from a local file or as they
-arrive from a network), hashes them (the blob digest), decompresses gzip or zstd, hashes the
-result (the diffID) and writes it out.  Being push-based, a download is decoded while it
+arrive from a network) and hashes them (the blob digest).  Decoding to the uncompressed form
+(what an archive holds) it also decompresses gzip or zstd, hashes the result (the diffID) and
+writes that out; keeping the stored form (what a store or a registry holds) it writes the
+stored bytes through unchanged.  Being push-based, a download is decoded while it
 arrives, and a local file is decoded in steps, so the async side reports progress and honours
 cancellation between calls.  Memory stays bounded: input arrives in chunks and decompressed
 output is produced at most ``CHUNK_SIZE`` at a time, so even a decompression bomb cannot
@@ -19,9 +21,9 @@ import zstandard
 from isal import isal_zlib
 
 from hatchway.errors import DigestMismatch, OutputError, StoreError
+from hatchway.limits import CHUNK_SIZE
 from hatchway.model import Compression, Layer
 
-CHUNK_SIZE = 1 << 20
 _GZIP_ERROR = cast("type[Exception]", isal_zlib.error)
 _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_WBITS = 31
@@ -39,27 +41,33 @@ class _HashingWriter:
 
 
 class LayerDecoder:
-    """Decode the stored blob of ``layer`` into ``dest`` (``None``: verify only), verifying.
+    """Verify the stored blob of ``layer`` and write it into ``dest`` (``None``: verify only).
 
-    Call :meth:`feed` with consecutive chunks of the stored blob, then :meth:`finish`, which
-    raises :class:`~hatchway.errors.DigestMismatch` or :class:`~hatchway.errors.StoreError`
-    on any mismatch and returns the uncompressed size.  ``store`` names the source in errors.
+    With ``decompress`` (the default) ``dest`` receives the uncompressed layer and both the
+    blob digest and the diffID are checked; without, ``dest`` receives the stored bytes and
+    only the blob digest is checked.  Call :meth:`feed` with consecutive chunks of the stored
+    blob, then :meth:`finish`, which raises :class:`~hatchway.errors.DigestMismatch` or
+    :class:`~hatchway.errors.StoreError` on any mismatch and returns the size written.
+    ``store`` names the source in errors.
     """
 
-    def __init__(self, layer: Layer, dest: IO[bytes] | None, *, store: str) -> None:
+    def __init__(
+        self, layer: Layer, dest: IO[bytes] | None, *, store: str, decompress: bool = True
+    ) -> None:
         self.layer = layer
         self.size = 0
         self.consumed = 0
         self._dest = dest
         self._store = store
         self._blob_hash = hashlib.sha256()
-        self._plain = layer.compression is Compression.NONE
+        self._plain = layer.compression is Compression.NONE or not decompress
+        self._check_diff = decompress
         self._diff_hash = self._blob_hash if self._plain else hashlib.sha256()
         self._gzip: Any = None
         self._zstd: Any = None
-        if layer.compression is Compression.GZIP:
+        if not self._plain and layer.compression is Compression.GZIP:
             self._gzip = isal_zlib.decompressobj(_GZIP_WBITS)
-        elif layer.compression is Compression.ZSTD:
+        elif not self._plain and layer.compression is Compression.ZSTD:
             self._zstd = zstandard.ZstdDecompressor().stream_writer(
                 cast(IO[bytes], _HashingWriter(self)), write_size=CHUNK_SIZE, write_return_read=True
             )
@@ -113,7 +121,7 @@ class LayerDecoder:
         if actual != blob.digest:
             raise DigestMismatch(f"{self._store}: layer blob {blob.digest}", blob.digest, actual)
         diff = "sha256:" + self._diff_hash.hexdigest()
-        if diff != self.layer.diff_id:
+        if self._check_diff and diff != self.layer.diff_id:
             raise DigestMismatch(
                 f"{self._store}: layer {blob.digest} (uncompressed content vs config diff_id)",
                 self.layer.diff_id,

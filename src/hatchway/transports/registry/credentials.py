@@ -2,7 +2,7 @@
 
 Lookup order for a registry host (the first that has an entry wins):
 
-1. the explicit ``USER:PASSWORD`` of :class:`~hatchway.stores.registry.options.RegistryOptions`
+1. the explicit ``USER:PASSWORD`` of :class:`~hatchway.transports.registry.options.RegistryOptions`
    (``--creds``), for every registry;
 2. ``$REGISTRY_AUTH_FILE`` (containers' ``auth.json``);
 3. ``$DOCKER_CONFIG/config.json``, default ``~/.docker/config.json``.

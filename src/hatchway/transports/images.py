@@ -1,8 +1,8 @@
 """From a top-level manifest or index to one verified image: the walk every store shares.
 
-A store fetches documents its own way (files, HTTP); what it does with them is the same
+A source fetches documents its own way (files, HTTP); what it does with them is the same
 everywhere: an index picks the manifest for the platform, the manifest names the config, the
-config's diffIDs pair with the manifest's layers.  Stores pass in readers that return bytes
+config's diffIDs pair with the manifest's layers.  Sources pass in readers that return bytes
 already checked against their descriptors.
 """
 
@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from hatchway.errors import PlatformNotFound
+from hatchway.errors import MalformedContent, PlatformNotFound
 from hatchway.model import (
     INDEX_TYPES,
     Descriptor,
     ImageConfig,
     Layer,
-    MalformedContent,
     Manifest,
     Platform,
     document_kind,
@@ -56,7 +55,7 @@ async def load_image(
     An index yields its manifest for ``platform`` (default: the host's); a single manifest is
     checked against ``platform`` only when one was asked for.  Raises
     :class:`~hatchway.errors.PlatformNotFound`, :class:`~hatchway.errors.UnsupportedMediaType`
-    and :class:`~hatchway.model.MalformedContent` (which the store re-raises as its own).
+    and :class:`~hatchway.errors.MalformedContent` (which the source re-raises as its own).
     """
     descriptor, raw = top, top_raw
     media_type, doc = document_kind(raw, descriptor.media_type, f"manifest {descriptor.digest}")

@@ -1,15 +1,9 @@
-"""A local OCI image layout as a store: hatchway's embedded default.
+"""Reading a local OCI image layout: the store as a source.
 
 Layout: ``oci-layout``, ``index.json`` and ``blobs/<alg>/<hex>`` (OCI image-spec
-image-layout.md).  **Naming rule** (FORMATS.md §5): a descriptor in ``index.json`` is named by
-its ``io.containerd.image.name`` annotation when present (a full reference such as
-``docker.io/library/busybox:latest``), else by ``org.opencontainers.image.ref.name`` when that
-holds a repository (``busybox:latest``, as ``skopeo copy ... oci:DIR:busybox:latest`` writes).
-A bare ``ref.name`` tag such as ``latest`` names no repository: the image is listed as
-``<none>`` and is reachable by its ID or digest.
-
-The image ID is the config digest; ``repo@sha256:...`` names a manifest digest (the index
-entry's, or the platform manifest's inside it).
+image-layout.md).  Entries are named by the naming rule of :mod:`.spec`.  The image ID is the
+config digest; ``repo@sha256:...`` names a manifest digest (the index entry's, or the platform
+manifest's inside it).
 """
 
 from __future__ import annotations
@@ -18,7 +12,7 @@ import errno
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import anyio
@@ -28,29 +22,31 @@ from hatchway.errors import (
     BlobNotFound,
     DigestMismatch,
     HatchwayError,
+    MalformedContent,
     NoSuchImage,
     PlatformNotFound,
     StoreError,
 )
+from hatchway.limits import CHUNK_SIZE, MAX_DOCUMENT_SIZE
 from hatchway.model import (
     INDEX_TYPES,
     Descriptor,
     ImageConfig,
-    MalformedContent,
     Platform,
     parse_config,
     parse_index,
     parse_json_object,
     sha256_digest,
 )
-from hatchway.reference import ImageQuery, Reference, parse_stored_name
-from hatchway.stores.base import CHUNK_SIZE, ResolvedImage
-from hatchway.stores.images import load_image
-
-IMAGE_NAME_ANNOTATION = "io.containerd.image.name"
-REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
-#: Manifests, indexes and configs are read whole; refuse absurd ones instead of eating memory.
-MAX_DOCUMENT_SIZE = 16 << 20
+from hatchway.reference import ImageQuery, Reference
+from hatchway.transports.base import ResolvedImage
+from hatchway.transports.images import load_image
+from hatchway.transports.layout.spec import (
+    INDEX_NAME,
+    LAYOUT_VERSION,
+    entry_reference,
+    stored_name,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +85,7 @@ class OCILayoutStore:
         self._entries_lock = anyio.Lock()
         self._resolved: dict[tuple[str, Platform | None], ResolvedImage] = {}
 
-    # -- the Store protocol ------------------------------------------------------------
+    # -- the Source protocol -----------------------------------------------------------
 
     async def resolve(self, query: ImageQuery, platform: Platform | None) -> list[ResolvedImage]:
         entries = await self._index()
@@ -139,9 +135,7 @@ class OCILayoutStore:
         """Every index entry and what it resolves to; unreadable entries carry their error."""
         rows = []
         for entry in await self._index():
-            annotation = entry.descriptor.annotations.get(
-                IMAGE_NAME_ANNOTATION
-            ) or entry.descriptor.annotations.get(REF_NAME_ANNOTATION)
+            annotation = stored_name(entry.descriptor.annotations)
             try:
                 image = await self._image(
                     entry.descriptor, annotation or entry.descriptor.digest, platform, ()
@@ -163,7 +157,7 @@ class OCILayoutStore:
             image = await self._image(entry.descriptor, str(entry.name), platform, ())
             prior = images.get(image.id)
             tags = (prior.tags if prior else ()) + (entry.name,)
-            images[image.id] = image.with_tags(tags)
+            images[image.id] = replace(image, tags=tags)
         return list(images.values())
 
     async def _by_digest(
@@ -229,7 +223,7 @@ class OCILayoutStore:
         if image is None:
             image = await self._load_image(descriptor, text, platform)
             self._resolved[key] = image
-        return image.with_tags(tags) if tags else image
+        return replace(image, tags=tags) if tags else image
 
     async def _load_image(
         self, descriptor: Descriptor, text: str, platform: Platform | None
@@ -249,7 +243,7 @@ class OCILayoutStore:
                 read_config=read_config,
             )
         return ResolvedImage(
-            loaded.descriptor.digest, loaded.manifest, loaded.config, loaded.layers, self
+            loaded.descriptor, loaded.raw, loaded.manifest, loaded.config, loaded.layers, self
         )
 
     async def _index(self) -> list[IndexEntry]:
@@ -264,20 +258,14 @@ class OCILayoutStore:
             raise StoreError(self.description, "no such directory (set --store or $HATCHWAY_STORE)")
         with self._translate("oci-layout"):
             layout = await (root / "oci-layout").read_bytes()
-        with self._translate("index.json"):
-            raw = await (root / "index.json").read_bytes()
+        with self._translate(INDEX_NAME):
+            raw = await (root / INDEX_NAME).read_bytes()
         with self._malformed():
             version = parse_json_object(layout, "oci-layout").get("imageLayoutVersion")
-            if version != "1.0.0":
+            if version != LAYOUT_VERSION:
                 raise MalformedContent(f"oci-layout: unsupported imageLayoutVersion {version!r}")
-            descriptors = parse_index(parse_json_object(raw, "index.json"), "index.json")
-        entries = []
-        for d in descriptors:
-            annotation = d.annotations.get(IMAGE_NAME_ANNOTATION) or d.annotations.get(
-                REF_NAME_ANNOTATION
-            )
-            entries.append(IndexEntry(d, parse_stored_name(annotation) if annotation else None))
-        return entries
+            descriptors = parse_index(parse_json_object(raw, INDEX_NAME), INDEX_NAME)
+        return [IndexEntry(d, entry_reference(d.annotations)) for d in descriptors]
 
     async def _read_document(self, descriptor: Descriptor) -> bytes:
         if descriptor.size > MAX_DOCUMENT_SIZE:

@@ -74,7 +74,7 @@ class RegistryOptions:
     ``creds`` (``USER:PASSWORD``) applies to every registry and wins over the credential
     files; otherwise credentials come from ``$REGISTRY_AUTH_FILE``, then
     ``$DOCKER_CONFIG/config.json`` (default ``~/.docker/config.json``) — see
-    :mod:`hatchway.stores.registry.credentials`.  ``use_credential_files=False`` ignores the
+    :mod:`hatchway.transports.registry.credentials`.  ``use_credential_files=False`` ignores the
     files (tests).  ``ca_cert`` adds a PEM bundle of trusted CAs to the system's.
     ``max_connections_per_registry`` bounds concurrent requests to one registry host,
     inside the engine's global ``jobs``.  ``transport`` replaces the network (an

@@ -27,9 +27,9 @@ import anyio
 import httpx
 
 from hatchway.errors import RegistryError
-from hatchway.stores.registry.credentials import Credentials
-from hatchway.stores.registry.options import RegistryOptions, is_loopback
-from hatchway.stores.registry.protocol import Challenge, parse_challenges, pull_scope
+from hatchway.transports.registry.credentials import Credentials
+from hatchway.transports.registry.options import RegistryOptions, is_loopback
+from hatchway.transports.registry.protocol import Challenge, parse_challenges, pull_scope
 
 #: A token is renewed this many seconds before it expires.
 EXPIRY_MARGIN = 10.0

@@ -1,0 +1,118 @@
+"""``hatchway save``: images into one ``docker save``-compatible archive."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+import hatchway
+from hatchway import ArchiveFormat, Platform, ProgressCallback, SaveResult
+from hatchway.cli.console import human_size
+from hatchway.cli.options import (
+    execute,
+    jobs_option,
+    platform_option,
+    quiet_option,
+    registry_options,
+    registry_settings,
+    store_option,
+)
+
+
+@click.command("save")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.option(
+    "-o", "--output", metavar="FILE", help="Write to FILE (atomically) instead of stdout."
+)
+@store_option
+@click.option(
+    "--format",
+    "archive_format",
+    type=click.Choice([f.value for f in ArchiveFormat]),
+    default=ArchiveFormat.DOCKER.value,
+    show_default=True,
+    help="Archive layout: docker (Docker >= 25, OCI inside), docker-1.10 (Docker 1.10-24, "
+    "skopeo's docker-archive) or docker-legacy (Docker <= 1.9).",
+)
+@platform_option
+@jobs_option
+@click.option(
+    "--tmpdir",
+    metavar="DIR",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where to stage layers (default: beside the output file, else $TMPDIR).",
+)
+@click.option("--fsync", is_flag=True, help="Flush -o FILE to disk before renaming it into place.")
+@quiet_option
+@registry_options
+def save_command(
+    names: tuple[str, ...],
+    output: str | None,
+    store_dir: Path | None,
+    archive_format: str,
+    platform: Platform | None,
+    jobs: int,
+    tmpdir: Path | None,
+    fsync: bool,
+    quiet: bool,
+    creds: str | None,
+    insecure: tuple[str, ...],
+    ca_cert: str | None,
+) -> None:
+    """Save one or more images (with their layers) to a tar archive.
+
+    \b
+    NAME is what `docker save` accepts:
+      repo             every tag of the repository
+      repo:tag         one tag
+      repo@sha256:...  the image with that manifest digest (no tag recorded)
+      ID               an image ID: full, sha256:..., or an unambiguous prefix
+      docker://HOST[:PORT]/REPO[:TAG|@DIGEST]   straight from a registry
+    Docker Hub names are familiar: busybox == docker.io/library/busybox.
+    Local and registry names may be mixed in one save.
+
+    Without -o (or with -o -) the archive goes to standard output, which must not be a
+    terminal. On any error nothing is written and the exit status is 1.
+    """
+    to_stdout = output in (None, "-")
+    if to_stdout and _stdout_is_terminal():
+        click.echo(
+            "hatchway: error: refusing to write an archive to a terminal; "
+            "use -o FILE or redirect stdout",
+            err=True,
+        )
+        raise SystemExit(1)
+    registry = registry_settings(creds, insecure, ca_cert)
+
+    async def run(progress: ProgressCallback | None) -> SaveResult:
+        return await hatchway.save(
+            list(names),
+            1 if to_stdout else str(output),
+            store=store_dir,
+            format=archive_format,
+            platform=platform,
+            jobs=jobs,
+            tmpdir=tmpdir,
+            progress=progress,
+            registry=registry,
+            fsync=fsync,
+        )
+
+    def summary(r: SaveResult) -> str:
+        tags = sum(len(i.tags) for i in r.images)
+        where = "stdout" if to_stdout else output
+        return (
+            f"saved {len(r.images)} image(s), {tags} tag(s), {r.layers} layer(s): "
+            f"{human_size(r.bytes_written)} to {where}"
+        )
+
+    execute(run, quiet=quiet, label="staging", summary=summary)
+
+
+def _stdout_is_terminal() -> bool:
+    try:
+        return os.isatty(1)
+    except OSError:  # stdout closed: writing will fail with a clear error instead
+        return False

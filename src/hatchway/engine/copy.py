@@ -1,0 +1,197 @@
+"""The one copy engine: names → images → every layer moved exactly once → a destination.
+
+``save`` is a copy into an archive destination, ``pull`` a copy into the local store; every
+future operation that moves images (``load``, ``push``) is one more destination or source,
+not one more engine.  Phases, each finished before the next starts:
+
+1. **resolve** every query with its source (concurrently; errors reported in name order) and
+   **assemble** the copy plan (pure: images in first-mention order, each once);
+2. **move** every layer in one task group: one task per image layer, keyed (by the
+   destination's :class:`~hatchway.transports.base.LayerForm`) so that a layer shared by many
+   images moves once; at most ``jobs`` moves at a time, and a task that waits for a layer
+   another task is moving holds no slot (the go-containerregistry tarball-writer deadlock:
+   a fetch must never wait for its turn while holding a slot);
+3. **commit**: the destination writes what makes the copy visible — an archive, index
+   entries, tags — only now, so on any failure before this point nothing of the copy is
+   visible anywhere.
+
+How a layer moves: if the destination holds it already, not at all; if the source has it as a
+local file and the destination adopts such files (an archive written to a temp file), the
+destination verifies it itself while using it; otherwise it is read (a local file in
+``STEP_BYTES`` steps on worker threads, a remote stream as it arrives), hashed, decompressed
+when the destination keeps layers uncompressed, verified, and written into the target the
+destination opened — which keeps it only after every check passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import IO, Generic, TypeVar, cast
+
+import anyio
+
+from hatchway.concurrency import KeyedOnce, collapse_errors
+from hatchway.decode import LayerDecoder
+from hatchway.engine.resolve import assemble, resolve_all
+from hatchway.errors import HatchwayError, StoreError
+from hatchway.limits import CHUNK_SIZE, STEP_BYTES
+from hatchway.model import Layer, Platform
+from hatchway.progress import (
+    CopyFinished,
+    CopyStarted,
+    LayerAdvanced,
+    LayerDone,
+    LayerStarted,
+    ProgressCallback,
+)
+from hatchway.reference import ImageQuery
+from hatchway.transports.base import (
+    BlobSource,
+    CopyContext,
+    CopyPlan,
+    Destination,
+    LayerForm,
+    LayerTarget,
+    Receiver,
+    Source,
+)
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class CopyReport(Generic[R]):
+    """What a copy did: its plan, the layers it moved, and the destination's result.
+
+    ``layers`` counts distinct layers; ``blobs_fetched`` and ``bytes_fetched`` count the
+    layers read from their source and their stored bytes (a layer the destination already
+    held, or took as a local file, is not fetched).
+    """
+
+    plan: CopyPlan
+    layers: int
+    blobs_fetched: int
+    bytes_fetched: int
+    result: R
+
+
+async def copy(
+    queries: Sequence[ImageQuery],
+    source: Source,
+    destination: Destination[R],
+    *,
+    platform: Platform | None,
+    jobs: int,
+    progress: ProgressCallback,
+) -> CopyReport[R]:
+    """Copy the images ``queries`` name from ``source`` into ``destination``.
+
+    Raises :class:`~hatchway.errors.HatchwayError` subclasses; on any error or cancellation
+    the destination is left as it was (see :class:`~hatchway.transports.base.Receiver`).
+    """
+    if not queries:
+        raise HatchwayError("no image names given")
+    if jobs < 1:
+        raise HatchwayError(f"jobs must be at least 1, not {jobs}")
+    resolved = await resolve_all(queries, source, platform)
+    plan = assemble(queries, resolved)
+    form = destination.layer_form
+    distinct = {form.key(la): la for i in plan.images for la in i.image.layers}
+    progress(
+        CopyStarted(len(plan.images), len(distinct), sum(la.blob.size for la in distinct.values()))
+    )
+    async with destination.receive(plan, CopyContext(jobs, progress)) as receiver:
+        mover = _Mover(receiver, form, jobs, progress)
+        with collapse_errors():
+            async with anyio.create_task_group() as tg:
+                for image in plan.images:
+                    for layer in image.image.layers:
+                        tg.start_soon(mover.move, layer, image.image.source)
+        result = await receiver.commit()
+    fetched = [n for n in mover.once.results().values() if n]
+    progress(CopyFinished(len(fetched), sum(fetched)))
+    return CopyReport(plan, len(distinct), len(fetched), sum(fetched), result)
+
+
+class _Mover:
+    """The layer moves of one copy: each key once, at most ``jobs`` at a time."""
+
+    def __init__(
+        self, receiver: Receiver[object], form: LayerForm, jobs: int, progress: ProgressCallback
+    ) -> None:
+        self.receiver = receiver
+        self.form = form
+        self.progress = progress
+        self.slots = anyio.CapacityLimiter(jobs)
+        #: Per key: the stored bytes fetched from the source (0: nothing had to be fetched).
+        self.once: KeyedOnce[str, int] = KeyedOnce()
+
+    async def move(self, layer: Layer, source: BlobSource) -> None:
+        await self.once.run(self.form.key(layer), lambda: self._move_new(layer, source))
+
+    async def _move_new(self, layer: Layer, source: BlobSource) -> int:
+        key = self.form.key(layer)
+        if await self.receiver.has_layer(layer):
+            self.progress(LayerStarted(key, layer.blob.size))
+            self.progress(LayerDone(key, layer.blob.size))
+            return 0
+        local = source.local_path(layer.blob)
+        if local is not None and await self.receiver.adopt_file(layer, local, source.description):
+            self.progress(LayerStarted(key, layer.blob.size))
+            self.progress(LayerDone(key, layer.blob.size))
+            return 0
+        async with self.slots:
+            self.progress(LayerStarted(key, layer.blob.size))
+            target = await self.receiver.open_layer(layer)
+            try:
+                size = await self._decode(key, layer, source, local, target)
+                await target.commit(size)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await target.discard()
+                raise
+            self.progress(LayerDone(key, size))
+        return layer.blob.size
+
+    async def _decode(
+        self, key: str, layer: Layer, source: BlobSource, local: str | None, target: LayerTarget
+    ) -> int:
+        decoder = LayerDecoder(
+            layer,
+            cast(IO[bytes], target),
+            store=source.description,
+            decompress=self.form is LayerForm.UNCOMPRESSED,
+        )
+        if local is not None:
+            file = await anyio.to_thread.run_sync(_open_blob_file, local, source.description)
+            try:
+                while n := await anyio.to_thread.run_sync(decoder.feed_file, file, STEP_BYTES):
+                    self.progress(LayerAdvanced(key, n))
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(file.close)
+        else:
+            pending: list[bytes] = []
+            buffered = 0
+            async with source.open_blob(layer.blob) as chunks:
+                async for chunk in chunks:
+                    pending.append(chunk)
+                    buffered += len(chunk)
+                    if buffered >= CHUNK_SIZE:
+                        await anyio.to_thread.run_sync(decoder.feed, b"".join(pending))
+                        self.progress(LayerAdvanced(key, buffered))
+                        pending, buffered = [], 0
+            if pending:
+                await anyio.to_thread.run_sync(decoder.feed, b"".join(pending))
+                self.progress(LayerAdvanced(key, buffered))
+        return await anyio.to_thread.run_sync(decoder.finish)
+
+
+def _open_blob_file(path: str, store: str) -> IO[bytes]:
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise StoreError(store, f"blob file {path} not found") from None
+    except OSError as exc:
+        raise StoreError(store, f"{path}: {exc.strerror}") from None

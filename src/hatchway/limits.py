@@ -1,0 +1,42 @@
+"""Every size, step and default that shapes how hatchway moves bytes, in one place.
+
+Pure constants.  Each says what it trades off, so a change here is a deliberate one.
+"""
+
+from __future__ import annotations
+
+#: ``--jobs``: how many layer blobs move at once — each one being fetched, decompressed and
+#: verified, or copied into the output.  Waiting for a blob another task is already moving
+#: takes no slot.  Enough to fill a registry link with typical layer sizes and to keep two
+#: cores busy on compressed layers; more only helps slow, high-latency stores.
+DEFAULT_JOBS = 8
+
+#: How many names are resolved (manifests and configs read) at once.  Resolution is metadata:
+#: small documents, bounded separately so that ``--jobs 1`` does not serialise it.
+RESOLVE_CONCURRENCY = 16
+
+#: Bytes a source hands over per chunk, and the most a decoder emits at once: large enough
+#: that per-chunk costs (a worker-thread hop) vanish, small enough to bound memory per fetch.
+CHUNK_SIZE = 1 << 20
+
+#: Stored bytes decoded per worker-thread step when a blob is a local file: large enough that
+#: thread hand-offs cost nothing measurable, small enough that progress and cancellation stay
+#: responsive.
+STEP_BYTES = 16 << 20
+
+#: Bytes copied per worker-thread step when a staged layer moves into the output.
+COPY_STEP = 32 << 20
+
+#: Metadata written in one ``pwrite`` when an archive's headers and small files are laid out.
+RUN_LIMIT = 1 << 20
+
+#: Bytes buffered before a front-to-back output (stdout, a stream) is written to.
+WRITE_BUFFER = 1 << 20
+
+#: Manifests, indexes, configs and ``index.json`` are read whole: anything larger is refused
+#: (while reading, not after) instead of eating memory.
+MAX_DOCUMENT_SIZE = 16 << 20
+
+#: A registry's blob bytes are handed on in chunks of this size: a cut connection loses at
+#: most this much (a resume restarts after the last chunk handed on).
+STREAM_CHUNK = 256 << 10

@@ -1,0 +1,305 @@
+"""Serialising an archive plan: byte-identical every time, whichever way it is written.
+
+The order and every header byte come from the plan (pure), so an archive is identical
+whatever order its layers were staged in.  Two ways to write it, chosen by the output:
+
+* :func:`write_positional` — into a regular file (the temp file of ``-o FILE``).  The plan
+  fixes every member's offset, so headers and small files go down first and layer bodies are
+  copied *concurrently*, each at its own offset — byte-identical to a front-to-back write, with
+  two cores sharing the copying.  A layer with a pending check (a local file adopted unverified)
+  is hashed in the same pass that copies it: one read, and a mismatch fails the copy, which
+  discards the temp file.
+* :func:`write_sequential` — front to back into a :class:`SequentialWriter` (a file
+  descriptor such as stdout, or an anyio stream), which only ever receives verified layers.
+
+Layer bodies move in the kernel where it can (:class:`~hatchway.files.KernelCopy`), in
+``COPY_STEP`` steps on worker threads.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Protocol, cast
+
+import anyio
+from anyio.abc import ByteSendStream
+
+from hatchway import tarstream
+from hatchway.concurrency import collapse_errors
+from hatchway.decode import LayerDecoder
+from hatchway.errors import OutputError
+from hatchway.files import KernelCopy, pwrite_all, write_all
+from hatchway.formats import Member, member_header
+from hatchway.limits import CHUNK_SIZE, COPY_STEP, RUN_LIMIT, WRITE_BUFFER
+from hatchway.transports.archive.staging import StagedLayer
+
+Advance = Callable[[int], None]
+
+
+# -- positional: a regular file, bodies in parallel -------------------------------------
+
+
+async def write_positional(
+    members: Sequence[Member],
+    bodies: Mapping[str, StagedLayer],
+    fd: int,
+    description: str,
+    advance: Advance,
+    *,
+    jobs: int,
+) -> None:
+    """Write the archive into the regular file ``fd``: metadata runs in order, then layer
+    bodies concurrently (at most ``jobs`` at once)."""
+    out = _PositionalFile(fd, description)
+    runs: list[tuple[int, bytes]] = []
+    placed: list[tuple[int, StagedLayer]] = []
+    offset = 0
+    run_start, run = 0, bytearray()
+
+    def close_run() -> None:
+        nonlocal run
+        if run:
+            runs.append((run_start, bytes(run)))
+            run = bytearray()
+
+    for member in members:
+        header = member_header(member)
+        if not run:
+            run_start = offset
+        run += header
+        offset += len(header)
+        if member.data is not None:
+            run += member.data + tarstream.padding(member.size)
+        elif member.layer is not None:
+            close_run()
+            placed.append((offset, bodies[member.layer]))
+            run_start = offset + member.size
+            run += tarstream.padding(member.size)
+        offset += member.size + len(tarstream.padding(member.size))
+        if len(run) >= RUN_LIMIT:
+            close_run()
+    if not run:
+        run_start = offset
+    run += tarstream.END_OF_ARCHIVE
+    close_run()
+    for start, data in runs:
+        await anyio.to_thread.run_sync(out.write_at, start, data)
+        advance(len(data))
+    limiter = anyio.CapacityLimiter(jobs)
+
+    async def copy(at: int, body: StagedLayer) -> None:
+        async with limiter:
+            await out.copy_body(at, body, advance)
+
+    with collapse_errors():
+        async with anyio.create_task_group() as tg:
+            for at, body in placed:
+                tg.start_soon(copy, at, body)
+
+
+class _PositionalFile:
+    """A regular file written at explicit offsets (owned by the caller)."""
+
+    def __init__(self, fd: int, description: str) -> None:
+        self.fd = fd
+        self.description = description
+        self._kernel = KernelCopy(fd)
+
+    def write_at(self, offset: int, data: bytes | memoryview) -> None:
+        try:
+            pwrite_all(self.fd, data, offset)
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.description}: {exc.strerror}") from None
+
+    async def copy_body(self, offset: int, body: StagedLayer, advance: Advance) -> None:
+        """Copy ``body`` to ``offset``, verifying it on the way if its check is pending."""
+        src = await anyio.to_thread.run_sync(_open_staged, body.path)
+        try:
+            if body.pending_check is not None:
+                decoder = LayerDecoder(
+                    body.pending_check,
+                    cast(IO[bytes], _MovingOffset(self, offset)),
+                    store=body.store,
+                )
+                with os.fdopen(os.dup(src), "rb", buffering=0) as file:
+                    while n := await anyio.to_thread.run_sync(decoder.feed_file, file, COPY_STEP):
+                        advance(n)
+                await anyio.to_thread.run_sync(decoder.finish)
+                return
+            done = 0
+            while done < body.size:
+                step = min(COPY_STEP, body.size - done)
+                n = await anyio.to_thread.run_sync(self._copy, src, done, offset + done, step)
+                if n == 0:
+                    raise OutputError(f"staged layer {body.path} is shorter than {body.size} bytes")
+                done += n
+                advance(n)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(os.close, src)
+
+    def _copy(self, src: int, src_offset: int, dst_offset: int, count: int) -> int:
+        done = 0
+        while done < count:
+            try:
+                n = self._kernel.copy(src, src_offset + done, count - done, dst_offset + done)
+            except OSError as exc:
+                raise OutputError(f"cannot write {self.description}: {exc.strerror}") from None
+            if n == 0:
+                break
+            done += n
+        return done
+
+
+class _MovingOffset:
+    """A file-like ``write`` that appends at a moving offset of a :class:`_PositionalFile`."""
+
+    def __init__(self, out: _PositionalFile, offset: int) -> None:
+        self._out = out
+        self._offset = offset
+        self.name = out.description
+
+    def write(self, data: bytes | memoryview) -> int:
+        self._out.write_at(self._offset, data)
+        self._offset += len(data)
+        return len(data)
+
+
+# -- sequential: front to back ------------------------------------------------------------
+
+
+class SequentialWriter(Protocol):
+    """Where an archive goes front to back."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def write_file(self, path: str, size: int, advance: Advance) -> None:
+        """Append exactly ``size`` bytes read from the start of the file at ``path``."""
+        ...
+
+    async def flush(self) -> None: ...
+
+
+async def write_sequential(
+    members: Sequence[Member],
+    bodies: Mapping[str, StagedLayer],
+    out: SequentialWriter,
+    advance: Advance,
+) -> None:
+    """Write the archive front to back; every layer must already be verified."""
+    for member in members:
+        header = member_header(member)
+        await out.write(header)
+        advance(len(header))
+        if member.data is not None:
+            await out.write(member.data + tarstream.padding(member.size))
+            advance(member.size + len(tarstream.padding(member.size)))
+        elif member.layer is not None:
+            body = bodies[member.layer]
+            if body.pending_check is not None:  # pragma: no cover - an engine invariant
+                raise OutputError(f"{body.path}: unverified layer sent to a sequential output")
+            await out.write_file(body.path, member.size, advance)
+            pad = tarstream.padding(member.size)
+            await out.write(pad)
+            advance(len(pad))
+    await out.write(tarstream.END_OF_ARCHIVE)
+    advance(len(tarstream.END_OF_ARCHIVE))
+    await out.flush()
+
+
+class FdWriter:
+    """Front to back into a file descriptor owned by the caller (not closed here)."""
+
+    def __init__(self, fd: int, description: str) -> None:
+        self._fd = fd
+        self._description = description
+        self._buffer = bytearray()
+        self._kernel = KernelCopy(fd)
+
+    async def write(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) >= WRITE_BUFFER:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self._buffer:
+            data, self._buffer = bytes(self._buffer), bytearray()
+            await anyio.to_thread.run_sync(self._write_all, data)
+
+    async def write_file(self, path: str, size: int, advance: Advance) -> None:
+        await self.flush()
+        src = await anyio.to_thread.run_sync(_open_staged, path)
+        try:
+            offset = 0
+            while offset < size:
+                step = min(COPY_STEP, size - offset)
+                n = await anyio.to_thread.run_sync(self._copy, src, offset, step)
+                if n == 0:
+                    raise OutputError(f"staged layer {path} is shorter than {size} bytes")
+                offset += n
+                advance(n)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(os.close, src)
+
+    def _write_all(self, data: bytes) -> None:
+        try:
+            write_all(self._fd, data)
+        except OSError as exc:
+            raise self._error(exc) from None
+
+    def _copy(self, src: int, offset: int, count: int) -> int:
+        done = 0
+        while done < count:
+            try:
+                n = self._kernel.copy(src, offset + done, count - done, None)
+            except OSError as exc:
+                raise self._error(exc) from None
+            if n == 0:
+                break
+            done += n
+        return done
+
+    def _error(self, exc: OSError) -> OutputError:
+        if exc.errno == errno.EPIPE:
+            return OutputError(f"{self._description}: the reader closed the pipe")
+        return OutputError(f"cannot write {self._description}: {exc.strerror}")
+
+
+class StreamWriter:
+    """Front to back into an anyio :class:`~anyio.abc.ByteSendStream` (not closed here)."""
+
+    def __init__(self, stream: ByteSendStream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+
+    async def write(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) >= WRITE_BUFFER:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self._buffer:
+            data, self._buffer = bytes(self._buffer), bytearray()
+            await self._stream.send(data)
+
+    async def write_file(self, path: str, size: int, advance: Advance) -> None:
+        await self.flush()
+        remaining = size
+        async with await anyio.open_file(path, "rb") as file:
+            while remaining:
+                chunk = await file.read(min(CHUNK_SIZE, remaining))
+                if not chunk:
+                    raise OutputError(f"staged layer {path} is shorter than {size} bytes")
+                await self._stream.send(chunk)
+                remaining -= len(chunk)
+                advance(len(chunk))
+
+
+def _open_staged(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise OutputError(f"cannot read staged layer {path}: {exc.strerror}") from None

@@ -1,0 +1,255 @@
+"""The contracts between the copy engine and the transports.
+
+A transport is a place images live — the local OCI image layout, a registry, an archive.  It
+offers a **source** (which images does this name mean, and what are the bytes of this blob?)
+and, where it makes sense, a **destination** (receive blobs, then manifests and names,
+atomically).  The engine (``hatchway.engine``) moves images from any source to any
+destination; it never knows which transport it talks to.
+
+Sources
+    :class:`Source` resolves a query to :class:`ResolvedImage`\\ s; each carries the
+    :class:`BlobSource` that serves its blobs (a local store is its own blob source; a registry
+    hands out one per repository, because it serves blobs per repository).
+
+Destinations
+    :class:`Destination` declares the :class:`LayerForm` it keeps layers in, and opens a
+    :class:`Receiver` for one copy.  The engine asks the receiver whether it already holds a
+    layer, offers it a local file, or opens a :class:`LayerTarget` and writes the layer into it;
+    at the end it calls :meth:`Receiver.commit`, which writes manifests, names or the archive.
+
+Who verifies what, so that nothing is checked twice and nothing is trusted:
+
+* A source verifies what it parses while resolving: every manifest, index and config it reads
+  is checked against its descriptor's digest and size before it is believed.
+* A source does **not** verify layer blobs: :meth:`BlobSource.open_blob` hands over raw bytes.
+* The engine verifies every layer blob it moves — its digest, and its diffID when it
+  decompresses — and calls :meth:`LayerTarget.commit` only after both checked out.  A
+  destination therefore never keeps unverified bytes, with one exception it opts into:
+  :meth:`Receiver.adopt_file` hands it a local file whose check it performs itself (an archive
+  written to a temp file verifies such a layer while copying it, and any failure discards the
+  whole file).
+
+Sources and destinations are wrapped, not subclassed: a throttled source, a counting source or
+a router that sends each name to the source of its transport all implement :class:`Source`
+around another one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol, TypeVar, runtime_checkable
+
+from hatchway.model import Descriptor, ImageConfig, Layer, Manifest, Platform
+from hatchway.progress import ProgressCallback
+from hatchway.reference import ImageQuery, Reference
+
+R_co = TypeVar("R_co", covariant=True)
+
+
+@runtime_checkable
+class BlobSource(Protocol):
+    """Where the blobs of resolved images are read from (a store, one registry repository).
+
+    Implementations must be safe to call concurrently.
+    """
+
+    #: A short human name for messages, e.g. ``store /var/lib/hatchway/store``.
+    description: str
+
+    def open_blob(
+        self, descriptor: Descriptor
+    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Open a blob as an async iterator of byte chunks, unverified.
+
+        The iterator is valid inside the context only; leaving the context (also early, on
+        cancellation) closes it and releases the file or connection.
+
+        Raises :class:`~hatchway.errors.BlobNotFound` or :class:`~hatchway.errors.StoreError`
+        on entry or while iterating.  The caller verifies the digest.
+        """
+        ...
+
+    def local_path(self, descriptor: Descriptor) -> str | None:
+        """A path to the blob's file on this machine, if the source keeps blobs as files.
+
+        A capability, not a promise that the file is intact: the engine reads the file itself
+        (in steps on worker threads instead of through :meth:`open_blob`) and still verifies it.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedImage:
+    """One image a name resolved to, with the tags that name records for it.
+
+    ``descriptor`` describes the platform-specific manifest (its digest is the ``repo@digest``
+    of a single image) and ``manifest_raw`` holds its bytes, verified against it.  ``tags`` is
+    empty when the name was an ID or a digest reference.  ``source`` serves the image's blobs.
+    """
+
+    descriptor: Descriptor
+    manifest_raw: bytes
+    manifest: Manifest
+    config: ImageConfig
+    layers: tuple[Layer, ...]
+    source: BlobSource = field(compare=False, repr=False)
+    tags: tuple[Reference, ...] = ()
+
+    @property
+    def id(self) -> str:
+        """The image ID: the config digest."""
+        return self.config.id
+
+    @property
+    def manifest_digest(self) -> str:
+        return self.descriptor.digest
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Where images come from: resolves names.  Must be safe to call concurrently."""
+
+    #: A short human name for messages, e.g. ``store /var/lib/hatchway/store``.
+    description: str
+
+    async def resolve(self, query: ImageQuery, platform: Platform | None) -> list[ResolvedImage]:
+        """The images ``query`` names, in a stable order (each image once).
+
+        ``platform`` picks the manifest of a multi-platform index (``None``: the host's
+        platform for indexes, and any platform for a single-platform image).
+
+        Raises :class:`~hatchway.errors.NoSuchImage`,
+        :class:`~hatchway.errors.AmbiguousReference`,
+        :class:`~hatchway.errors.PlatformNotFound`,
+        :class:`~hatchway.errors.DigestMismatch` (a manifest or config that does not match its
+        digest) and :class:`~hatchway.errors.StoreError` (unreadable or malformed source).
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and caches.  Idempotent."""
+        ...
+
+
+# -- what the engine hands a destination ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CopyImage:
+    """One image a copy moves — the first resolution of its ID — with every tag recorded for
+    it, each once, in the order the names were given.  Its layers come from ``image.source``.
+    """
+
+    image: ResolvedImage
+    tags: tuple[Reference, ...] = ()
+
+    @property
+    def id(self) -> str:
+        return self.image.id
+
+
+@dataclass(frozen=True, slots=True)
+class CopyName:
+    """One name a copy records, in the order the names were given: a tag, a digest
+    reference (``repo@sha256:...``), or ``None`` for an image named only by its ID."""
+
+    reference: Reference | None
+    image_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CopyPlan:
+    """The images of one copy (first-mention order, each once) and the names it records."""
+
+    images: tuple[CopyImage, ...]
+    names: tuple[CopyName, ...]
+
+
+class LayerForm(Enum):
+    """The form a destination keeps layers in, which decides what the engine verifies."""
+
+    #: As the source stores it (compressed or not), verified by its blob digest: a store or a
+    #: registry.  Layers are keyed by blob digest.
+    STORED = "stored"
+    #: Uncompressed, verified by blob digest and diffID: an archive.  Layers are keyed by
+    #: diffID, so the same content stored twice (gzip here, zstd there) moves once.
+    UNCOMPRESSED = "uncompressed"
+
+    def key(self, layer: Layer) -> str:
+        """The identity under which a layer moves exactly once."""
+        return layer.diff_id if self is LayerForm.UNCOMPRESSED else layer.blob.digest
+
+
+@dataclass(frozen=True, slots=True)
+class CopyContext:
+    """What a destination may use while receiving: the ``jobs`` bound (at most that many
+    blobs move at once — also while it writes its output) and the progress callback."""
+
+    jobs: int
+    progress: ProgressCallback
+
+
+class LayerTarget(Protocol):
+    """Where the bytes of one layer go while the engine moves it."""
+
+    def write(self, data: bytes | memoryview) -> object:
+        """Append bytes (in the destination's :class:`LayerForm`).  Called from worker
+        threads, one call at a time; raises :class:`~hatchway.errors.OutputError`."""
+        ...
+
+    async def commit(self, size: int) -> None:
+        """Every byte (``size`` in all) was written and verified: keep the layer."""
+        ...
+
+    async def discard(self) -> None:
+        """The move failed or was cancelled: keep nothing.  Never raises; runs shielded."""
+        ...
+
+
+class Receiver(Protocol[R_co]):
+    """One copy's way into a destination, from the first layer to :meth:`commit`.
+
+    The engine calls :meth:`has_layer`, :meth:`adopt_file` and :meth:`open_layer` concurrently
+    (for different layers) and each at most once per layer key; :meth:`commit` once, after
+    every layer is in place.  Leaving the :meth:`Destination.receive` context without a
+    commit (an error, a cancellation) must leave the destination as it was — apart from
+    verified, content-addressed blobs a store may keep.
+    """
+
+    async def has_layer(self, layer: Layer) -> bool:
+        """Whether the destination already holds this layer intact (nothing to move)."""
+        ...
+
+    async def adopt_file(self, layer: Layer, path: str, source: str) -> bool:
+        """Offer the local, unverified file ``path`` holding ``layer``'s blob (from the source
+        named ``source``).  ``True``: the destination took it and will verify it itself, before
+        anything it produces can be seen; ``False``: the engine moves it as usual."""
+        ...
+
+    async def open_layer(self, layer: Layer) -> LayerTarget:
+        """Where the engine writes ``layer`` (in the destination's :class:`LayerForm`)."""
+        ...
+
+    async def commit(self) -> R_co:
+        """Every layer is in place: write what makes the copy visible (manifests, names, the
+        archive) and return the destination's result."""
+        ...
+
+
+class Destination(Protocol[R_co]):
+    """Where a copy puts images: an archive, the local store, a registry."""
+
+    #: A short human name for messages.
+    description: str
+    #: The form layers are kept in (what the engine decodes to, and verifies).
+    layer_form: LayerForm
+
+    def receive(
+        self, plan: CopyPlan, context: CopyContext
+    ) -> AbstractAsyncContextManager[Receiver[R_co]]:
+        """Open a :class:`Receiver` for copying ``plan``; leaving the context releases what
+        the receiver holds (a staging directory, a temp file), however the copy ended."""
+        ...

@@ -1,0 +1,276 @@
+"""Writing into a local OCI image layout: atomic blobs, a locked ``index.json``, and the
+destination a copy (``pull``) writes into.
+
+Rules (docs/registry.md, "The index.json concurrency rule"):
+
+* A blob is written to a temp file in ``blobs/sha256/`` and renamed to its digest only after
+  the engine verified every byte; a failed or cancelled write removes the temp file.  A blob
+  that already exists intact (right size *and* digest) is not fetched again; a damaged one is
+  fetched again and replaced.
+* ``index.json`` is changed only while holding an exclusive ``fcntl.flock`` on
+  ``index.json.lock``: the current file is re-read under the lock, entries of the same name are
+  replaced, and the result is written to a temp file, flushed, and renamed over the old one.
+  Two concurrent copies therefore never lose each other's entries, and a reader never sees a
+  half-written file.  The lock is taken in a worker thread so the event loop never blocks.
+
+Order of effects of a copy: every layer blob first, then configs and manifests, then
+``index.json`` once.  A failed copy never adds an entry; verified blobs it already wrote stay
+(content-addressed and complete, a later copy reuses them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from hatchway.errors import DigestMismatch, OutputError, StoreError
+from hatchway.files import atomic_write, write_all
+from hatchway.limits import CHUNK_SIZE
+from hatchway.model import Descriptor, Layer, hex_of, sha256_digest
+from hatchway.reference import Reference
+from hatchway.transports.base import CopyContext, CopyPlan, LayerForm
+from hatchway.transports.layout.spec import (
+    IMAGE_NAME_ANNOTATION,
+    INDEX_LOCK_NAME,
+    INDEX_NAME,
+    OCI_LAYOUT_BYTES,
+    entry_key,
+    index_document,
+    index_entry,
+    name_annotations,
+)
+
+
+class LayoutWriter:
+    """Adds blobs and named entries to the OCI image layout at ``root`` (created if missing)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.blobs = self.root / "blobs" / "sha256"
+        self.description = f"store {self.root}"
+
+    async def ensure_layout(self) -> None:
+        """Create the directories and ``oci-layout`` (atomically) unless they exist."""
+        await anyio.to_thread.run_sync(self._ensure_layout_sync)
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / hex_of(digest)
+
+    async def has_blob(self, descriptor: Descriptor) -> bool:
+        """Whether the store already holds this blob intact (right size *and* digest): a
+        damaged copy is fetched again and replaced, not trusted."""
+        return await anyio.to_thread.run_sync(self._has_blob_sync, descriptor)
+
+    async def open_blob(self, descriptor: Descriptor) -> BlobFile:
+        """A temp file that becomes the blob ``descriptor`` names when committed."""
+        fd, temp = await anyio.to_thread.run_sync(self._mkstemp)
+        return BlobFile(self, descriptor, fd, temp)
+
+    async def write_bytes(self, descriptor: Descriptor, data: bytes) -> None:
+        """Store a small blob whose bytes are in memory, unless it is there intact."""
+        actual = sha256_digest(data)
+        if actual != descriptor.digest or len(data) != descriptor.size:
+            raise DigestMismatch(
+                f"{self.description}: blob {descriptor.digest}", descriptor.digest, actual
+            )
+        if not await self.has_blob(descriptor):
+            await anyio.to_thread.run_sync(self._write_bytes_sync, descriptor, data)
+
+    async def add_entries(self, entries: Sequence[dict[str, Any]]) -> None:
+        """Add index descriptors, each replacing any entry that names the same image."""
+        await anyio.to_thread.run_sync(self._add_entries_sync, list(entries))
+
+    # -- worker-thread halves ------------------------------------------------------------
+
+    def _ensure_layout_sync(self) -> None:
+        try:
+            self.blobs.mkdir(parents=True, exist_ok=True)
+            layout = self.root / "oci-layout"
+            if not layout.exists():
+                atomic_write(layout, OCI_LAYOUT_BYTES)
+        except OSError as exc:
+            raise OutputError(f"cannot create the store {self.root}: {exc.strerror}") from None
+
+    def _has_blob_sync(self, descriptor: Descriptor) -> bool:
+        path = self.blob_path(descriptor.digest)
+        hasher = hashlib.sha256()
+        try:
+            if path.stat().st_size != descriptor.size:
+                return False
+            with open(path, "rb") as file:
+                while chunk := file.read(CHUNK_SIZE):
+                    hasher.update(chunk)
+        except OSError:
+            return False
+        return "sha256:" + hasher.hexdigest() == descriptor.digest
+
+    def _mkstemp(self) -> tuple[int, str]:
+        try:
+            return tempfile.mkstemp(prefix=".blob-", suffix=".hatchway-tmp", dir=self.blobs)
+        except OSError as exc:
+            raise OutputError(f"cannot write into {self.blobs}: {exc.strerror}") from None
+
+    def _write_bytes_sync(self, descriptor: Descriptor, data: bytes) -> None:
+        try:
+            atomic_write(self.blob_path(descriptor.digest), data)
+        except OSError as exc:
+            raise OutputError(f"cannot write into {self.blobs}: {exc.strerror}") from None
+
+    def _add_entries_sync(self, entries: list[dict[str, Any]]) -> None:
+        lock_path = self.root / INDEX_LOCK_NAME
+        try:
+            lock = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise OutputError(f"cannot lock {lock_path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            doc = self._read_index_locked()
+            manifests = [m for m in doc["manifests"] if not _replaced_by(m, entries)]
+            doc["manifests"] = manifests + entries
+            atomic_write(self.root / INDEX_NAME, (json.dumps(doc, indent=2) + "\n").encode())
+        except OSError as exc:
+            raise OutputError(f"cannot update {self.root / INDEX_NAME}: {exc.strerror}") from None
+        finally:
+            os.close(lock)  # closing the descriptor releases the flock
+
+    def _read_index_locked(self) -> dict[str, Any]:
+        path = self.root / INDEX_NAME
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return index_document([])
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            doc = None
+        if not isinstance(doc, dict) or not isinstance(doc.get("manifests", []), list):
+            raise StoreError(self.description, "index.json is malformed; not overwriting it")
+        doc.setdefault("manifests", [])
+        return doc
+
+
+class BlobFile:
+    """One blob being written into the layout (a :class:`~hatchway.transports.base.LayerTarget`):
+    a temp file renamed to the blob's digest on :meth:`commit`."""
+
+    def __init__(self, writer: LayoutWriter, descriptor: Descriptor, fd: int, temp: str) -> None:
+        self._writer = writer
+        self._descriptor = descriptor
+        self._fd: int | None = fd
+        self._temp = temp
+        self.name = temp
+
+    def write(self, data: bytes | memoryview) -> int:
+        assert self._fd is not None
+        try:
+            write_all(self._fd, data)
+        except OSError as exc:
+            raise OutputError(f"cannot write into {self._writer.blobs}: {exc.strerror}") from None
+        return len(data)
+
+    async def commit(self, size: int) -> None:
+        await anyio.to_thread.run_sync(self._commit_sync)
+
+    async def discard(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._discard_sync)
+
+    def _commit_sync(self) -> None:
+        assert self._fd is not None
+        fd, self._fd = self._fd, None
+        try:
+            os.fchmod(fd, 0o644)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.replace(self._temp, self._writer.blob_path(self._descriptor.digest))
+        except OSError as exc:
+            raise OutputError(f"cannot write into {self._writer.blobs}: {exc.strerror}") from None
+
+    def _discard_sync(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._temp)
+
+
+def _replaced_by(existing: object, entries: list[dict[str, Any]]) -> bool:
+    if not isinstance(existing, dict) or not isinstance(existing.get("annotations"), dict):
+        return False
+    name = entry_key(existing["annotations"])
+    return name is not None and any(entry_key(e.get("annotations") or {}) == name for e in entries)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    """One name a copy into the store recorded: ``name`` as written into ``index.json``
+    (``host/repo:tag`` or ``host/repo@sha256:...``; ``None`` for an unnamed image), the
+    manifest digest and the image ID."""
+
+    name: str | None
+    digest: str
+    id: str
+
+
+class LayoutDestination:
+    """The local store as a copy's destination: layers kept as the source stores them."""
+
+    layer_form = LayerForm.STORED
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.writer = LayoutWriter(root)
+        self.description = self.writer.description
+
+    @asynccontextmanager
+    async def receive(self, plan: CopyPlan, context: CopyContext) -> AsyncIterator[_LayoutReceiver]:
+        await self.writer.ensure_layout()
+        yield _LayoutReceiver(self.writer, plan)
+
+
+class _LayoutReceiver:
+    def __init__(self, writer: LayoutWriter, plan: CopyPlan) -> None:
+        self._writer = writer
+        self._plan = plan
+
+    async def has_layer(self, layer: Layer) -> bool:
+        return await self._writer.has_blob(layer.blob)
+
+    async def adopt_file(self, layer: Layer, path: str, source: str) -> bool:
+        return False
+
+    async def open_layer(self, layer: Layer) -> BlobFile:
+        return await self._writer.open_blob(layer.blob)
+
+    async def commit(self) -> tuple[StoredImage, ...]:
+        images = {i.id: i.image for i in self._plan.images}
+        for image in images.values():
+            await self._writer.write_bytes(image.manifest.config, image.config.raw)
+            await self._writer.write_bytes(image.descriptor, image.manifest_raw)
+        entries: list[dict[str, Any]] = []
+        stored: list[StoredImage] = []
+        for name in self._plan.names:
+            image = images[name.image_id]
+            entries.append(index_entry(image.manifest.media_type, image.descriptor, name.reference))
+            stored.append(
+                StoredImage(_written_name(name.reference), image.descriptor.digest, image.id)
+            )
+        await self._writer.add_entries(entries)
+        return tuple(stored)
+
+
+def _written_name(reference: Reference | None) -> str | None:
+    return None if reference is None else name_annotations(reference)[IMAGE_NAME_ANNOTATION]
