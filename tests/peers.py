@@ -3,7 +3,7 @@
 Every server listens only on 127.0.0.1 or on a unix socket inside its own temporary
 directory, is started lazily by the first test that asks for it, and is stopped by PID
 (SIGTERM, then SIGKILL after a grace period) at the end of the session, after which its
-directory is removed. How each component is started follows ``shared/PEERS.md``.
+directory is removed. How each component is started follows ``docs/peers.md``.
 
 A missing binary makes the fixture fail (never skip) with the Debian package to install.
 
@@ -703,7 +703,7 @@ class DockerDaemon:
 
 
 def start_dockerd(workdir: Path, *, timeout: float = STARTUP_TIMEOUT) -> DockerDaemon:
-    """Start dockerd as PEERS.md says, everything it owns kept inside ``workdir``.
+    """Start dockerd as docs/peers.md says, everything it owns kept inside ``workdir``.
 
     ``--config-file`` isolates it from /etc/docker/daemon.json and moves the trust key
     (otherwise /etc/docker/key.json). dockerd still creates /run/docker/plugins (hard-coded).
