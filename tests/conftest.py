@@ -1,4 +1,4 @@
-"""Shared fixtures: every async test runs on asyncio and on trio; peers come from peers.py."""
+"""Shared fixtures: every async test runs on asyncio and on trio; peers come from tests/peers/."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Smoke tests: every peer fixture in tests/peers.py starts, answers and does real work."""
+"""Smoke tests: every peer fixture in tests/peers/ starts, answers and does real work."""
 
 from __future__ import annotations
 

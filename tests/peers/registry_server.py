@@ -1,0 +1,130 @@
+"""The CNCF distribution registry (``docker-registry``), plain HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tests.peers.process import (
+    LOOPBACK,
+    STARTUP_TIMEOUT,
+    ManagedProcess,
+    PeerError,
+    free_port,
+    require_binary,
+    wait_until_ready,
+)
+
+
+def _http_probe(url: str, ok_statuses: frozenset[int] = frozenset({200})) -> Callable[[], bool]:
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return int(response.status) in ok_statuses
+        except urllib.error.HTTPError as err:
+            return err.code in ok_statuses
+        except (OSError, http.client.HTTPException):
+            return False
+
+    return probe
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+class Registry:
+    """A running CNCF distribution registry (plain HTTP on 127.0.0.1, deletes enabled)."""
+
+    def __init__(
+        self, process: ManagedProcess, port: int, workdir: Path, config: dict[str, Any]
+    ) -> None:
+        self.process = process
+        self.port = port
+        self.host = f"{LOOPBACK}:{port}"
+        self.url = f"http://{self.host}"
+        self.workdir = workdir
+        self.root = workdir / "data"
+        self.config = config
+        self.startup_seconds = 0.0
+
+    def ref(self, repository: str, tag: str = "latest") -> str:
+        """A skopeo ``docker://`` reference into this registry."""
+        return f"docker://{self.host}/{repository}:{tag}"
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def __repr__(self) -> str:
+        return f"<Registry {self.url} pid={self.process.pid}>"
+
+
+def start_registry(
+    workdir: Path,
+    extra_config: Mapping[str, Any] | None = None,
+    *,
+    timeout: float = STARTUP_TIMEOUT,
+    ready_statuses: frozenset[int] = frozenset({200, 401}),
+) -> Registry:
+    """Start ``docker-registry serve`` in ``workdir`` on a free loopback port.
+
+    ``extra_config`` is deep-merged into the base config, e.g. for basic auth
+    ``{"auth": {"htpasswd": {"realm": "r", "path": "/x/htpasswd"}}}`` or token auth
+    ``{"auth": {"token": {...}}}``. The config is written as JSON (which is YAML).
+    ``http.addr`` is always forced to 127.0.0.1. A port clash is retried with a new port.
+    """
+    binary = require_binary("docker-registry")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "data").mkdir(exist_ok=True)
+    last_error: PeerError | None = None
+    for attempt in range(3):
+        port = free_port()
+        config = _deep_merge(
+            {
+                "version": 0.1,
+                "log": {"level": "info", "accesslog": {"disabled": False}},
+                "storage": {
+                    "filesystem": {"rootdirectory": str(workdir / "data")},
+                    "delete": {"enabled": True},
+                    "maintenance": {"uploadpurging": {"enabled": False}},
+                },
+                "http": {"secret": "hatchway-test-secret", "headers": {}},
+            },
+            extra_config or {},
+        )
+        config["http"]["addr"] = f"{LOOPBACK}:{port}"
+        config_path = workdir / "config.yml"
+        config_path.write_text(json.dumps(config, indent=2))
+        proc = ManagedProcess(
+            "docker-registry",
+            [binary, "serve", config_path],
+            workdir / f"log.{attempt}",
+        )
+        handle = Registry(proc, port, workdir, config)
+        try:
+            handle.startup_seconds = wait_until_ready(
+                proc,
+                _http_probe(f"{handle.url}/v2/", ready_statuses),
+                timeout=timeout,
+                what=f"answer on {handle.url}/v2/",
+            )
+        except PeerError as err:
+            proc.stop()
+            if "address already in use" not in proc.log_tail():
+                raise
+            last_error = err
+            continue
+        return handle
+    assert last_error is not None
+    raise last_error
