@@ -1,4 +1,4 @@
-"""Archive plans for the three layouts (pure): names, bytes, order and mtimes (FORMATS.md §2)."""
+"""Archive plans for the three layouts (pure): names, bytes, order and mtimes (docs/formats.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Real loaders accept every archive hatchway writes (FORMATS.md §2-3, PEERS.md).
+"""Real loaders accept every archive hatchway writes (docs/formats.md, What loaders check;
+docs/peers.md).
 
 For each layout: skopeo copies it into an OCI directory (verifying every diffID; it cannot
 read the legacy layout), ``ctr images import`` imports it (containerd cannot read the legacy
@@ -95,7 +96,8 @@ def test_skopeo_copies_and_verifies(
             "copy", f"docker-archive:{path}:{name}", f"oci:{tmp_path / 'oci'}:t{i}", check=False
         )
         if fmt == "docker-legacy":
-            assert result.returncode != 0  # skopeo has no legacy reader (FORMATS.md §2a)
+            # skopeo has no legacy reader (docs/formats.md, The docker-legacy layout)
+            assert result.returncode != 0
             return
         assert result.returncode == 0, result.stderr
 

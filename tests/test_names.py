@@ -1,4 +1,4 @@
-"""Name semantics of ``docker save`` (FORMATS.md §1), against a real OCI layout store."""
+"""Name semantics of ``docker save`` (docs/names.md), against a real OCI layout store."""
 
 from __future__ import annotations
 
