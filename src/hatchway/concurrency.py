@@ -1,4 +1,4 @@
-"""Concurrency helpers shared by the engine and the stores (anyio only).
+"""Concurrency helpers shared by the engine and the transports (anyio only).
 
 * :class:`KeyedOnce` — exactly-once work per key: the keyed lock that makes a shared layer
   (or a shared config, or a manifest asked for by two names) fetched once.

@@ -61,8 +61,6 @@ class Authenticator:
         self._challenge: Challenge | None = None
         self._tokens: dict[str, _Token] = {}
         self._locks: dict[str, anyio.Lock] = {}
-        #: How many tokens were fetched (tests and benchmarks read it).
-        self.token_requests = 0
 
     async def authorization(self, repository: str | None) -> str | None:
         """The ``Authorization`` value for a request to ``repository`` (``None``: anonymous)."""
@@ -122,7 +120,6 @@ class Authenticator:
         if creds is not None:
             self._check_realm_transport(realm, repository)
             headers["Authorization"] = creds.basic_header()
-        self.token_requests += 1
         started = anyio.current_time()
         try:
             response = await self._http.get(realm, params=params, headers=headers)

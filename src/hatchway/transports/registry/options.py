@@ -74,11 +74,12 @@ class RegistryOptions:
     ``creds`` (``USER:PASSWORD``) applies to every registry and wins over the credential
     files; otherwise credentials come from ``$REGISTRY_AUTH_FILE``, then
     ``$DOCKER_CONFIG/config.json`` (default ``~/.docker/config.json``) — see
-    :mod:`hatchway.transports.registry.credentials`.  ``use_credential_files=False`` ignores the
-    files (tests).  ``ca_cert`` adds a PEM bundle of trusted CAs to the system's.
+    :mod:`hatchway.transports.registry.credentials`.  ``use_credential_files=False`` ignores
+    the files (a machine whose ``~/.docker/config.json`` must not apply).  ``ca_cert`` adds a
+    PEM bundle of trusted CAs to the system's.
     ``max_connections_per_registry`` bounds concurrent requests to one registry host,
     inside the engine's global ``jobs``.  ``transport`` replaces the network (an
-    ``httpx.AsyncBaseTransport``, e.g. ``httpx.MockTransport`` in tests).
+    ``httpx.AsyncBaseTransport``: a proxying transport, or ``httpx.MockTransport``).
     """
 
     creds: str | None = field(default=None, repr=False)
