@@ -1,4 +1,4 @@
-"""Build the bundled sample store: a small OCI image layout under ``sample/store``.
+"""Build the bundled sample store: a small OCI image layout (default ``sample/store``).
 
     python scripts/make_sample_store.py [DIR]
 
@@ -6,20 +6,28 @@ Four images share one base layer: ``sample/app`` with two tags (``1.0``, and ``2
 ``latest`` one layer further), ``sample/tools:latest``, and a two-platform
 ``sample/multi:latest``.  Layers are gzip, zstd and uncompressed, as real stores mix them.
 Deterministic: the same digests on every machine.
+
+The store is built beside DIR and renamed into place.  An existing DIR is replaced only if this
+script made it (it carries a marker file) or it is empty; anything else is refused, so a
+mistyped path never deletes someone's data.
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
-from hatchway.testing.layout import LayoutBuilder, Symlink
+from hatchway.testing import LayoutBuilder, Symlink
+
+MARKER = ".hatchway-sample-store"
+DEFAULT = Path(__file__).resolve().parent.parent / "sample" / "store"
 
 
 def build(root: Path) -> None:
-    if root.exists():
-        shutil.rmtree(root)
+    """Write the sample images into a new OCI layout at ``root``."""
     b = LayoutBuilder(root)
     base = b.layer(
         {
@@ -53,11 +61,43 @@ def build(root: Path) -> None:
     b.save()
 
 
-if __name__ == "__main__":
-    target = (
-        Path(sys.argv[1])
-        if len(sys.argv) > 1
-        else Path(__file__).parent.parent / "sample" / "store"
+def replaceable(target: Path) -> bool:
+    """Whether ``target`` may be replaced: missing, empty, or a sample store of ours."""
+    if not target.exists():
+        return True
+    if not target.is_dir() or target.is_symlink():
+        return False
+    return (target / MARKER).is_file() or not any(target.iterdir())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Build hatchway's sample store (an OCI image layout) at DIR."
     )
-    build(target)
+    parser.add_argument(
+        "dir", nargs="?", type=Path, default=DEFAULT, metavar="DIR", help=f"default: {DEFAULT}"
+    )
+    target: Path = parser.parse_args(argv).dir
+    if not replaceable(target):
+        print(
+            f"make_sample_store: error: {target} exists and is not a sample store made by "
+            "this script; choose another DIR or remove it yourself",
+            file=sys.stderr,
+        )
+        return 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        build(staging / "store")
+        (staging / "store" / MARKER).write_text("built by scripts/make_sample_store.py\n")
+        if target.exists():
+            shutil.rmtree(target)  # ours: checked above
+        (staging / "store").rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     print(f"sample store written to {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

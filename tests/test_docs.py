@@ -62,3 +62,44 @@ def test_trio_stream_example(sample_store: Path, tmp_path: Path) -> None:
     )
     archive = read_archive(gzip.decompress(out.read_bytes()))
     assert archive.json("manifest.json")[0]["RepoTags"] == ["sample/app:2.0"]
+
+
+def _make_sample(target: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, ROOT / "scripts" / "make_sample_store.py", target],
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_sample_store_script_never_deletes_what_it_did_not_make(tmp_path: Path) -> None:
+    """A mistyped DIR that holds someone's files is refused, untouched; a sample store the
+    script made before is replaced."""
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    refused = _make_sample(precious)
+    assert refused.returncode == 1 and "not a sample store" in refused.stderr
+    assert (precious / "thesis.txt").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious"]  # no leftovers
+    ours = tmp_path / "store"
+    assert _make_sample(ours).returncode == 0
+    (ours / "stale").write_text("from an older run")
+    assert _make_sample(ours).returncode == 0
+    assert not (ours / "stale").exists() and (ours / "index.json").is_file()
+
+
+def test_sample_store_script_explains_its_arguments() -> None:
+    result = subprocess.run(
+        [sys.executable, ROOT / "scripts" / "make_sample_store.py", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "DIR" in result.stdout
+    bad = subprocess.run(
+        [sys.executable, ROOT / "scripts" / "make_sample_store.py", "a", "b"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr
