@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -106,6 +107,9 @@ def run(work: Path, registry: object, layer_size: int, small_size: int) -> None:
             path.unlink(missing_ok=True)
             return path
 
+        def skopeo_copy_nth(name: str, i: int) -> None:
+            skopeo_copy(name, fresh(out / f"s8-{i}.tar"))
+
         one = [f"docker://{host}/bench/one:1"]
         all8 = [f"docker://{host}/{n}" for n in many]
         print("1. one image, 5 gzip layers ...", flush=True)
@@ -119,7 +123,7 @@ def run(work: Path, registry: object, layer_size: int, small_size: int) -> None:
         t_h8j1 = _atimed(lambda: save_from_registry(all8, fresh(out / "h8j1.tar"), opts, jobs=1))
         t_s8 = 0.0
         for i, name in enumerate(many):
-            t_s8 += _timed(lambda name=name, i=i: skopeo_copy(name, fresh(out / f"s8-{i}.tar")))
+            t_s8 += _timed(partial(skopeo_copy_nth, name, i))
         rows += [
             ("8 images: hatchway save (jobs 8)", t_h8),
             ("8 images: hatchway save (jobs 16)", t_h8j16),

@@ -9,6 +9,7 @@ kernel, so its peak is the interpreter plus its imports plus a few buffers per w
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from content import ImageSpec, ensure_stores, layer_blob_files
@@ -38,12 +39,12 @@ def run(
         contenders += [
             Contender(
                 f"hatchway, {compression}",
-                lambda root=root: tools.hatchway_save(root, out, "bench:rss"),
+                partial(tools.hatchway_save, root, out, "bench:rss"),
                 remove,
             ),
             Contender(
                 f"skopeo, {compression}",
-                lambda root=root: tools.skopeo_save(root, "rss", out),
+                partial(tools.skopeo_save, root, "rss", out),
                 remove,
             ),
         ]

@@ -196,7 +196,7 @@ def ensure_stores(
     log: Callable[[str], None],
 ) -> dict[str, Path]:
     """The layouts ``work/<name>-<compression>`` holding ``images``, built unless current."""
-    roots = {c: work / f"{name}-{c}" for c in compressions}
+    roots: dict[str, Path] = {c: work / f"{name}-{c}" for c in compressions}
     if all(store_is_current(roots[c], images, sizes, c) for c in compressions):
         log(f"reusing {', '.join(str(r) for r in roots.values())}")
         return roots

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -28,7 +29,9 @@ def outside_store(tmp_path: Path) -> list[str]:
     return [p for p in files_under(tmp_path) if not p.startswith("store")]
 
 
-async def run_until(save: Callable[[anyio.CancelScope], object], entered: anyio.Event) -> None:
+async def run_until(
+    save: Callable[[anyio.CancelScope], Coroutine[Any, Any, object]], entered: anyio.Event
+) -> None:
     """Start ``save``, wait until it reaches the phase under test, then cancel it."""
     async with anyio.create_task_group() as tg:
         tg.start_soon(save, tg.cancel_scope)
@@ -218,7 +221,7 @@ async def test_not_a_layout(tmp_path: Path) -> None:
 
 
 def one_image_store(
-    root: Path, mutate: Callable[[LayoutBuilder], None] | None = None, **layer_changes: str
+    root: Path, mutate: Callable[[LayoutBuilder], None] | None = None, **layer_changes: Any
 ) -> Path:
     b = LayoutBuilder(root)
     good = b.layer({"a": b"a\n"})

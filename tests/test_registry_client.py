@@ -14,9 +14,9 @@ import pytest
 
 from hatchway import RegistryOptions, RetryPolicy
 from hatchway.errors import DigestMismatch, RegistryError, StoreError, UnsupportedMediaType
+from hatchway.limits import STREAM_CHUNK
 from hatchway.model import DOCKER_SCHEMA1, OCI_MANIFEST, Descriptor
 from hatchway.reference import parse_query
-from hatchway.transports.registry.client import STREAM_CHUNK
 from hatchway.transports.registry.credentials import Credentials, lookup
 from hatchway.transports.registry.options import is_loopback
 from hatchway.transports.registry.protocol import (
@@ -70,7 +70,9 @@ MANIFEST = json.dumps(
 ).encode()
 
 
-def _registry(manifest: bytes = MANIFEST, config: bytes = CONFIG, **headers: str) -> Handler:
+def _registry(
+    manifest: bytes = MANIFEST, config: bytes = CONFIG, headers: dict[str, str] | None = None
+) -> Handler:
     def handler(request: httpx.Request) -> httpx.Response:
         if "/manifests/" in request.url.path:
             assert request.headers["accept"] == MANIFEST_ACCEPT
@@ -163,7 +165,7 @@ def test_credential_files_match_hosts_urls_and_the_most_specific_path(tmp_path: 
 @pytest.mark.anyio
 async def test_schema1_manifests_are_refused_as_unsupported() -> None:
     schema1 = json.dumps({"schemaVersion": 1, "name": "app", "fsLayers": []}).encode()
-    store = _store(_registry(schema1, **{"content-type": DOCKER_SCHEMA1[1]}))
+    store = _store(_registry(schema1, headers={"content-type": DOCKER_SCHEMA1[1]}))
     with pytest.raises(UnsupportedMediaType, match="schema 1"):
         await store.resolve(parse_query(f"docker://{HOST}/app:1"), None)
     await store.aclose()
@@ -171,7 +173,7 @@ async def test_schema1_manifests_are_refused_as_unsupported() -> None:
 
 @pytest.mark.anyio
 async def test_a_manifest_that_does_not_match_its_claimed_digest_is_refused() -> None:
-    store = _store(_registry(**{"docker-content-digest": _digest(b"something else")}))
+    store = _store(_registry(headers={"docker-content-digest": _digest(b"something else")}))
     with pytest.raises(DigestMismatch):
         await store.resolve(parse_query(f"docker://{HOST}/app:1"), None)
     bad = "sha256:" + "0" * 64

@@ -125,9 +125,12 @@ async def test_concurrent_pulls_keep_every_entry(lab: Lab, tmp_path: Path) -> No
     store = tmp_path / "store"
     names = [lab.images.name(n) for n in NAMES]
 
+    async def pull_one(name: str) -> None:
+        await pull([name], store=store, registry=options())
+
     async with anyio.create_task_group() as tg:
         for name in names:
-            tg.start_soon(lambda n=name: pull([n], store=store, registry=options()))
+            tg.start_soon(pull_one, name)
     entries = _index(store)
     got = sorted(str(e["annotations"]["io.containerd.image.name"]) for e in entries)  # type: ignore[index]
     assert got == sorted(f"{lab.registry.host}/{n}" for n in NAMES)
