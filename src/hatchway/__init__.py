@@ -6,24 +6,14 @@ The public API, re-exported once here (``tests/test_public_api.py`` keeps this l
     await hatchway.pull(names, store=..., registry=hatchway.RegistryOptions(...))
     await hatchway.list_images(store)
     hatchway.open_store(path)        # an OCI image layout store, a Source
+    async with hatchway.Session(...) as session: ...   # many operations, sharing fetches
 
 Everything else (``hatchway.engine``, ``hatchway.transports``, ...) is implementation; the
 command line uses only what is exported here.  ``hatchway.testing`` holds documented helpers
 for tests.
 """
 
-from hatchway.api import (
-    Output,
-    PulledImage,
-    PullResult,
-    SavedImage,
-    SaveResult,
-    default_store_path,
-    list_images,
-    open_store,
-    pull,
-    save,
-)
+from hatchway.api import list_images, open_store, pull, save
 from hatchway.errors import (
     AmbiguousReference,
     BlobNotFound,
@@ -52,6 +42,9 @@ from hatchway.progress import (
     WriteAdvanced,
     WriteStarted,
 )
+from hatchway.results import PulledImage, PullResult, SavedImage, SaveResult
+from hatchway.session import Progress, Session, default_store_path, progress_stream
+from hatchway.transports.archive.outputs import Output
 from hatchway.transports.base import BlobSource, ResolvedImage, Source
 from hatchway.transports.layout.source import ImageSummary, OCILayoutStore
 from hatchway.transports.registry.options import RegistryOptions, RetryPolicy, Timeouts
@@ -80,6 +73,7 @@ __all__ = [
     "OutputError",
     "Platform",
     "PlatformNotFound",
+    "Progress",
     "ProgressCallback",
     "ProgressEvent",
     "PullResult",
@@ -90,6 +84,7 @@ __all__ = [
     "RetryPolicy",
     "SaveResult",
     "SavedImage",
+    "Session",
     "Source",
     "StoreError",
     "Timeouts",
@@ -100,6 +95,7 @@ __all__ = [
     "default_store_path",
     "list_images",
     "open_store",
+    "progress_stream",
     "pull",
     "save",
 ]

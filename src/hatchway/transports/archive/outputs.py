@@ -39,6 +39,10 @@ from hatchway.transports.archive.writers import (
     write_sequential,
 )
 
+#: Where an archive may go: a path (written atomically), an anyio byte stream, or a file
+#: descriptor the caller owns.
+Output = str | os.PathLike[str] | ByteSendStream | int
+
 
 class ArchiveOutput(Protocol):
     """Where one archive is written."""
@@ -62,9 +66,7 @@ class ArchiveOutput(Protocol):
         ...
 
 
-def output_for(
-    target: str | os.PathLike[str] | int | ByteSendStream, *, fsync: bool
-) -> ArchiveOutput:
+def output_for(target: Output, *, fsync: bool) -> ArchiveOutput:
     """The output for a path, a file descriptor or a stream.  A path is checked now, so a
     bad one fails before anything is fetched.
 

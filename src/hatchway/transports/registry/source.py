@@ -57,13 +57,45 @@ class RepositorySource:
         return None
 
 
-class RegistryStore:
-    """Every registry named by ``docker://`` queries, one client per registry host."""
+class RegistryClients:
+    """One client per registry host — its connection pool and its token cache — for as many
+    operations as share it (a :class:`hatchway.Session`'s, or one operation's)."""
 
     def __init__(self, options: RegistryOptions | None = None) -> None:
         self.options = options or RegistryOptions()
-        self.description = "registries"
         self._clients: dict[str, RegistryClient] = {}
+
+    def client(self, domain: str) -> RegistryClient:
+        """The client for a registry host, made on first use."""
+        client = self._clients.get(domain)
+        if client is None:
+            client = self._clients[domain] = RegistryClient(domain, self.options)
+        return client
+
+    async def aclose(self) -> None:
+        """Close every client, even when cancelled and even if one close fails."""
+        clients, self._clients = list(self._clients.values()), {}
+        with anyio.CancelScope(shield=True):
+            for client in clients:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+
+class RegistryStore:
+    """Every registry named by ``docker://`` queries, one client per registry host.
+
+    Resolutions are cached for the store's lifetime (one operation: a tag resolves once however
+    often it is named); ``clients`` shares connections and tokens with other stores (a
+    session's), else the store makes its own and closes them in :meth:`aclose`.
+    """
+
+    def __init__(
+        self, options: RegistryOptions | None = None, *, clients: RegistryClients | None = None
+    ) -> None:
+        self._owns_clients = clients is None
+        self.clients = clients if clients is not None else RegistryClients(options)
+        self.options = self.clients.options
+        self.description = "registries"
         self._sources: dict[tuple[str, str], RepositorySource] = {}
         self._images: KeyedOnce[tuple[Reference, Platform | None], ResolvedImage] = KeyedOnce()
         self._configs: KeyedOnce[str, ImageConfig] = KeyedOnce()
@@ -77,22 +109,16 @@ class RegistryStore:
         return [await self.fetch(ref, platform, query.text)]
 
     async def aclose(self) -> None:
-        """Close every client, even when cancelled and even if one close fails."""
-        clients, self._clients = list(self._clients.values()), {}
+        """Close the clients this store made (shared ones belong to their owner)."""
         self._sources.clear()
-        with anyio.CancelScope(shield=True):
-            for client in clients:
-                with contextlib.suppress(Exception):
-                    await client.aclose()
+        if self._owns_clients:
+            await self.clients.aclose()
 
     # -- clients and repositories ------------------------------------------------------
 
     def client(self, domain: str) -> RegistryClient:
-        """The (shared) client for a registry host."""
-        client = self._clients.get(domain)
-        if client is None:
-            client = self._clients[domain] = RegistryClient(domain, self.options)
-        return client
+        """The client for a registry host."""
+        return self.clients.client(domain)
 
     def source(self, ref: Reference) -> RepositorySource:
         key = (ref.domain, ref.path)
