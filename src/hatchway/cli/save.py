@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import IO
 
 import click
 
 import hatchway
 from hatchway import ArchiveFormat, Platform, ProgressCallback, SaveResult
 from hatchway.cli.console import human_size
+from hatchway.cli.names import collect_names, images_from_option
 from hatchway.cli.options import (
     execute,
     jobs_option,
@@ -22,7 +24,8 @@ from hatchway.cli.options import (
 
 
 @click.command("save")
-@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.argument("names", nargs=-1, metavar="NAME...")
+@images_from_option
 @click.option(
     "-o", "--output", metavar="FILE", help="Write to FILE (atomically) instead of stdout."
 )
@@ -49,6 +52,7 @@ from hatchway.cli.options import (
 @registry_options
 def save_command(
     names: tuple[str, ...],
+    images_from: tuple[IO[str], ...],
     output: str | None,
     store_dir: Path | None,
     archive_format: str,
@@ -71,11 +75,13 @@ def save_command(
       ID               an image ID: full, sha256:..., or an unambiguous prefix
       docker://HOST[:PORT]/REPO[:TAG|@DIGEST]   straight from a registry
     Docker Hub names are familiar: busybox == docker.io/library/busybox.
-    Local and registry names may be mixed in one save.
+    Local and registry names may be mixed in one save. --images-from FILE adds the names
+    listed in FILE (one per line, '#' comments; '-' reads stdin).
 
     Without -o (or with -o -) the archive goes to standard output, which must not be a
     terminal. On any error nothing is written and the exit status is 1.
     """
+    all_names = collect_names(names, images_from)
     to_stdout = output in (None, "-")
     if to_stdout and _stdout_is_terminal():
         click.echo(
@@ -88,7 +94,7 @@ def save_command(
 
     async def run(progress: ProgressCallback | None) -> SaveResult:
         return await hatchway.save(
-            list(names),
+            all_names,
             1 if to_stdout else str(output),
             store=store_dir,
             format=archive_format,
