@@ -40,7 +40,7 @@ from hatchway.errors import (
 )
 from hatchway.formats import ArchiveFormat
 from hatchway.limits import DEFAULT_JOBS
-from hatchway.model import Platform
+from hatchway.model import Compression, Platform
 from hatchway.progress import (
     CopyFinished,
     CopyStarted,
@@ -64,6 +64,7 @@ __all__ = [
     "ArchiveFormat",
     "BlobNotFound",
     "BlobSource",
+    "Compression",
     "CopyFinished",
     "CopyStarted",
     "DigestMismatch",

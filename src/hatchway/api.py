@@ -28,7 +28,7 @@ from hatchway.engine.copy import copy
 from hatchway.errors import HatchwayError
 from hatchway.formats import ArchiveFormat
 from hatchway.limits import DEFAULT_JOBS
-from hatchway.model import Platform
+from hatchway.model import Compression, Platform
 from hatchway.progress import ProgressCallback, ignore_progress
 from hatchway.reference import Transport, parse_query
 from hatchway.transports.archive.destination import ArchiveDestination
@@ -54,11 +54,13 @@ class SavedImage:
 
 @dataclass(frozen=True, slots=True)
 class SaveResult:
-    """What a save wrote: the images, the number of distinct layers, the archive's size."""
+    """What a save wrote: the images, the number of distinct layers, the bytes written to the
+    output (compressed, when it was compressed) and the size of the tar archive itself."""
 
     images: tuple[SavedImage, ...]
     layers: int
     bytes_written: int
+    archive_size: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,8 @@ async def save(
     progress: ProgressCallback | None = None,
     fsync: bool = False,
     registry: RegistryOptions | None = None,
+    compression: Compression | str | None = None,
+    compression_level: int | None = None,
 ) -> SaveResult:
     """Save the images ``names`` into one ``docker save``-compatible archive.
 
@@ -108,11 +112,22 @@ async def save(
     renamed into place (durable across a crash; like ``docker save``, the default only
     guarantees that the file appears whole).
 
+    ``compression`` (``"gzip"``, ``"zstd"``, ``"none"``) compresses the whole archive; ``None``
+    means as a path's suffix says (``.tar.gz``, ``.tgz``, ``.tar.zst``, ``.tar.zstd``), and no
+    compression for a descriptor or a stream.  ``compression_level``: zstd 1-19 (default 3),
+    gzip 0-3 (ISA-L's levels, default 2).  The compressed bytes are deterministic too.
+
     Raises :class:`~hatchway.errors.HatchwayError` subclasses; see ``hatchway.errors``.
     """
     archive_format = ArchiveFormat(format) if isinstance(format, str) else format
     the_platform = _platform(platform)
-    destination = ArchiveDestination(output_for(output, fsync=fsync), archive_format, tmpdir=tmpdir)
+    output_target = output_for(
+        output,
+        fsync=fsync,
+        compression=_compression(compression),
+        level=compression_level,
+    )
+    destination = ArchiveDestination(output_target, archive_format, tmpdir=tmpdir)
     queries = [parse_query(name) for name in names]
     async with _sources(store, registry) as source:
         report = await copy(
@@ -126,7 +141,9 @@ async def save(
     images = tuple(
         SavedImage(i.id, tuple(ref.recorded_tag() for ref in i.tags)) for i in report.plan.images
     )
-    return SaveResult(images, report.layers, report.result.bytes_written)
+    return SaveResult(
+        images, report.layers, report.result.bytes_written, report.result.archive_size
+    )
 
 
 async def pull(
@@ -224,6 +241,17 @@ def _registry_source(options: RegistryOptions | None) -> Source:
     from hatchway.transports.registry.source import RegistryStore
 
     return RegistryStore(options)
+
+
+def _compression(compression: Compression | str | None) -> Compression | None:
+    if isinstance(compression, str):
+        try:
+            return Compression(compression)
+        except ValueError:
+            raise HatchwayError(
+                f"unknown compression {compression!r} (gzip, zstd or none)"
+            ) from None
+    return compression
 
 
 def _platform(platform: Platform | str | None) -> Platform | None:

@@ -47,6 +47,20 @@ from hatchway.cli.options import (
     type=click.Path(path_type=Path, file_okay=False),
     help="Where to stage layers (default: beside the output file, else $TMPDIR).",
 )
+@click.option(
+    "--compress",
+    "compress",
+    type=click.Choice(["gzip", "zstd", "none"]),
+    help="Compress the whole archive (default: as -o's suffix says: .tar.gz/.tgz gzip, "
+    ".tar.zst/.tar.zstd zstd; stdout uncompressed). Multithreaded, deterministic.",
+)
+@click.option(
+    "--compress-level",
+    "compress_level",
+    type=int,
+    metavar="N",
+    help="zstd 1-19 (default 3); gzip 0-3 (ISA-L's levels, default 2).",
+)
 @click.option("--fsync", is_flag=True, help="Flush -o FILE to disk before renaming it into place.")
 @quiet_option
 @registry_options
@@ -59,6 +73,8 @@ def save_command(
     platform: Platform | None,
     jobs: int,
     tmpdir: Path | None,
+    compress: str | None,
+    compress_level: int | None,
     fsync: bool,
     quiet: bool,
     creds: str | None,
@@ -79,7 +95,9 @@ def save_command(
     listed in FILE (one per line, '#' comments; '-' reads stdin).
 
     Without -o (or with -o -) the archive goes to standard output, which must not be a
-    terminal. On any error nothing is written and the exit status is 1.
+    terminal. -o NAME.tar.gz / .tgz / .tar.zst / .tar.zstd compresses the whole archive
+    (--compress overrides, and compresses stdout). On any error nothing is written and the
+    exit status is 1.
     """
     all_names = collect_names(names, images_from)
     to_stdout = output in (None, "-")
@@ -104,14 +122,18 @@ def save_command(
             progress=progress,
             registry=registry,
             fsync=fsync,
+            compression=compress,
+            compression_level=compress_level,
         )
 
     def summary(r: SaveResult) -> str:
         tags = sum(len(i.tags) for i in r.images)
         where = "stdout" if to_stdout else output
+        size = human_size(r.bytes_written)
+        if r.bytes_written != r.archive_size:
+            size += f" (compressed from {human_size(r.archive_size)})"
         return (
-            f"saved {len(r.images)} image(s), {tags} tag(s), {r.layers} layer(s): "
-            f"{human_size(r.bytes_written)} to {where}"
+            f"saved {len(r.images)} image(s), {tags} tag(s), {r.layers} layer(s): {size} to {where}"
         )
 
     execute(run, quiet=quiet, label="staging", summary=summary)

@@ -33,9 +33,11 @@ from hatchway.transports.base import CopyContext, CopyPlan, LayerForm
 
 @dataclass(frozen=True, slots=True)
 class ArchiveWritten:
-    """What an archive destination wrote: the archive's size in bytes."""
+    """What an archive destination wrote: the bytes that reached the output (compressed, if
+    the output compresses) and the size of the (uncompressed) archive."""
 
     bytes_written: int
+    archive_size: int
 
 
 class ArchiveDestination:
@@ -115,9 +117,9 @@ class _ArchiveReceiver:
             written += n
             progress(WriteAdvanced(n))
 
-        await self._destination.output.write(
+        output_bytes = await self._destination.output.write(
             members, self._staged, advance, jobs=self._context.jobs
         )
         if written != total:  # pragma: no cover - a planning bug, not a runtime condition
             raise OutputError(f"wrote {written} bytes but planned {total}")
-        return ArchiveWritten(written)
+        return ArchiveWritten(output_bytes, total)
