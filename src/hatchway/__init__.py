@@ -52,7 +52,7 @@ from hatchway.progress import (
     WriteAdvanced,
     WriteStarted,
 )
-from hatchway.transports.base import BlobSource, ResolvedImage, Source
+from hatchway.transports.base import BlobSource, LocalBlob, ResolvedImage, Source
 from hatchway.transports.layout.source import ImageSummary, OCILayoutStore
 from hatchway.transports.registry.options import RegistryOptions, RetryPolicy, Timeouts
 
@@ -74,6 +74,7 @@ __all__ = [
     "LayerAdvanced",
     "LayerDone",
     "LayerStarted",
+    "LocalBlob",
     "MalformedContent",
     "NoSuchImage",
     "OCILayoutStore",

@@ -28,7 +28,7 @@ from hatchway.transports.archive.staging import (
     make_staging_dir,
     remove_staging_dir,
 )
-from hatchway.transports.base import CopyContext, CopyPlan, LayerForm
+from hatchway.transports.base import CopyContext, CopyPlan, LayerForm, LocalBlob
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,13 +87,18 @@ class _ArchiveReceiver:
     async def has_layer(self, layer: Layer) -> bool:
         return False
 
-    async def adopt_file(self, layer: Layer, path: str, source: str) -> bool:
+    async def adopt_file(self, layer: Layer, local: LocalBlob, source: str) -> bool:
         if layer.compression is not Compression.NONE:
             return False
         if not self._destination.output.discards_on_error:
             return False
         self._staged[layer.diff_id] = StagedLayer(
-            layer.diff_id, layer.blob.size, path, pending_check=layer, store=source
+            layer.diff_id,
+            layer.blob.size,
+            local.path,
+            pending_check=layer,
+            store=source,
+            offset=local.offset,
         )
         return True
 
