@@ -30,7 +30,7 @@ from hatchway.errors import (
 )
 from hatchway.formats import ArchiveFormat
 from hatchway.limits import DEFAULT_JOBS
-from hatchway.model import Platform
+from hatchway.model import Compression, Platform
 from hatchway.progress import (
     CopyFinished,
     CopyStarted,
@@ -45,7 +45,7 @@ from hatchway.progress import (
 from hatchway.results import PulledImage, PullResult, SavedImage, SaveResult
 from hatchway.session import Progress, Session, default_store_path, progress_stream
 from hatchway.transports.archive.outputs import Output
-from hatchway.transports.base import BlobSource, ResolvedImage, Source
+from hatchway.transports.base import BlobSource, LocalBlob, ResolvedImage, Source
 from hatchway.transports.layout.source import ImageSummary, OCILayoutStore
 from hatchway.transports.registry.options import RegistryOptions, RetryPolicy, Timeouts
 
@@ -57,6 +57,7 @@ __all__ = [
     "ArchiveFormat",
     "BlobNotFound",
     "BlobSource",
+    "Compression",
     "CopyFinished",
     "CopyStarted",
     "DigestMismatch",
@@ -66,6 +67,7 @@ __all__ = [
     "LayerAdvanced",
     "LayerDone",
     "LayerStarted",
+    "LocalBlob",
     "MalformedContent",
     "NoSuchImage",
     "OCILayoutStore",

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from hatchway.formats import ArchiveFormat
 from hatchway.limits import DEFAULT_JOBS
-from hatchway.model import Platform
+from hatchway.model import Compression, Platform
 from hatchway.results import PullResult, SaveResult
 from hatchway.session import Progress, Session, default_store_path
 from hatchway.transports.archive.outputs import Output
@@ -42,6 +42,8 @@ async def save(
     progress: Progress | None = None,
     fsync: bool = False,
     registry: RegistryOptions | None = None,
+    compression: Compression | str | None = None,
+    compression_level: int | None = None,
 ) -> SaveResult:
     """Save the images ``names`` into one ``docker save``-compatible archive.
 
@@ -58,6 +60,11 @@ async def save(
     is renamed into place (durable across a crash; like ``docker save``, the default only
     guarantees that the file appears whole).
 
+    ``compression`` (``"gzip"``, ``"zstd"``, ``"none"``) compresses the whole archive; ``None``
+    means as a path's suffix says (``.tar.gz``, ``.tgz``, ``.tar.zst``, ``.tar.zstd``), and no
+    compression for a descriptor or a stream.  ``compression_level``: zstd 1-19 (default 3),
+    gzip 0-3 (ISA-L's levels, default 2).  The compressed bytes are deterministic too.
+
     Raises :class:`~hatchway.errors.HatchwayError` subclasses; see ``hatchway.errors``.
     """
     async with Session(store=store, registry=registry) as session:
@@ -70,6 +77,8 @@ async def save(
             tmpdir=tmpdir,
             progress=progress,
             fsync=fsync,
+            compression=compression,
+            compression_level=compression_level,
         )
 
 

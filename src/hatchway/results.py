@@ -15,11 +15,13 @@ class SavedImage:
 
 @dataclass(frozen=True, slots=True)
 class SaveResult:
-    """What a save wrote: the images, the number of distinct layers, the archive's size."""
+    """What a save wrote: the images, the number of distinct layers, the bytes written to the
+    output (compressed, when it was compressed) and the size of the tar archive itself."""
 
     images: tuple[SavedImage, ...]
     layers: int
     bytes_written: int
+    archive_size: int = 0
 
 
 @dataclass(frozen=True, slots=True)

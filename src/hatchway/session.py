@@ -33,7 +33,7 @@ from hatchway.engine.copy import copy
 from hatchway.errors import HatchwayError
 from hatchway.formats import ArchiveFormat
 from hatchway.limits import DEFAULT_JOBS
-from hatchway.model import Platform
+from hatchway.model import Compression, Platform
 from hatchway.progress import ProgressCallback, ProgressEvent, ignore_progress
 from hatchway.reference import Transport, parse_query
 from hatchway.results import PulledImage, PullResult, SavedImage, SaveResult
@@ -120,13 +120,19 @@ class Session:
         tmpdir: str | os.PathLike[str] | None = None,
         progress: Progress | None = None,
         fsync: bool = False,
+        compression: Compression | str | None = None,
+        compression_level: int | None = None,
     ) -> SaveResult:
         """Save ``names`` into one archive; see :func:`hatchway.save`."""
         archive_format = ArchiveFormat(format) if isinstance(format, str) else format
         the_platform = parse_platform(platform)
-        destination = ArchiveDestination(
-            output_for(output, fsync=fsync), archive_format, tmpdir=tmpdir
+        target = output_for(
+            output,
+            fsync=fsync,
+            compression=parse_compression(compression),
+            level=compression_level,
         )
+        destination = ArchiveDestination(target, archive_format, tmpdir=tmpdir)
         queries = [parse_query(name) for name in names]
         async with self._operation(progress) as report, self._sources() as source:
             done = await copy(
@@ -135,7 +141,8 @@ class Session:
         images = tuple(
             SavedImage(i.id, tuple(ref.recorded_tag() for ref in i.tags)) for i in done.plan.images
         )
-        return SaveResult(images, done.layers, done.result.bytes_written)
+        written = done.result
+        return SaveResult(images, done.layers, written.bytes_written, written.archive_size)
 
     async def pull(
         self,
@@ -252,3 +259,16 @@ def parse_platform(platform: Platform | str | None) -> Platform | None:
         except ValueError as exc:
             raise HatchwayError(str(exc)) from None
     return platform
+
+
+def parse_compression(compression: Compression | str | None) -> Compression | None:
+    """``gzip``, ``zstd`` or ``none`` as a :class:`~hatchway.Compression` (``None`` stays:
+    the output decides, by a path's suffix)."""
+    if isinstance(compression, str):
+        try:
+            return Compression(compression)
+        except ValueError:
+            raise HatchwayError(
+                f"unknown compression {compression!r} (gzip, zstd or none)"
+            ) from None
+    return compression

@@ -53,6 +53,7 @@ from hatchway.transports.base import (
     Destination,
     LayerForm,
     LayerTarget,
+    LocalBlob,
     Receiver,
     Source,
 )
@@ -136,7 +137,7 @@ class _Mover:
             self.progress(LayerStarted(key, layer.blob.size))
             self.progress(LayerDone(key, layer.blob.size))
             return 0
-        local = source.local_path(layer.blob)
+        local = source.local_file(layer.blob)
         if local is not None and await self.receiver.adopt_file(layer, local, source.description):
             self.progress(LayerStarted(key, layer.blob.size))
             self.progress(LayerDone(key, layer.blob.size))
@@ -155,7 +156,12 @@ class _Mover:
         return layer.blob.size
 
     async def _decode(
-        self, key: str, layer: Layer, source: BlobSource, local: str | None, target: LayerTarget
+        self,
+        key: str,
+        layer: Layer,
+        source: BlobSource,
+        local: LocalBlob | None,
+        target: LayerTarget,
     ) -> int:
         decoder = LayerDecoder(
             layer,
@@ -165,8 +171,15 @@ class _Mover:
         )
         if local is not None:
             file = await anyio.to_thread.run_sync(_open_blob_file, local, source.description)
+            # A range ends where the blob does; a whole file is read to its end, so that a file
+            # longer than its descriptor is caught.
+            end = None if local.size is None else local.size
             try:
-                while n := await anyio.to_thread.run_sync(decoder.feed_file, file, STEP_BYTES):
+                while n := await anyio.to_thread.run_sync(
+                    decoder.feed_file,
+                    file,
+                    STEP_BYTES if end is None else min(STEP_BYTES, end - decoder.consumed),
+                ):
                     self.progress(LayerAdvanced(key, n))
             finally:
                 with anyio.CancelScope(shield=True):
@@ -188,10 +201,13 @@ class _Mover:
         return await anyio.to_thread.run_sync(decoder.finish)
 
 
-def _open_blob_file(path: str, store: str) -> IO[bytes]:
+def _open_blob_file(local: LocalBlob, store: str) -> IO[bytes]:
     try:
-        return open(path, "rb")
+        file = open(local.path, "rb")  # noqa: SIM115 - the caller closes it on a worker thread
     except FileNotFoundError:
-        raise StoreError(store, f"blob file {path} not found") from None
+        raise StoreError(store, f"blob file {local.path} not found") from None
     except OSError as exc:
-        raise StoreError(store, f"{path}: {exc.strerror}") from None
+        raise StoreError(store, f"{local.path}: {exc.strerror}") from None
+    if local.offset:
+        file.seek(local.offset)
+    return file

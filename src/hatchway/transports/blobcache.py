@@ -34,7 +34,7 @@ from hatchway.files import write_all
 from hatchway.limits import CHUNK_SIZE
 from hatchway.model import Descriptor, Platform, hex_of
 from hatchway.reference import ImageQuery
-from hatchway.transports.base import BlobSource, ResolvedImage, Source
+from hatchway.transports.base import BlobSource, LocalBlob, ResolvedImage, Source
 
 
 class _Entry:
@@ -221,16 +221,16 @@ class _CachingBlobSource:
     def open_blob(
         self, descriptor: Descriptor
     ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        if self.inner.local_path(descriptor) is not None:
+        if self.inner.local_file(descriptor) is not None:
             return self.inner.open_blob(descriptor)
         return self.cache.open(self.inner, descriptor)
 
-    def local_path(self, descriptor: Descriptor) -> str | None:
-        local = self.inner.local_path(descriptor)
+    def local_file(self, descriptor: Descriptor) -> LocalBlob | None:
+        local = self.inner.local_file(descriptor)
         if local is not None:
             return local
         published = self.cache.published(descriptor.digest)
-        return str(published) if published is not None else None
+        return LocalBlob(str(published)) if published is not None else None
 
 
 class _CachingSource:
@@ -238,7 +238,7 @@ class _CachingSource:
         self.inner = inner
         self.cache = cache
         self.description = inner.description
-        self._wrapped: dict[int, tuple[BlobSource, BlobSource]] = {}
+        self._wrapped: dict[int, tuple[BlobSource, _CachingBlobSource]] = {}
 
     async def resolve(self, query: ImageQuery, platform: Platform | None) -> list[ResolvedImage]:
         images = await self.inner.resolve(query, platform)

@@ -28,14 +28,16 @@ from hatchway.transports.archive.staging import (
     make_staging_dir,
     remove_staging_dir,
 )
-from hatchway.transports.base import CopyContext, CopyPlan, LayerForm
+from hatchway.transports.base import CopyContext, CopyPlan, LayerForm, LocalBlob
 
 
 @dataclass(frozen=True, slots=True)
 class ArchiveWritten:
-    """What an archive destination wrote: the archive's size in bytes."""
+    """What an archive destination wrote: the bytes that reached the output (compressed, if
+    the output compresses) and the size of the (uncompressed) archive."""
 
     bytes_written: int
+    archive_size: int
 
 
 class ArchiveDestination:
@@ -85,13 +87,18 @@ class _ArchiveReceiver:
     async def has_layer(self, layer: Layer) -> bool:
         return False
 
-    async def adopt_file(self, layer: Layer, path: str, source: str) -> bool:
+    async def adopt_file(self, layer: Layer, local: LocalBlob, source: str) -> bool:
         if layer.compression is not Compression.NONE:
             return False
         if not self._destination.output.discards_on_error:
             return False
         self._staged[layer.diff_id] = StagedLayer(
-            layer.diff_id, layer.blob.size, path, pending_check=layer, store=source
+            layer.diff_id,
+            layer.blob.size,
+            local.path,
+            pending_check=layer,
+            store=source,
+            offset=local.offset,
         )
         return True
 
@@ -115,9 +122,9 @@ class _ArchiveReceiver:
             written += n
             progress(WriteAdvanced(n))
 
-        await self._destination.output.write(
+        output_bytes = await self._destination.output.write(
             members, self._staged, advance, jobs=self._context.jobs
         )
         if written != total:  # pragma: no cover - a planning bug, not a runtime condition
             raise OutputError(f"wrote {written} bytes but planned {total}")
-        return ArchiveWritten(written)
+        return ArchiveWritten(output_bytes, total)

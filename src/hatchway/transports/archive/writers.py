@@ -124,16 +124,21 @@ class _PositionalFile:
                     store=body.store,
                 )
                 with os.fdopen(os.dup(src), "rb", buffering=0) as file:
-                    while n := await anyio.to_thread.run_sync(decoder.feed_file, file, COPY_STEP):
+                    file.seek(body.offset)
+                    while n := await anyio.to_thread.run_sync(
+                        decoder.feed_file, file, min(COPY_STEP, body.size - decoder.consumed)
+                    ):
                         advance(n)
                 await anyio.to_thread.run_sync(decoder.finish)
                 return
             done = 0
             while done < body.size:
                 step = min(COPY_STEP, body.size - done)
-                n = await anyio.to_thread.run_sync(self._copy, src, done, offset + done, step)
+                n = await anyio.to_thread.run_sync(
+                    self._copy, src, body.offset + done, offset + done, step
+                )
                 if n == 0:
-                    raise OutputError(f"staged layer {body.path} is shorter than {body.size} bytes")
+                    raise OutputError(f"{body.path} is shorter than its layer ({body.size} bytes)")
                 done += n
                 advance(n)
         finally:
@@ -173,13 +178,19 @@ class _MovingOffset:
 class SequentialWriter(Protocol):
     """Where an archive goes front to back."""
 
+    #: Whether the writer verifies a layer whose check is pending while it copies it (only
+    #: writers into an output that any failure discards may).
+    verifies_pending: bool
+
     async def write(self, data: bytes) -> None: ...
 
-    async def write_file(self, path: str, size: int, advance: Advance) -> None:
-        """Append exactly ``size`` bytes read from the start of the file at ``path``."""
+    async def write_file(self, body: StagedLayer, advance: Advance) -> None:
+        """Append the ``body.size`` bytes of a staged layer."""
         ...
 
-    async def flush(self) -> None: ...
+    async def finish(self) -> None:
+        """The archive is complete: write out everything still buffered."""
+        ...
 
 
 async def write_sequential(
@@ -188,7 +199,8 @@ async def write_sequential(
     out: SequentialWriter,
     advance: Advance,
 ) -> None:
-    """Write the archive front to back; every layer must already be verified."""
+    """Write the archive front to back; a layer whose check is pending goes only to a writer
+    that verifies it on the way."""
     for member in members:
         header = member_header(member)
         await out.write(header)
@@ -198,19 +210,22 @@ async def write_sequential(
             advance(member.size + len(tarstream.padding(member.size)))
         elif member.layer is not None:
             body = bodies[member.layer]
-            if body.pending_check is not None:  # pragma: no cover - an engine invariant
+            if body.pending_check is not None and not out.verifies_pending:  # pragma: no cover
+                # an engine invariant: only outputs that discard on error adopt files
                 raise OutputError(f"{body.path}: unverified layer sent to a sequential output")
-            await out.write_file(body.path, member.size, advance)
+            await out.write_file(body, advance)
             pad = tarstream.padding(member.size)
             await out.write(pad)
             advance(len(pad))
     await out.write(tarstream.END_OF_ARCHIVE)
     advance(len(tarstream.END_OF_ARCHIVE))
-    await out.flush()
+    await out.finish()
 
 
 class FdWriter:
     """Front to back into a file descriptor owned by the caller (not closed here)."""
+
+    verifies_pending = False
 
     def __init__(self, fd: int, description: str) -> None:
         self._fd = fd
@@ -228,17 +243,20 @@ class FdWriter:
             data, self._buffer = bytes(self._buffer), bytearray()
             await anyio.to_thread.run_sync(self._write_all, data)
 
-    async def write_file(self, path: str, size: int, advance: Advance) -> None:
+    async def finish(self) -> None:
         await self.flush()
-        src = await anyio.to_thread.run_sync(_open_staged, path)
+
+    async def write_file(self, body: StagedLayer, advance: Advance) -> None:
+        await self.flush()
+        src = await anyio.to_thread.run_sync(_open_staged, body.path)
         try:
-            offset = 0
-            while offset < size:
-                step = min(COPY_STEP, size - offset)
-                n = await anyio.to_thread.run_sync(self._copy, src, offset, step)
+            done = 0
+            while done < body.size:
+                step = min(COPY_STEP, body.size - done)
+                n = await anyio.to_thread.run_sync(self._copy, src, body.offset + done, step)
                 if n == 0:
-                    raise OutputError(f"staged layer {path} is shorter than {size} bytes")
-                offset += n
+                    raise OutputError(f"{body.path} is shorter than its layer ({body.size} bytes)")
+                done += n
                 advance(n)
         finally:
             with anyio.CancelScope(shield=True):
@@ -271,6 +289,8 @@ class FdWriter:
 class StreamWriter:
     """Front to back into an anyio :class:`~anyio.abc.ByteSendStream` (not closed here)."""
 
+    verifies_pending = False
+
     def __init__(self, stream: ByteSendStream) -> None:
         self._stream = stream
         self._buffer = bytearray()
@@ -285,14 +305,18 @@ class StreamWriter:
             data, self._buffer = bytes(self._buffer), bytearray()
             await self._stream.send(data)
 
-    async def write_file(self, path: str, size: int, advance: Advance) -> None:
+    async def finish(self) -> None:
         await self.flush()
-        remaining = size
-        async with await anyio.open_file(path, "rb") as file:
+
+    async def write_file(self, body: StagedLayer, advance: Advance) -> None:
+        await self.flush()
+        remaining = body.size
+        async with await anyio.open_file(body.path, "rb") as file:
+            await file.seek(body.offset)
             while remaining:
                 chunk = await file.read(min(CHUNK_SIZE, remaining))
                 if not chunk:
-                    raise OutputError(f"staged layer {path} is shorter than {size} bytes")
+                    raise OutputError(f"{body.path} is shorter than its layer ({body.size} bytes)")
                 await self._stream.send(chunk)
                 remaining -= len(chunk)
                 advance(len(chunk))

@@ -39,7 +39,7 @@ from hatchway.model import (
     sha256_digest,
 )
 from hatchway.reference import ImageQuery, Reference
-from hatchway.transports.base import ResolvedImage
+from hatchway.transports.base import LocalBlob, ResolvedImage
 from hatchway.transports.images import load_image
 from hatchway.transports.layout.spec import (
     INDEX_NAME,
@@ -135,8 +135,8 @@ class OCILayoutStore:
                 await chunks.aclose()
                 await file.aclose()
 
-    def local_path(self, descriptor: Descriptor) -> str | None:
-        return str(self._blob_path(descriptor.digest))
+    def local_file(self, descriptor: Descriptor) -> LocalBlob | None:
+        return LocalBlob(str(self._blob_path(descriptor.digest)))
 
     async def aclose(self) -> None:
         self._entries = None

@@ -34,7 +34,7 @@ from hatchway.errors import (
 )
 from hatchway.model import Descriptor, ImageConfig, Platform, parse_config, sha256_digest
 from hatchway.reference import DEFAULT_TAG, ImageQuery, Reference
-from hatchway.transports.base import ResolvedImage
+from hatchway.transports.base import LocalBlob, ResolvedImage
 from hatchway.transports.images import load_image
 from hatchway.transports.registry.client import FetchedDocument, RegistryClient
 from hatchway.transports.registry.options import RegistryOptions
@@ -53,7 +53,7 @@ class RepositorySource:
     ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         return self.client.open_blob(self.repository, descriptor)
 
-    def local_path(self, descriptor: Descriptor) -> str | None:
+    def local_file(self, descriptor: Descriptor) -> LocalBlob | None:
         return None
 
 
