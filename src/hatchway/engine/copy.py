@@ -35,7 +35,7 @@ from hatchway.concurrency import KeyedOnce, collapse_errors
 from hatchway.decode import LayerDecoder
 from hatchway.engine.resolve import assemble, resolve_all
 from hatchway.errors import HatchwayError, StoreError
-from hatchway.limits import CHUNK_SIZE, STEP_BYTES
+from hatchway.limits import CHUNK_SIZE, SMALL_BLOB, STEP_BYTES
 from hatchway.model import Layer, Platform
 from hatchway.progress import (
     CopyFinished,
@@ -169,16 +169,22 @@ class _Mover:
             store=source.description,
             decompress=self.form is LayerForm.UNCOMPRESSED,
         )
+        if local is not None and layer.blob.size <= SMALL_BLOB:
+            # A small file is read, verified and written in one worker-thread call.
+            size = await anyio.to_thread.run_sync(_decode_small, decoder, local, source.description)
+            self.progress(LayerAdvanced(key, layer.blob.size))
+            return size
         if local is not None:
             file = await anyio.to_thread.run_sync(_open_blob_file, local, source.description)
             # A range ends where the blob does; a whole file is read to its end, so that a file
             # longer than its descriptor is caught.
-            end = None if local.size is None else local.size
+            end = local.size
             try:
                 while n := await anyio.to_thread.run_sync(
                     decoder.feed_file,
                     file,
                     STEP_BYTES if end is None else min(STEP_BYTES, end - decoder.consumed),
+                    anyio.from_thread.check_cancelled,
                 ):
                     self.progress(LayerAdvanced(key, n))
             finally:
@@ -199,6 +205,16 @@ class _Mover:
                 await anyio.to_thread.run_sync(decoder.feed, b"".join(pending))
                 self.progress(LayerAdvanced(key, buffered))
         return await anyio.to_thread.run_sync(decoder.finish)
+
+
+def _decode_small(decoder: LayerDecoder, local: LocalBlob, store: str) -> int:
+    file = _open_blob_file(local, store)
+    try:
+        end = local.size if local.size is not None else decoder.layer.blob.size + 1
+        decoder.feed_file(file, end)
+    finally:
+        file.close()
+    return decoder.finish()
 
 
 def _open_blob_file(local: LocalBlob, store: str) -> IO[bytes]:

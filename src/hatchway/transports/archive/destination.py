@@ -17,8 +17,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
+
 from hatchway.errors import OutputError
-from hatchway.formats import ArchiveFormat, ExportImage, archive_size, plan_archive
+from hatchway.formats import ArchiveFormat, ExportImage, Member, archive_size, plan_archive
 from hatchway.model import Compression, Layer
 from hatchway.progress import WriteAdvanced, WriteStarted
 from hatchway.transports.archive.outputs import ArchiveOutput
@@ -70,6 +72,13 @@ class ArchiveDestination:
             await remove_staging_dir(directory)
 
 
+def _plan(
+    archive_format: ArchiveFormat, images: list[ExportImage], sizes: dict[str, int]
+) -> tuple[tuple[Member, ...], int]:
+    members = plan_archive(archive_format, images, sizes)
+    return members, archive_size(members)
+
+
 class _ArchiveReceiver:
     def __init__(
         self,
@@ -111,8 +120,11 @@ class _ArchiveReceiver:
     async def commit(self) -> ArchiveWritten:
         images = [ExportImage(i.image.config, i.image.layers, i.tags) for i in self._plan.images]
         sizes = {diff_id: staged.size for diff_id, staged in self._staged.items()}
-        members = plan_archive(self._destination.archive_format, images, sizes)
-        total = archive_size(members)
+        # Planning is pure but not free (thousands of members for a big bundle): a worker
+        # thread keeps the event loop responsive meanwhile.
+        members, total = await anyio.to_thread.run_sync(
+            _plan, self._destination.archive_format, images, sizes
+        )
         progress = self._context.progress
         progress(WriteStarted(total))
         written = 0

@@ -53,6 +53,27 @@ async def write_positional(
     """Write the archive into the regular file ``fd``: metadata runs in order, then layer
     bodies concurrently (at most ``jobs`` at once)."""
     out = _PositionalFile(fd, description)
+    # Laying out thousands of headers is CPU work: a worker thread, not the event loop.
+    runs, placed = await anyio.to_thread.run_sync(_lay_out, members, bodies)
+    for start, data in runs:
+        await anyio.to_thread.run_sync(out.write_at, start, data)
+        advance(len(data))
+    limiter = anyio.CapacityLimiter(jobs)
+
+    async def copy(at: int, body: StagedLayer) -> None:
+        async with limiter:
+            await out.copy_body(at, body, advance)
+
+    with collapse_errors():
+        async with anyio.create_task_group() as tg:
+            for at, body in placed:
+                tg.start_soon(copy, at, body)
+
+
+def _lay_out(
+    members: Sequence[Member], bodies: Mapping[str, StagedLayer]
+) -> tuple[list[tuple[int, bytes]], list[tuple[int, StagedLayer]]]:
+    """The archive as runs of metadata bytes at their offsets, and the offset of every body."""
     runs: list[tuple[int, bytes]] = []
     placed: list[tuple[int, StagedLayer]] = []
     offset = 0
@@ -84,19 +105,7 @@ async def write_positional(
         run_start = offset
     run += tarstream.END_OF_ARCHIVE
     close_run()
-    for start, data in runs:
-        await anyio.to_thread.run_sync(out.write_at, start, data)
-        advance(len(data))
-    limiter = anyio.CapacityLimiter(jobs)
-
-    async def copy(at: int, body: StagedLayer) -> None:
-        async with limiter:
-            await out.copy_body(at, body, advance)
-
-    with collapse_errors():
-        async with anyio.create_task_group() as tg:
-            for at, body in placed:
-                tg.start_soon(copy, at, body)
+    return runs, placed
 
 
 class _PositionalFile:
@@ -126,7 +135,10 @@ class _PositionalFile:
                 with os.fdopen(os.dup(src), "rb", buffering=0) as file:
                     file.seek(body.offset)
                     while n := await anyio.to_thread.run_sync(
-                        decoder.feed_file, file, min(COPY_STEP, body.size - decoder.consumed)
+                        decoder.feed_file,
+                        file,
+                        min(COPY_STEP, body.size - decoder.consumed),
+                        anyio.from_thread.check_cancelled,
                     ):
                         advance(n)
                 await anyio.to_thread.run_sync(decoder.finish)
