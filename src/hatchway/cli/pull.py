@@ -44,6 +44,10 @@ def pull_command(
     (Docker Hub names as docker.io/library/...). Multi-platform images store the manifest
     for --platform (default: this host's). Blobs are written atomically and index.json is
     replaced atomically under a lock, so pulls may run side by side.
+
+    Registries are reached over HTTPS, trusting the system's CAs, --ca-cert and the
+    certs.d directories; a loopback registry that does not speak TLS gets plain HTTP.
+    Mirrors in registries.conf are followed; the store records the names given.
     """
     registry = registry_settings(creds, insecure, ca_cert)
 

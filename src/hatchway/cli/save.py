@@ -73,6 +73,10 @@ def save_command(
     Docker Hub names are familiar: busybox == docker.io/library/busybox.
     Local and registry names may be mixed in one save.
 
+    Registries are reached over HTTPS, trusting the system's CAs, --ca-cert and the
+    certs.d directories; a loopback registry that does not speak TLS gets plain HTTP.
+    Mirrors in registries.conf are followed; the archive records the names given.
+
     Without -o (or with -o -) the archive goes to standard output, which must not be a
     terminal. On any error nothing is written and the exit status is 1.
     """
