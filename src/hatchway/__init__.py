@@ -27,6 +27,7 @@ from hatchway.api import (
 from hatchway.errors import (
     AmbiguousReference,
     BlobNotFound,
+    ConfigError,
     DigestMismatch,
     HatchwayError,
     InvalidReference,
@@ -64,6 +65,7 @@ __all__ = [
     "ArchiveFormat",
     "BlobNotFound",
     "BlobSource",
+    "ConfigError",
     "CopyFinished",
     "CopyStarted",
     "DigestMismatch",

@@ -290,7 +290,8 @@ def explain(diagnosis: Diagnosis, trust: HostTrust, api_host: str) -> str:
     """The message for a permanent failure, to follow the registry's name: what happened and
     how to fix it.  ``api_host`` is named only where it differs from ``trust.host``."""
     host = trust.host
-    of = "" if api_host == host else f" of {api_host}"
+    same = api_host == host
+    of, to, at = ("", "", "") if same else (f" of {api_host}", f" to {api_host}", f" {api_host}")
     dirs = " or ".join(f"{d}/" for d in _hint_dirs(trust))
     failure = diagnosis.failure
     if failure is Failure.CERTIFICATE:
@@ -305,24 +306,24 @@ def explain(diagnosis: Diagnosis, trust: HostTrust, api_host: str) -> str:
     if failure is Failure.CLIENT_CERTIFICATE:
         if trust.client_cert is None:
             return (
-                f"the registry{of} demands a client certificate (TLS alert: "
+                f"the registry{at} demands a client certificate (TLS alert: "
                 f"{diagnosis.reason}); give --client-cert FILE --client-key FILE, "
                 f"or put NAME.cert and NAME.key in {dirs}"
             )
         return (
-            f"the registry{of} rejected the client certificate {trust.client_cert} "
+            f"the registry{at} rejected the client certificate {trust.client_cert} "
             f"(TLS alert: {diagnosis.reason})"
         )
     if failure is Failure.REFUSED:
-        return f"cannot connect{of}: connection refused (is the registry running?)"
+        return f"cannot connect{to}: connection refused (is the registry running?)"
     if failure is Failure.UNKNOWN_HOST:
-        return f"cannot connect{of}: unknown host ({diagnosis.reason})"
+        return f"cannot connect{to}: unknown host ({diagnosis.reason})"
     if failure is Failure.NOT_TLS:
         return (
-            f"the registry{of} does not speak TLS; if it serves plain HTTP, "
+            f"the registry{at} does not speak TLS; if it serves plain HTTP, "
             f"name it with --insecure-registry {host}"
         )
-    return f"cannot connect{of}"
+    return f"cannot connect{to}"
 
 
 def _hint_dirs(trust: HostTrust) -> tuple[str, ...]:
