@@ -216,6 +216,16 @@ async def test_an_unreadable_ca_cert_is_an_error(tls_lab: TlsLab, tmp_path: Path
     assert f"cannot load CA certificate {bogus}" in str(error)
 
 
+async def test_a_client_key_that_does_not_match_its_certificate_is_an_error(
+    tls_lab: TlsLab, tmp_path: Path
+) -> None:
+    one, other = tls_lab.pki.client("one"), tls_lab.pki.client("other")
+    opts = _opts(client_cert=str(one.cert), client_key=str(other.key))
+    error = await _fails(tls_lab.mtls.host, opts, tmp_path)
+    assert f"cannot load client certificate {one.cert} with key {other.key}: " in str(error)
+    assert "key values mismatch" in str(error)
+
+
 @pytest.mark.parametrize("name", ["127.0.0.1", "localhost"])
 async def test_a_refused_connection_fails_at_once(name: str, tmp_path: Path) -> None:
     host = f"{name}:{free_port()}"
