@@ -17,6 +17,7 @@ from hatchway.api import list_images, open_store, pull, save
 from hatchway.errors import (
     AmbiguousReference,
     BlobNotFound,
+    ConfigError,
     DigestMismatch,
     HatchwayError,
     InvalidReference,
@@ -58,6 +59,7 @@ __all__ = [
     "BlobNotFound",
     "BlobSource",
     "Compression",
+    "ConfigError",
     "CopyFinished",
     "CopyStarted",
     "DigestMismatch",
