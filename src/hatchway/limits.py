@@ -28,6 +28,12 @@ STEP_BYTES = 16 << 20
 #: call: for the many tiny layers of real images, thread hand-offs would cost more than the work.
 SMALL_BLOB = 256 << 10
 
+#: A layer of at most this many uncompressed bytes is staged in memory, not in a file, while
+#: the copy's ``MEMORY_STAGING`` budget lasts: no file, no rename, and its bytes are written
+#: into the archive with the metadata around them.
+SMALL_STAGED = 256 << 10
+MEMORY_STAGING = 16 << 20
+
 #: Bytes copied per worker-thread step when a staged layer moves into the output.
 COPY_STEP = 8 << 20
 

@@ -21,10 +21,12 @@ import anyio
 
 from hatchway.errors import OutputError
 from hatchway.formats import ArchiveFormat, ExportImage, Member, archive_size, plan_archive
+from hatchway.limits import MEMORY_STAGING
 from hatchway.model import Compression, Layer
 from hatchway.progress import WriteAdvanced, WriteStarted
 from hatchway.transports.archive.outputs import ArchiveOutput
 from hatchway.transports.archive.staging import (
+    MemoryBudget,
     StagedLayer,
     StagingFile,
     make_staging_dir,
@@ -92,6 +94,7 @@ class _ArchiveReceiver:
         self._directory = directory
         self._context = context
         self._staged: dict[str, StagedLayer] = {}
+        self._memory = MemoryBudget(MEMORY_STAGING)
 
     async def has_layer(self, layer: Layer) -> bool:
         return False
@@ -112,7 +115,7 @@ class _ArchiveReceiver:
         return True
 
     async def open_layer(self, layer: Layer) -> StagingFile:
-        return await StagingFile(self._directory, layer, self._record).open()
+        return StagingFile(self._directory, layer, self._record, self._memory)
 
     def _record(self, staged: StagedLayer) -> None:
         self._staged[staged.diff_id] = staged

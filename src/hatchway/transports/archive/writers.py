@@ -91,11 +91,13 @@ def _lay_out(
             run_start = offset
         run += header
         offset += len(header)
-        if member.data is not None:
-            run += member.data + tarstream.padding(member.size)
-        elif member.layer is not None:
+        body = bodies[member.layer] if member.layer is not None else None
+        data = member.data if body is None else body.data
+        if data is not None:  # small files, and small layers kept in memory
+            run += data + tarstream.padding(member.size)
+        elif body is not None:
             close_run()
-            placed.append((offset, bodies[member.layer]))
+            placed.append((offset, body))
             run_start = offset + member.size
             run += tarstream.padding(member.size)
         offset += member.size + len(tarstream.padding(member.size))
@@ -225,7 +227,11 @@ async def write_sequential(
             if body.pending_check is not None and not out.verifies_pending:  # pragma: no cover
                 # an engine invariant: only outputs that discard on error adopt files
                 raise OutputError(f"{body.path}: unverified layer sent to a sequential output")
-            await out.write_file(body, advance)
+            if body.data is not None:
+                await out.write(body.data)
+                advance(len(body.data))
+            else:
+                await out.write_file(body, advance)
             pad = tarstream.padding(member.size)
             await out.write(pad)
             advance(len(pad))
