@@ -25,8 +25,8 @@ destination opened — which keeps it only after every check passed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import IO, Generic, TypeVar, cast
 
 import anyio
@@ -96,14 +96,14 @@ async def copy(
     if jobs < 1:
         raise HatchwayError(f"jobs must be at least 1, not {jobs}")
     resolved = await resolve_all(queries, source, platform)
-    plan = assemble(queries, resolved)
+    plan = _with_local_files(assemble(queries, resolved))
     form = destination.layer_form
     distinct = {form.key(la): la for i in plan.images for la in i.image.layers}
     progress(
         CopyStarted(len(plan.images), len(distinct), sum(la.blob.size for la in distinct.values()))
     )
     async with destination.receive(plan, CopyContext(jobs, progress)) as receiver:
-        mover = _Mover(receiver, form, jobs, progress)
+        mover = _Mover(receiver, form, jobs, progress, plan.local_files)
         with collapse_errors():
             async with anyio.create_task_group() as tg:
                 for image in plan.images:
@@ -115,13 +115,31 @@ async def copy(
     return CopyReport(plan, len(distinct), len(fetched), sum(fetched), result)
 
 
+def _with_local_files(plan: CopyPlan) -> CopyPlan:
+    """The plan, with each layer's local file as its (first) source describes it."""
+    local_files: dict[str, LocalBlob] = {}
+    for image in plan.images:
+        for layer in image.image.layers:
+            if layer.blob.digest not in local_files:
+                local = image.image.source.local_file(layer.blob)
+                if local is not None:
+                    local_files[layer.blob.digest] = local
+    return replace(plan, local_files=local_files)
+
+
 class _Mover:
     """The layer moves of one copy: each key once, at most ``jobs`` at a time."""
 
     def __init__(
-        self, receiver: Receiver[object], form: LayerForm, jobs: int, progress: ProgressCallback
+        self,
+        receiver: Receiver[object],
+        form: LayerForm,
+        jobs: int,
+        progress: ProgressCallback,
+        local_files: Mapping[str, LocalBlob],
     ) -> None:
         self.receiver = receiver
+        self.local_files = local_files
         self.form = form
         self.progress = progress
         self.slots = anyio.CapacityLimiter(jobs)
@@ -137,7 +155,7 @@ class _Mover:
             self.progress(LayerStarted(key, layer.blob.size))
             self.progress(LayerDone(key, layer.blob.size))
             return 0
-        local = source.local_file(layer.blob)
+        local = self.local_files.get(layer.blob.digest)
         if local is not None and await self.receiver.adopt_file(layer, local, source.description):
             self.progress(LayerStarted(key, layer.blob.size))
             self.progress(LayerDone(key, layer.blob.size))

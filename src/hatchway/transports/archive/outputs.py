@@ -35,7 +35,7 @@ import anyio
 from anyio.abc import ByteSendStream
 
 from hatchway.errors import OutputError
-from hatchway.files import atomic_file
+from hatchway.files import AtomicTemp, atomic_file
 from hatchway.formats import Member, archive_size
 from hatchway.model import Compression
 from hatchway.transports.archive.compress import (
@@ -67,6 +67,11 @@ class ArchiveOutput(Protocol):
     discards_on_error: bool
     #: Where the staging area goes unless ``--tmpdir`` says otherwise.
     staging_parent: str
+
+    def placement(self) -> AtomicTemp | None:
+        """A temp file to decode layers straight into, at their offsets, before the archive
+        is written (``None``: this output is written front to back, or compressed)."""
+        ...
 
     async def write(
         self,
@@ -173,6 +178,13 @@ class FileOutput:
         self._fsync = fsync
         self._compression = compression or OutputCompression()
 
+    def placement(self) -> AtomicTemp | None:
+        """The temp file layers may be decoded straight into (pipelined writing), when the
+        archive is not compressed: its bytes then sit at their final offsets."""
+        if self._compression.compression is not Compression.NONE:
+            return None
+        return AtomicTemp(self.path, fsync=self._fsync)
+
     async def write(
         self,
         members: Sequence[Member],
@@ -205,6 +217,9 @@ class FdOutput:
         self.staging_parent = tempfile.gettempdir()
         self._compression = compression or OutputCompression()
 
+    def placement(self) -> AtomicTemp | None:
+        return None  # written front to back, once every layer is verified
+
     async def write(
         self,
         members: Sequence[Member],
@@ -228,6 +243,9 @@ class DeviceOutput:
         self.description = str(path)
         self.staging_parent = tempfile.gettempdir()
         self._compression = compression or OutputCompression()
+
+    def placement(self) -> AtomicTemp | None:
+        return None  # written front to back, once every layer is verified
 
     async def write(
         self,
@@ -262,6 +280,9 @@ class StreamOutput:
         self._stream = stream
         self.staging_parent = tempfile.gettempdir()
         self._compression = compression or OutputCompression()
+
+    def placement(self) -> AtomicTemp | None:
+        return None  # written front to back, once every layer is verified
 
     async def write(
         self,

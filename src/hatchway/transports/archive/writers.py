@@ -73,9 +73,20 @@ async def write_positional(
 def _lay_out(
     members: Sequence[Member], bodies: Mapping[str, StagedLayer]
 ) -> tuple[list[tuple[int, bytes]], list[tuple[int, StagedLayer]]]:
-    """The archive as runs of metadata bytes at their offsets, and the offset of every body."""
+    """The archive as runs of metadata bytes at their offsets, and the offset of every body
+    (bodies kept in memory go into the runs)."""
+    runs, placed = lay_out(members, lambda diff_id: bodies[diff_id].data)
+    return runs, [(offset, bodies[diff_id]) for offset, diff_id in placed]
+
+
+def lay_out(
+    members: Sequence[Member], inline: Callable[[str], bytes | None]
+) -> tuple[list[tuple[int, bytes]], list[tuple[int, str]]]:
+    """The archive as runs of bytes at their offsets — headers, small files, padding, and the
+    layer bodies ``inline`` returns bytes for — and the offset of every other layer body
+    (by diffID).  Pure; the runs and bodies together cover the archive exactly."""
     runs: list[tuple[int, bytes]] = []
-    placed: list[tuple[int, StagedLayer]] = []
+    placed: list[tuple[int, str]] = []
     offset = 0
     run_start, run = 0, bytearray()
 
@@ -91,13 +102,12 @@ def _lay_out(
             run_start = offset
         run += header
         offset += len(header)
-        body = bodies[member.layer] if member.layer is not None else None
-        data = member.data if body is None else body.data
+        data = member.data if member.layer is None else inline(member.layer)
         if data is not None:  # small files, and small layers kept in memory
             run += data + tarstream.padding(member.size)
-        elif body is not None:
+        elif member.layer is not None:
             close_run()
-            placed.append((offset, body))
+            placed.append((offset, member.layer))
             run_start = offset + member.size
             run += tarstream.padding(member.size)
         offset += member.size + len(tarstream.padding(member.size))
