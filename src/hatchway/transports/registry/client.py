@@ -14,12 +14,24 @@ httpx runs on anyio, so this works under asyncio and trio alike.  Contracts:
   one of the registry's ``max_connections_per_registry`` slots while it runs, and is retried
   per :class:`~hatchway.transports.registry.options.RetryPolicy`.  Failures raise
   :class:`~hatchway.errors.RegistryError` naming registry, repository and status.
+* :meth:`RegistryClient.request` is the same authorised, slotted request for any method, body
+  and token scopes, without retries or status checks: the write side (``upload``,
+  ``destination``) builds its own protocol on it and turns answers into errors with
+  :meth:`RegistryClient.failure`.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
@@ -31,7 +43,7 @@ from hatchway.errors import RegistryError
 from hatchway.limits import MAX_DOCUMENT_SIZE, STREAM_CHUNK
 from hatchway.model import Descriptor
 from hatchway.transports.registry.auth import Authenticator
-from hatchway.transports.registry.credentials import Credentials, lookup
+from hatchway.transports.registry.credentials import CredentialLookup, Credentials
 from hatchway.transports.registry.options import RegistryOptions
 from hatchway.transports.registry.protocol import (
     MANIFEST_ACCEPT,
@@ -43,6 +55,8 @@ from hatchway.transports.registry.protocol import (
 
 T = TypeVar("T")
 _MAX_ERROR_BODY = 64 << 10
+#: A request body, made afresh for each attempt (an authorisation retry sends it again).
+Body = Callable[[], bytes | AsyncIterable[bytes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +102,8 @@ class RegistryClient:
         self._slots = anyio.CapacityLimiter(limit)
         explicit = Credentials.parse(options.creds) if options.creds else None
         self._creds_cache: dict[str, Credentials | None] = {}
+        self._creds_lock = anyio.Lock()
+        self._lookup = CredentialLookup()
         self._explicit = explicit
         self.auth = Authenticator(domain, options, self._credentials, self._http)
 
@@ -133,6 +149,50 @@ class RegistryClient:
         finally:
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()
+
+    @asynccontextmanager
+    async def request(
+        self,
+        method: str,
+        url: str,
+        repository: str,
+        *,
+        scopes: Sequence[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: Body | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """One authorised request holding a connection slot; the response (any status) is
+        streamed and closed when the context exits.  ``url`` is a path or an absolute URL (an
+        upload ``Location``); credentials go only to the registry's own origin.  ``scopes``
+        are the token scopes it needs (default: pull on ``repository``).  Transport errors
+        propagate as httpx's; nothing is retried except once on a 401 that new authorisation
+        may satisfy (so ``body`` must make a fresh body each call)."""
+        async with self._slots:
+            response = await self._send_authorised(
+                url, repository, dict(headers or {}), method=method, body=body, scopes=scopes
+            )
+            try:
+                yield response
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+
+    async def failure(
+        self, response: httpx.Response, repository: str, what: str
+    ) -> tuple[RegistryError, bool, float | None]:
+        """The error a response means, whether retrying may help (429, 502-504) and the
+        seconds a 429's ``Retry-After`` asks for."""
+        error = await self._status_error(response, repository, what)
+        if isinstance(error, _Retry):
+            return error.error, True, error.retry_after
+        assert isinstance(error, RegistryError)
+        return error, False, None
+
+    def transport_failure(
+        self, exc: httpx.TransportError, repository: str, what: str
+    ) -> RegistryError:
+        """The error a request that got no answer ends with, once retries ran out."""
+        return self._transport_error(exc, repository, what, None)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -228,12 +288,21 @@ class RegistryClient:
                     await response.aclose()
 
     async def _send_authorised(
-        self, path: str, repository: str, headers: dict[str, str]
+        self,
+        path: str,
+        repository: str,
+        headers: dict[str, str],
+        *,
+        method: str = "GET",
+        body: Body | None = None,
+        scopes: Sequence[str] | None = None,
     ) -> httpx.Response:
+        await self._prepare_credentials(repository)
         for attempt in range(2):
-            authorization = await self.auth.authorization(repository)
-            request = self._http.build_request("GET", path, headers=headers)
-            if authorization is not None:
+            authorization = await self.auth.authorization(repository, scopes)
+            content = body() if body is not None else None
+            request = self._http.build_request(method, path, headers=headers, content=content)
+            if authorization is not None and self._own_origin(request.url):
                 request.headers["Authorization"] = authorization
             response = await self._http.send(request, stream=True)
             if response.status_code != 401 or attempt == 1:
@@ -258,10 +327,11 @@ class RegistryClient:
         status = response.status_code
         message = parsed.message or response.reason_phrase or "error"
         if status in (401, 403):
+            problem = self._lookup.problem(self.domain)
             who = (
                 "with the given credentials"
                 if self.auth.has_credentials(repository)
-                else ("anonymously (no credentials for this registry)")
+                else f"anonymously ({problem or 'no credentials for this registry'})"
             )
             message = f"{what}: access denied {who}: {message}"
         else:
@@ -313,14 +383,30 @@ class RegistryClient:
             f"{what}: {_describe(exc)}{after} ({detail}; gave up after {tries} attempts)",
         )
 
+    async def _prepare_credentials(self, repository: str) -> None:
+        """Look the repository's credentials up once, in a worker thread (a credential helper
+        is a program, and may take a while)."""
+        if self._explicit is not None or not self.options.use_credential_files:
+            return
+        if repository in self._creds_cache:
+            return
+        async with self._creds_lock:
+            if repository not in self._creds_cache:
+                found = await anyio.to_thread.run_sync(self._lookup.find, self.domain, repository)
+                self._creds_cache[repository] = found
+
     def _credentials(self, repository: str) -> Credentials | None:
         if self._explicit is not None:
             return self._explicit
         if not self.options.use_credential_files:
             return None
         if repository not in self._creds_cache:
-            self._creds_cache[repository] = lookup(self.domain, repository)
+            self._creds_cache[repository] = self._lookup.find(self.domain, repository)
         return self._creds_cache[repository]
+
+    def _own_origin(self, url: httpx.URL) -> bool:
+        base = self._http.base_url
+        return (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port)
 
 
 async def _raw(response: httpx.Response, chunk_size: int | None = None) -> AsyncIterator[bytes]:
