@@ -4,6 +4,7 @@ The public API, re-exported once here (``tests/test_public_api.py`` keeps this l
 
     await hatchway.save(names, output, store=..., format=..., platform=..., jobs=..., progress=...)
     await hatchway.pull(names, store=..., registry=hatchway.RegistryOptions(...))
+    await hatchway.push(names, "registry.example:5000/mirror", store=..., registry=...)
     await hatchway.list_images(store)
     hatchway.open_store(path)        # an OCI image layout store, a Source
 
@@ -16,12 +17,15 @@ from hatchway.api import (
     Output,
     PulledImage,
     PullResult,
+    PushedImage,
+    PushResult,
     SavedImage,
     SaveResult,
     default_store_path,
     list_images,
     open_store,
     pull,
+    push,
     save,
 )
 from hatchway.errors import (
@@ -49,6 +53,9 @@ from hatchway.progress import (
     LayerStarted,
     ProgressCallback,
     ProgressEvent,
+    UploadAdvanced,
+    UploadDone,
+    UploadStarted,
     WriteAdvanced,
     WriteStarted,
 )
@@ -84,6 +91,8 @@ __all__ = [
     "ProgressEvent",
     "PullResult",
     "PulledImage",
+    "PushResult",
+    "PushedImage",
     "RegistryError",
     "RegistryOptions",
     "ResolvedImage",
@@ -94,6 +103,9 @@ __all__ = [
     "StoreError",
     "Timeouts",
     "UnsupportedMediaType",
+    "UploadAdvanced",
+    "UploadDone",
+    "UploadStarted",
     "WriteAdvanced",
     "WriteStarted",
     "__version__",
@@ -101,5 +113,6 @@ __all__ = [
     "list_images",
     "open_store",
     "pull",
+    "push",
     "save",
 ]

@@ -1,9 +1,10 @@
-"""The library entry points: :func:`save`, :func:`pull`, :func:`list_images`, :func:`open_store`.
+"""The library entry points: :func:`save`, :func:`pull`, :func:`push`, :func:`list_images`,
+:func:`open_store`.
 
 Each operation is one copy through the one engine (``hatchway.engine.copy``): ``save`` copies
 from the local store and registries into an archive, ``pull`` from registries into the local
-store.  All run under asyncio and trio (anyio only).  Example (asyncio; trio is the same with
-``trio.run``)::
+store, ``push`` from the local store and registries into a registry.  All run under asyncio
+and trio (anyio only).  Example (asyncio; trio is the same with ``trio.run``)::
 
     import asyncio, hatchway
 
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from anyio.abc import ByteSendStream
 
+from hatchway.encode import LayerCompression
 from hatchway.engine.copy import copy
 from hatchway.errors import HatchwayError
 from hatchway.formats import ArchiveFormat
@@ -166,6 +168,93 @@ async def pull(
         await source.aclose()
     pulled = tuple(PulledImage(s.name, s.digest, s.id) for s in report.result if s.name)
     return PullResult(pulled, report.blobs_fetched, report.bytes_fetched)
+
+
+@dataclass(frozen=True, slots=True)
+class PushedImage:
+    """One name a push wrote: ``HOST/REPO:TAG`` (or ``HOST/REPO@sha256:...`` for an image
+    pushed by digest), the digest of the manifest pushed, and the image ID."""
+
+    name: str
+    digest: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """What a push did: the names written, in the order given, and the blobs (layers and
+    configs) it uploaded, mounted from another repository of the registry, or skipped because
+    the repository had them — per repository, so a base layer uploaded once and mounted into
+    seven other repositories counts 1 upload and 7 mounts."""
+
+    images: tuple[PushedImage, ...]
+    blobs_uploaded: int
+    bytes_uploaded: int
+    blobs_mounted: int
+    blobs_skipped: int
+
+
+async def push(
+    names: Sequence[str],
+    to: str,
+    *,
+    store: Source | str | os.PathLike[str] | None = None,
+    registry: RegistryOptions | None = None,
+    platform: Platform | str | None = None,
+    jobs: int = DEFAULT_JOBS,
+    compress_layers: str = LayerCompression.GZIP.value,
+    tmpdir: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> PushResult:
+    """Push the images ``names`` into the registry ``to``.
+
+    ``names`` are what :func:`save` takes: local names (from ``store``, as for :func:`save`)
+    and ``docker://`` names, mixed.  ``to`` is ``[docker://]HOST[:PORT][/PREFIX]`` — each image
+    goes to ``HOST/PREFIX/`` + its repository path without its source registry's host, tags
+    kept, and an image named only by digest or ID is pushed by digest — or
+    ``[docker://]HOST[:PORT]/REPO:TAG`` for exactly one image (docs/registry.md, Push).
+
+    Blobs the registry has are skipped, a blob needed in several repositories is uploaded once
+    and mounted into the others, and every tag is written only after everything it needs is
+    in place: a failed push leaves no tag pointing at missing content.  Layers stored
+    compressed go up as they are; uncompressed ones are compressed with ``compress_layers``
+    (``"gzip"``, ``"zstd"`` or ``"none"``), deterministically, so the manifest pushed for such
+    an image names the compressed layers (same image ID, another manifest digest).  ``tmpdir``
+    holds what must be staged (compressed layers, blobs fetched from registries); ``registry``
+    configures both the source registries and the destination (credentials, TLS, retries).
+
+    Raises :class:`~hatchway.errors.HatchwayError` subclasses.
+    """
+    from hatchway.transports.registry.destination import RegistryDestination
+    from hatchway.transports.registry.targets import parse_push_target
+
+    target = parse_push_target(to)
+    try:
+        compression = LayerCompression(compress_layers)
+    except ValueError:
+        choices = ", ".join(c.value for c in LayerCompression)
+        raise HatchwayError(f"compress_layers must be one of {choices}") from None
+    the_platform = _platform(platform)
+    queries = [parse_query(name) for name in names]
+    options = registry or RegistryOptions()
+    destination = RegistryDestination(target, options, compression=compression, tmpdir=tmpdir)
+    async with _sources(store, options) as source:
+        report = await copy(
+            queries,
+            source,
+            destination,
+            platform=the_platform,
+            jobs=jobs,
+            progress=progress or ignore_progress,
+        )
+    done = report.result
+    return PushResult(
+        tuple(PushedImage(m.name, m.digest, m.id) for m in done.manifests),
+        done.uploaded,
+        done.bytes_uploaded,
+        done.mounted,
+        done.skipped,
+    )
 
 
 async def list_images(
