@@ -8,7 +8,8 @@ upstream HTTP server it can add:
   divided by it: bytes in flight stay in flight);
 * ``bandwidth`` — a cap in bytes per second per connection, in each direction;
 * ``fail_next`` — answer the next N requests ``503`` itself (``fail_status`` to change it),
-  with a distribution error body, then close the connection;
+  with a distribution error body, then close the connection; with ``fail_only`` only requests
+  whose ``METHOD path`` contains it count, and the first ``fail_skip`` of those pass;
 * ``drop_after`` — cut the connection after ``drop_after`` bytes of a blob GET's response, for
   the next ``drop_times`` responses long enough to be cut;
 * ``strip_range`` — remove ``Range`` headers (a server that cannot resume);
@@ -43,6 +44,8 @@ class Faults:
     bandwidth: float | None = None
     fail_next: int = 0
     fail_status: int = 503
+    fail_only: str = ""
+    fail_skip: int = 0
     drop_after: int | None = None
     drop_times: int = 0
     strip_range: bool = False
@@ -144,7 +147,10 @@ class FaultProxy:
                     faults.requests.append((method, path))
                     if any(ln.lower().startswith("range:") for ln in lines):
                         faults.ranged += 1
-                    inject = faults.fail_next > 0
+                    inject = faults.fail_next > 0 and faults.fail_only in f"{method} {path}"
+                    if inject and faults.fail_skip > 0:
+                        faults.fail_skip -= 1
+                        inject = False
                     if inject:
                         faults.fail_next -= 1
                         faults.injected += 1

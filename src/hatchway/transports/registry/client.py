@@ -25,7 +25,6 @@ from __future__ import annotations
 import ssl
 from collections.abc import (
     AsyncGenerator,
-    AsyncIterable,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -55,8 +54,11 @@ from hatchway.transports.registry.protocol import (
 
 T = TypeVar("T")
 _MAX_ERROR_BODY = 64 << 10
-#: A request body, made afresh for each attempt (an authorisation retry sends it again).
-Body = Callable[[], bytes | AsyncIterable[bytes]]
+#: A request body, made afresh for each attempt (an authorisation retry sends it again): bytes,
+#: or a stream (the caller sets ``Content-Length``).  A stream is an ``httpx.AsyncByteStream``
+#: whose iterator is an object, not an async generator: a generator abandoned mid-body when a
+#: connection breaks would be finalised by the garbage collector, which trio refuses.
+Body = Callable[[], bytes | httpx.AsyncByteStream]
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,7 +303,11 @@ class RegistryClient:
         for attempt in range(2):
             authorization = await self.auth.authorization(repository, scopes)
             content = body() if body is not None else None
-            request = self._http.build_request(method, path, headers=headers, content=content)
+            if isinstance(content, httpx.AsyncByteStream):
+                request = self._http.build_request(method, path, headers=headers)
+                request.stream = content
+            else:
+                request = self._http.build_request(method, path, headers=headers, content=content)
             if authorization is not None and self._own_origin(request.url):
                 request.headers["Authorization"] = authorization
             response = await self._http.send(request, stream=True)

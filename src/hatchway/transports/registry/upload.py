@@ -91,12 +91,12 @@ class BlobUploader:
         self,
         client: RegistryClient,
         *,
-        monolithic_max: int = UPLOAD_MONOLITHIC_MAX,
-        chunk: int = UPLOAD_CHUNK,
+        monolithic_max: int | None = None,
+        chunk: int | None = None,
     ) -> None:
         self.client = client
-        self.monolithic_max = monolithic_max
-        self.chunk = chunk
+        self.monolithic_max = UPLOAD_MONOLITHIC_MAX if monolithic_max is None else monolithic_max
+        self.chunk = UPLOAD_CHUNK if chunk is None else chunk
 
     async def exists(self, repository: str, digest: str) -> bool:
         """Whether ``repository`` holds the blob ``digest``."""
@@ -213,7 +213,7 @@ class BlobUploader:
         what = f"upload of blob {blob.digest}"
         try:
             async with self._request(
-                "PATCH", location, repository, headers, body=lambda: _read(fd, start, end, mark)
+                "PATCH", location, repository, headers, body=lambda: _Range(fd, start, end, mark)
             ) as r:
                 held = parse_upload_range(r.headers.get("range"))
                 if r.status_code == 202 and held in (None, end):
@@ -246,7 +246,7 @@ class BlobUploader:
         url = f"{location}{'&' if '?' in location else '?'}digest={blob.digest}"
         size = blob.size if fd is not None else 0
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        body = (lambda: _read(fd, 0, blob.size, mark)) if fd is not None else None
+        body = (lambda: _Range(fd, 0, blob.size, mark)) if fd is not None else None
         what = f"upload of blob {blob.digest}"
         try:
             async with self._request("PUT", url, repository, headers, body=body) as r:
@@ -277,7 +277,7 @@ class BlobUploader:
         headers: dict[str, str] | None = None,
         *,
         scopes: tuple[str, ...] | None = None,
-        body: Callable[[], AsyncIterator[bytes]] | None = None,
+        body: Callable[[], httpx.AsyncByteStream] | None = None,
     ) -> AbstractAsyncContextManager[httpx.Response]:
         return self.client.request(
             method,
@@ -328,14 +328,25 @@ class _Mark:
             self.high = position
 
 
-async def _read(fd: int, start: int, end: int, mark: _Mark) -> AsyncIterator[bytes]:
-    """The bytes ``[start, end)`` of the staged file, a chunk per worker-thread read."""
-    position = start
-    while position < end:
-        step = min(CHUNK_SIZE, end - position)
-        data = await anyio.to_thread.run_sync(os.pread, fd, step, position)
+class _Range(httpx.AsyncByteStream):
+    """A request body: the bytes ``[start, end)`` of a file, a chunk per worker-thread read."""
+
+    def __init__(self, fd: int, start: int, end: int, mark: _Mark) -> None:
+        self._fd = fd
+        self._position = start
+        self._end = end
+        self._mark = mark
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        self._mark.reached(self._position)  # what was handed over before was sent
+        if self._position >= self._end:
+            raise StopAsyncIteration
+        step = min(CHUNK_SIZE, self._end - self._position)
+        data = await anyio.to_thread.run_sync(os.pread, self._fd, step, self._position)
         if not data:
-            raise OSError(f"staged blob ended at byte {position} of {end}")
-        position += len(data)
-        yield data
-        mark.reached(position)
+            raise OSError(f"staged blob ended at byte {self._position} of {self._end}")
+        self._position += len(data)
+        return data
