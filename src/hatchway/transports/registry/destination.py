@@ -114,7 +114,14 @@ class RegistryDestination:
         directory = await make_staging_dir(self.tmpdir or tempfile.gettempdir())
         client = RegistryClient(self.target.registry, self.options)
         try:
-            yield _PushReceiver(self, layout, client, directory, context)
+            # Configs go up while the engine moves layers (they need nothing but themselves);
+            # the task group owns them, so a failure on either side cancels the other.
+            with collapse_errors():
+                async with anyio.create_task_group() as tg:
+                    receiver = _PushReceiver(self, layout, client, directory, context)
+                    for config in layout.configs:
+                        tg.start_soon(receiver.place_config, config)
+                    yield receiver
         finally:
             await remove_staging_dir(directory)
             with anyio.CancelScope(shield=True):
@@ -138,6 +145,7 @@ class _Layout:
         check_unique_tags([(n, i) for i, names in self.names.items() for n in names])
         self.blobs: dict[str, list[str]] = {}
         self.sources: dict[str, BlobSource] = {}
+        self.configs = {i.image.manifest.config.digest: i.image for i in plan.images}
         for image in plan.images:
             repos = self.repositories(image.id)
             for blob in (image.image.manifest.config.digest, *self._layer_keys(image)):
@@ -195,6 +203,8 @@ class _PushReceiver:
         self._missing: dict[str, list[str]] = {}
         #: Per uncompressed source layer: the compressed blob pushed in its place.
         self._replaced: dict[str, Descriptor] = {}
+        #: Per config: set once it is in every repository that needs it.
+        self._configs = {digest: anyio.Event() for digest in layout.configs}
         self.uploaded = self.bytes_uploaded = self.mounted = self.skipped = 0
 
     # -- the Receiver protocol -----------------------------------------------------------
@@ -298,15 +308,21 @@ class _PushReceiver:
 
     # -- configs and manifests -------------------------------------------------------------
 
-    async def _push_image(self, image: CopyImage, out: list[PushedManifest]) -> None:
-        config = image.image.manifest.config
-        repos = self._layout.repositories(image.id)
-        async with self._slots:
-            missing = await self._place(config.digest, repos, self._same_registry(config.digest))
+    async def place_config(self, digest: str) -> None:
+        """Put a config into every repository that needs it (from the start of the push)."""
+        image = self._layout.configs[digest]
+        descriptor = image.manifest.config
+        repos = self._layout.blobs[digest]
+        missing = await self._place(digest, repos, self._same_registry(digest))
         if missing:
-            path = self._directory / f"config-{config.digest.removeprefix('sha256:')}"
-            await anyio.Path(path).write_bytes(image.image.config.raw)
-            await self._deliver(StagedBlob(str(path), config.digest, config.size), missing)
+            path = self._directory / f"config-{digest.removeprefix('sha256:')}"
+            await anyio.Path(path).write_bytes(image.config.raw)
+            await self._deliver(StagedBlob(str(path), digest, descriptor.size), missing)
+        self._configs[digest].set()
+
+    async def _push_image(self, image: CopyImage, out: list[PushedManifest]) -> None:
+        """Every layer is in place: once the config is too, write the image's names."""
+        await self._configs[image.image.manifest.config.digest].wait()
         raw = replace_layers(image.image.manifest_raw, self._replaced)
         digest = sha256_digest(raw)
         for name in self._layout.names[image.id]:
