@@ -28,7 +28,6 @@ whose images carry blobs works the same way.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,31 +35,24 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO, cast
 
 import anyio
 import httpx
 
 from hatchway.concurrency import collapse_errors
-from hatchway.encode import LayerCompression, LayerEncoder, compressed_media_type, manifest_allows
-from hatchway.errors import DigestMismatch, HatchwayError, OutputError, RegistryError, StoreError
-from hatchway.files import write_all
-from hatchway.limits import CHUNK_SIZE
-from hatchway.model import Compression, Descriptor, Layer, replace_layers, sha256_digest
+from hatchway.encode import LayerCompression
+from hatchway.errors import DigestMismatch, RegistryError
+from hatchway.model import Descriptor, Layer, replace_layers, sha256_digest
 from hatchway.progress import UploadAdvanced, UploadDone, UploadStarted
 from hatchway.transports.archive.staging import make_staging_dir, remove_staging_dir
-from hatchway.transports.base import BlobSource, CopyContext, CopyImage, CopyPlan, LayerForm
+from hatchway.transports.base import CopyContext, CopyImage, CopyPlan, LayerForm
 from hatchway.transports.registry.client import RegistryClient
 from hatchway.transports.registry.options import RegistryOptions
 from hatchway.transports.registry.protocol import push_scope
+from hatchway.transports.registry.push_plan import PushPlan
 from hatchway.transports.registry.source import RepositorySource
-from hatchway.transports.registry.targets import (
-    PushName,
-    PushTarget,
-    check_single,
-    check_unique_tags,
-    push_name,
-)
+from hatchway.transports.registry.staged import StagedLayer, hash_file
+from hatchway.transports.registry.targets import PushName, PushTarget
 from hatchway.transports.registry.upload import BlobUploader, StagedBlob
 
 
@@ -110,7 +102,7 @@ class RegistryDestination:
 
     @asynccontextmanager
     async def receive(self, plan: CopyPlan, context: CopyContext) -> AsyncIterator[_PushReceiver]:
-        layout = _Layout(self.target, plan, self.compression)
+        layout = PushPlan(self.target, plan, self.compression)
         directory = await make_staging_dir(self.tmpdir or tempfile.gettempdir())
         client = RegistryClient(self.target.registry, self.options)
         try:
@@ -128,65 +120,13 @@ class RegistryDestination:
                 await client.aclose()
 
 
-class _Layout:
-    """Where everything goes (pure): each image's names, and which repositories need which
-    blob, in the order first needed.  Raises before anything is sent when the names cannot
-    be pushed (several images for one ``HOST/REPO:TAG``, one tag for two images, an ID-only
-    image without a prefix, zstd layers in a Docker manifest)."""
-
-    def __init__(self, target: PushTarget, plan: CopyPlan, compression: LayerCompression):
-        check_single(target, len(plan.images))
-        self.images = {i.id: i for i in plan.images}
-        self.names: dict[str, list[PushName]] = {i.id: [] for i in plan.images}
-        for name in plan.names:
-            pushed = push_name(target, name.reference, name.image_id)
-            if pushed not in self.names[name.image_id]:
-                self.names[name.image_id].append(pushed)
-        check_unique_tags([(n, i) for i, names in self.names.items() for n in names])
-        self.blobs: dict[str, list[str]] = {}
-        self.sources: dict[str, BlobSource] = {}
-        self.configs = {i.image.manifest.config.digest: i.image for i in plan.images}
-        for image in plan.images:
-            repos = self.repositories(image.id)
-            for blob in (image.image.manifest.config.digest, *self._layer_keys(image)):
-                needed = self.blobs.setdefault(blob, [])
-                needed += [r for r in repos if r not in needed]
-                self.sources.setdefault(blob, image.image.source)
-        self.compression = compression.compression
-        for image in plan.images:
-            self._check_compression(image)
-
-    def repositories(self, image_id: str) -> list[str]:
-        return list(dict.fromkeys(n.repository for n in self.names[image_id]))
-
-    def recompress(self, layer: Layer) -> bool:
-        return layer.compression is Compression.NONE and self.compression is not Compression.NONE
-
-    @staticmethod
-    def _layer_keys(image: CopyImage) -> list[str]:
-        return [layer.blob.digest for layer in image.image.layers]
-
-    def _check_compression(self, image: CopyImage) -> None:
-        raw = [la for la in image.image.layers if self.recompress(la)]
-        if not raw:
-            return
-        kind = image.image.manifest.media_type
-        mapped = all(compressed_media_type(la.blob.media_type, self.compression) for la in raw)
-        if not mapped or not manifest_allows(kind, self.compression):
-            raise HatchwayError(
-                f"image {image.id.removeprefix('sha256:')[:12]} has uncompressed layers and a "
-                f"{kind} manifest, which cannot describe {self.compression.value} layers; "
-                "use --compress-layers gzip (or none)"
-            )
-
-
 class _PushReceiver:
     """One push's way into the registry (a :class:`~hatchway.transports.base.Receiver`)."""
 
     def __init__(
         self,
         destination: RegistryDestination,
-        layout: _Layout,
+        layout: PushPlan,
         client: RegistryClient,
         directory: Path,
         context: CopyContext,
@@ -197,7 +137,6 @@ class _PushReceiver:
         self._uploader = BlobUploader(client)
         self._directory = directory
         self._progress = context.progress
-        self._jobs = context.jobs
         self._slots = anyio.CapacityLimiter(context.jobs)
         #: Per blob: the repositories that still lack it after the HEADs of ``has_layer``.
         self._missing: dict[str, list[str]] = {}
@@ -221,16 +160,16 @@ class _PushReceiver:
         if self._layout.recompress(layer):
             return False
         digest = layer.blob.digest
-        actual = await anyio.to_thread.run_sync(_hash_file, path, source)
+        actual = await anyio.to_thread.run_sync(hash_file, path, source)
         if actual != digest:
             raise DigestMismatch(f"{source}: layer blob {digest}", digest, actual)
         blob = StagedBlob(path, layer.blob.digest, layer.blob.size)
         await self._deliver(blob, self._missing[layer.blob.digest])
         return True
 
-    async def open_layer(self, layer: Layer) -> _StagedLayer:
+    async def open_layer(self, layer: Layer) -> StagedLayer:
         encoder = self._layout.compression if self._layout.recompress(layer) else None
-        return await _StagedLayer.create(self, layer, encoder)
+        return await StagedLayer.create(self._directory, layer, encoder, self.stage)
 
     async def commit(self) -> PushReport:
         pushed: list[list[PushedManifest]] = [[] for _ in self._layout.images]
@@ -360,82 +299,6 @@ class _PushReceiver:
             raise RegistryError(self._client.domain, repository, message)
 
 
-class _StagedLayer:
-    """Where the engine writes one layer (a :class:`~hatchway.transports.base.LayerTarget`):
-    a staging file, through the encoder when the layer is compressed on the way; committed,
-    it is pushed wherever it is missing."""
-
-    def __init__(
-        self,
-        receiver: _PushReceiver,
-        layer: Layer,
-        compression: Compression | None,
-        fd: int,
-        path: Path,
-    ) -> None:
-        self._receiver = receiver
-        self._layer = layer
-        self._path = path
-        self._fd: int | None = fd
-        self._compression = compression
-        self._encoder = LayerEncoder(compression or Compression.NONE, cast(IO[bytes], _Sink(self)))
-        self.name = str(path)
-
-    @classmethod
-    async def create(
-        cls, receiver: _PushReceiver, layer: Layer, compression: Compression | None
-    ) -> _StagedLayer:
-        path = receiver._directory / f"layer-{layer.blob.digest.removeprefix('sha256:')}"
-        try:
-            fd = await anyio.to_thread.run_sync(_create, path)
-        except OSError as exc:
-            raise OutputError(f"cannot write staging file {path}: {exc.strerror}") from None
-        return cls(receiver, layer, compression, fd, path)
-
-    def write(self, data: bytes | memoryview) -> int:
-        """What the engine hands over (from a worker thread): into the encoder."""
-        return self._encoder.write(data)
-
-    def sink(self, data: bytes | memoryview) -> None:
-        """Where the encoder's output goes: the staging file."""
-        assert self._fd is not None
-        try:
-            write_all(self._fd, data)
-        except OSError as exc:
-            raise OutputError(f"cannot write staging file {self._path}: {exc.strerror}") from None
-
-    async def commit(self, size: int) -> None:
-        digest, length = await anyio.to_thread.run_sync(self._encoder.finish)
-        await anyio.to_thread.run_sync(self._close)
-        blob = self._layer.blob
-        media_type = blob.media_type
-        if self._compression is not None:
-            media_type = compressed_media_type(media_type, self._compression) or media_type
-        elif digest != blob.digest:  # pragma: no cover - the engine verified these bytes
-            raise DigestMismatch(f"staging file {self._path}", blob.digest, digest)
-        descriptor = Descriptor(media_type, digest, length, blob.annotations)
-        staged = StagedBlob(str(self._path), digest, length)
-        await self._receiver.stage(self._layer, staged, descriptor)
-
-    async def discard(self) -> None:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._close)
-
-    def _close(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
-
-
-class _Sink:
-    def __init__(self, staged: _StagedLayer) -> None:
-        self._staged = staged
-
-    def write(self, data: bytes | memoryview) -> int:
-        self._staged.sink(data)
-        return len(data)
-
-
 async def _gather(calls: list[Callable[[], Awaitable[bool]]]) -> list[bool]:
     """Run the calls concurrently; their results in order (the first error wins)."""
     results = [False] * len(calls)
@@ -448,18 +311,3 @@ async def _gather(calls: list[Callable[[], Awaitable[bool]]]) -> list[bool]:
             for n in range(len(calls)):
                 tg.start_soon(run, n)
     return results
-
-
-def _create(path: Path) -> int:
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-
-
-def _hash_file(path: str, source: str) -> str:
-    hasher = hashlib.sha256()
-    try:
-        with open(path, "rb") as file:
-            while chunk := file.read(CHUNK_SIZE):
-                hasher.update(chunk)
-    except OSError as exc:
-        raise StoreError(source, f"{path}: {exc.strerror}") from None
-    return "sha256:" + hasher.hexdigest()
