@@ -304,8 +304,12 @@ class RegistryClient:
             authorization = await self.auth.authorization(repository, scopes)
             content = body() if body is not None else None
             if isinstance(content, httpx.AsyncByteStream):
-                request = self._http.build_request(method, path, headers=headers)
-                request.stream = content
+                # URL and default headers merged as for any request, the body ours as it is.
+                built = self._http.build_request(method, path, headers=headers)
+                request = httpx.Request(
+                    method, built.url, headers=built.headers, stream=content,
+                    extensions=built.extensions,
+                )  # fmt: skip
             else:
                 request = self._http.build_request(method, path, headers=headers, content=content)
             if authorization is not None and self._own_origin(request.url):
