@@ -55,7 +55,7 @@ quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress dis
 
 
 def registry_options(fn: Command) -> Command:
-    """The options that configure registry access, shared by ``save`` and ``pull``."""
+    """The options that configure registry access, shared by ``save``, ``pull`` and ``push``."""
     fn = click.option(
         "--ca-cert",
         metavar="FILE",
@@ -73,7 +73,8 @@ def registry_options(fn: Command) -> Command:
         "--creds",
         metavar="USER:PASSWORD",
         envvar="HATCHWAY_CREDS",
-        help="Registry credentials (default: $REGISTRY_AUTH_FILE, then ~/.docker/config.json).",
+        help="Registry credentials (default: $REGISTRY_AUTH_FILE, then ~/.docker/config.json "
+        "and its credential helpers).",
     )(fn)
     return fn
 
