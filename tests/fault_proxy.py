@@ -19,12 +19,14 @@ upstream HTTP server it can add:
   connection that breaks while it sends.
 
 It parses request heads and frames request bodies (``Content-Length`` or chunked) to count
-requests: ``requests`` lists ``(method, path)`` in arrival order.
+requests: ``requests`` lists ``(method, path)`` in arrival order; ``peak_connections`` is the
+most client connections open at once.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,6 +58,7 @@ class Faults:
     dropped: int = 0
     ranged: int = 0
     cut: int = 0
+    peak_connections: int = 0
 
 
 class _Connection:
@@ -73,12 +76,21 @@ class FaultProxy:
         self._lock = threading.Lock()
         self.port = 0
         self.host = ""
+        self._active = 0
 
     def reset(self, **changes: object) -> Faults:
         """Fresh faults (and counters) for the next run."""
         with self._lock:
             self.faults = Faults(**changes)  # type: ignore[arg-type]
             return self.faults
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Block until no client connection is open (the last run's have all closed)."""
+        deadline = time.monotonic() + timeout
+        while self._active and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self._active:
+            raise AssertionError(f"{self._active} connections still open after {timeout:g} s")
 
     def count(self, method: str, fragment: str = "") -> int:
         """Requests with ``method`` whose path contains ``fragment``."""
@@ -101,6 +113,16 @@ class FaultProxy:
             await listener.serve(self._handle)
 
     async def _handle(self, client: anyio.abc.SocketStream) -> None:
+        with self._lock:
+            self._active += 1
+            self.faults.peak_connections = max(self.faults.peak_connections, self._active)
+        try:
+            await self._serve_connection(client)
+        finally:
+            with self._lock:
+                self._active -= 1
+
+    async def _serve_connection(self, client: anyio.abc.SocketStream) -> None:
         async with client:
             try:
                 upstream = await anyio.connect_tcp("127.0.0.1", self.upstream_port)

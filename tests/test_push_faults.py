@@ -134,3 +134,25 @@ async def test_when_cuts_outlast_the_retries_no_tag_is_written(
     done = await _push(proxy, store, prefix)  # a later push completes what is missing
     assert done.blobs_skipped > 0
     assert tags_of(push_target, f"{prefix}/library/big") == ["1"]
+
+
+async def test_jobs_bound_the_uploads_and_open_as_many_connections(
+    proxy: FaultProxy, prefix: str, tmp_path: Path
+) -> None:
+    """Each upload holds a connection while its body goes: ``jobs`` above the registry's
+    connection limit (8 by default) raise it for the destination; below it, it stays."""
+    b = LayoutBuilder(tmp_path / "store")
+    layers = [b.layer({f"l/{i}": random.Random(100 + i).randbytes(200_000)}) for i in range(20)]
+    b.tag(b.image(layers), "many:1")
+    b.save()
+    for jobs, label in ((16, "wide"), (4, "narrow")):
+        proxy.wait_idle()
+        faults = proxy.reset(latency=0.02, bandwidth=1e6)
+        await hatchway.push(["many:1"], f"{proxy.host}/{prefix}-{label}", store=b.root,
+                            registry=options(), jobs=jobs)  # fmt: skip
+        # (The proxy counts a connection until it has closed its side too, so a peak may
+        # include one the client let go a moment earlier: no exact bound above the limit.)
+        if jobs > 8:
+            assert faults.peak_connections > 8
+        else:
+            assert faults.peak_connections <= 8

@@ -175,6 +175,7 @@ class RegistryClient:
             )
             try:
                 yield response
+                await _drain(response)
             finally:
                 with anyio.CancelScope(shield=True):
                     await response.aclose()
@@ -429,6 +430,21 @@ async def _raw(response: httpx.Response, chunk_size: int | None = None) -> Async
         return
     async for chunk in response.aiter_raw(chunk_size):
         yield chunk
+
+
+async def _drain(response: httpx.Response) -> None:
+    """Read what is left of a small body, so that the connection can carry the next request
+    (one closed with its body unread cannot be reused); a large rest is left to ``aclose``."""
+    if response.is_stream_consumed or response.is_closed:
+        return
+    read = 0
+    try:
+        async for chunk in response.aiter_raw():
+            read += len(chunk)
+            if read > _MAX_ERROR_BODY:
+                return
+    except httpx.HTTPError:
+        return
 
 
 def _describe(exc: httpx.TransportError) -> str:

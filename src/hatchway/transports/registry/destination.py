@@ -32,7 +32,7 @@ import os
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -104,7 +104,11 @@ class RegistryDestination:
     async def receive(self, plan: CopyPlan, context: CopyContext) -> AsyncIterator[_PushReceiver]:
         layout = PushPlan(self.target, plan, self.compression)
         directory = await make_staging_dir(self.tmpdir or tempfile.gettempdir())
-        client = RegistryClient(self.target.registry, self.options)
+        # Each of the ``jobs`` uploads holds a connection for as long as its body takes, so
+        # the destination gets at least as many (more than the default only when asked for).
+        connections = max(self.options.max_connections_per_registry, context.jobs)
+        options = replace(self.options, max_connections_per_registry=connections)
+        client = RegistryClient(self.target.registry, options)
         try:
             # Configs go up while the engine moves layers (they need nothing but themselves);
             # the task group owns them, so a failure on either side cancels the other.
