@@ -11,6 +11,7 @@ import pytest
 from tests.support import Family, build_family
 
 if TYPE_CHECKING:
+    from tests.peers import Registry
     from tests.registry_support import Lab
     from tests.tls_support import TlsLab
 
@@ -48,3 +49,24 @@ def tls_lab(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsL
         yield tls
     finally:
         tls.close()
+
+
+@pytest.fixture(scope="session")
+def push_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """An empty registry to push into (its access log says what it was sent); each test
+    pushes under its own ``prefix``."""
+    from tests.peers import start_registry
+
+    registry = start_registry(tmp_path_factory.mktemp("push-target"))
+    try:
+        yield registry
+    finally:
+        registry.stop()
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> str:
+    """A repository prefix no other test uses (see ``push_support.unique_prefix``)."""
+    from tests.push_support import unique_prefix
+
+    return unique_prefix(request)

@@ -4,6 +4,7 @@ The public API, re-exported once here (``tests/test_public_api.py`` keeps this l
 
     await hatchway.save(names, output, store=..., format=..., platform=..., jobs=..., progress=...)
     await hatchway.pull(names, store=..., registry=hatchway.RegistryOptions(...))
+    await hatchway.push(names, "registry.example:5000/mirror", store=..., registry=...)
     await hatchway.list_images(store)
     hatchway.open_store(path)        # an OCI image layout store, a Source
     async with hatchway.Session(...) as session: ...   # many operations, sharing fetches
@@ -13,7 +14,7 @@ command line uses only what is exported here.  ``hatchway.testing`` holds docume
 for tests.
 """
 
-from hatchway.api import list_images, open_store, pull, save
+from hatchway.api import list_images, open_store, pull, push, save
 from hatchway.errors import (
     AmbiguousReference,
     BlobNotFound,
@@ -40,10 +41,20 @@ from hatchway.progress import (
     LayerStarted,
     ProgressCallback,
     ProgressEvent,
+    UploadAdvanced,
+    UploadDone,
+    UploadStarted,
     WriteAdvanced,
     WriteStarted,
 )
-from hatchway.results import PulledImage, PullResult, SavedImage, SaveResult
+from hatchway.results import (
+    PulledImage,
+    PullResult,
+    PushedImage,
+    PushResult,
+    SavedImage,
+    SaveResult,
+)
 from hatchway.session import Progress, Session, default_store_path, progress_stream
 from hatchway.transports.archive.outputs import Output
 from hatchway.transports.base import BlobSource, LocalBlob, ResolvedImage, Source
@@ -82,6 +93,8 @@ __all__ = [
     "ProgressEvent",
     "PullResult",
     "PulledImage",
+    "PushResult",
+    "PushedImage",
     "RegistryError",
     "RegistryOptions",
     "ResolvedImage",
@@ -93,6 +106,9 @@ __all__ = [
     "StoreError",
     "Timeouts",
     "UnsupportedMediaType",
+    "UploadAdvanced",
+    "UploadDone",
+    "UploadStarted",
     "WriteAdvanced",
     "WriteStarted",
     "__version__",
@@ -101,5 +117,6 @@ __all__ = [
     "open_store",
     "progress_stream",
     "pull",
+    "push",
     "save",
 ]

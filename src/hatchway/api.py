@@ -1,6 +1,7 @@
-"""The one-shot entry points: each opens a :class:`~hatchway.session.Session`, runs one
-operation through it, and closes it.  An application that runs many operations, or several at
-once, keeps a session open instead (docs/api.md, "Embedding").
+"""The one-shot entry points (save, pull, push, list_images): each opens a
+:class:`~hatchway.session.Session`, runs one operation through it, and closes it.  An
+application that runs many operations, or several at once, keeps a session open instead
+(docs/api.md, "Embedding").
 
 All run under asyncio and trio (anyio only).  Example (asyncio; trio is the same with
 ``trio.run``)::
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 from hatchway.formats import ArchiveFormat
 from hatchway.limits import DEFAULT_JOBS
 from hatchway.model import Compression, Platform
-from hatchway.results import PullResult, SaveResult
+from hatchway.results import PullResult, PushResult, SaveResult
 from hatchway.session import Progress, Session, default_store_path
 from hatchway.transports.archive.outputs import Output
 from hatchway.transports.base import Source
@@ -104,6 +105,49 @@ async def pull(
     """
     async with Session(store=store, registry=registry) as session:
         return await session.pull(names, platform=platform, jobs=jobs, progress=progress)
+
+
+async def push(
+    names: Sequence[str],
+    to: str,
+    *,
+    store: Source | str | os.PathLike[str] | None = None,
+    registry: RegistryOptions | None = None,
+    platform: Platform | str | None = None,
+    jobs: int = DEFAULT_JOBS,
+    compress_layers: str = "gzip",
+    tmpdir: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+) -> PushResult:
+    """Push the images ``names`` into the registry ``to``.
+
+    ``names`` are what :func:`save` takes: local names (from ``store``, as for :func:`save`),
+    ``docker://`` names and archives, mixed.  ``to`` is ``[docker://]HOST[:PORT][/PREFIX]`` —
+    each image goes to ``HOST/PREFIX/`` + its repository path without its source registry's
+    host, tags kept, and an image named only by digest or ID is pushed by digest — or
+    ``[docker://]HOST[:PORT]/REPO:TAG`` for exactly one image (docs/registry.md, Push).
+
+    Blobs the registry has are skipped, a blob needed in several repositories is uploaded once
+    and mounted into the others, and every tag is written only after everything it needs is
+    in place: a failed push leaves no tag pointing at missing content.  Layers stored
+    compressed go up as they are; uncompressed ones are compressed with ``compress_layers``
+    (``"gzip"``, ``"zstd"`` or ``"none"``), deterministically, so the manifest pushed for such
+    an image names the compressed layers (same image ID, another manifest digest).  ``tmpdir``
+    holds what must be staged (compressed layers, blobs fetched from registries); ``registry``
+    configures both the source registries and the destination (credentials, TLS, retries).
+
+    Raises :class:`~hatchway.errors.HatchwayError` subclasses.
+    """
+    async with Session(store=store, registry=registry) as session:
+        return await session.push(
+            names,
+            to,
+            platform=platform,
+            jobs=jobs,
+            compress_layers=compress_layers,
+            tmpdir=tmpdir,
+            progress=progress,
+        )
 
 
 async def list_images(

@@ -50,3 +50,14 @@ MAX_DOCUMENT_SIZE = 16 << 20
 #: A registry's blob bytes are handed on in chunks of this size: a cut connection loses at
 #: most this much (a resume restarts after the last chunk handed on).
 STREAM_CHUNK = 256 << 10
+
+#: A blob up to this size is uploaded in one request (``POST`` then ``PUT`` with the body); a
+#: larger one in ``PATCH`` chunks, so that a cut connection costs at most one chunk — the
+#: registry says how much it holds and the upload resumes there.  Small enough that a retried
+#: whole upload is cheap, large enough that the round trip of a third request stays invisible.
+UPLOAD_MONOLITHIC_MAX = 8 << 20
+
+#: Bytes sent per ``PATCH`` of a chunked upload: each is a checkpoint (a resume restarts at the
+#: last one the registry acknowledged) and costs one round trip, which at this size is well
+#: under a percent of the transfer on any link fast enough to matter.
+UPLOAD_CHUNK = 64 << 20

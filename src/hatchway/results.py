@@ -42,3 +42,27 @@ class PullResult:
     images: tuple[PulledImage, ...]
     blobs_fetched: int
     bytes_fetched: int
+
+
+@dataclass(frozen=True, slots=True)
+class PushedImage:
+    """One name a push wrote: ``HOST/REPO:TAG`` (or ``HOST/REPO@sha256:...`` for an image
+    pushed by digest), the digest of the manifest pushed, and the image ID."""
+
+    name: str
+    digest: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """What a push did: the names written, in the order given, and the blobs (layers and
+    configs) it uploaded, mounted from another repository of the registry, or skipped because
+    the repository had them — per repository, so a base layer uploaded once and mounted into
+    seven other repositories counts 1 upload and 7 mounts."""
+
+    images: tuple[PushedImage, ...]
+    blobs_uploaded: int
+    bytes_uploaded: int
+    blobs_mounted: int
+    blobs_skipped: int

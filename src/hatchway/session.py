@@ -36,7 +36,14 @@ from hatchway.limits import DEFAULT_JOBS
 from hatchway.model import Compression, Platform
 from hatchway.progress import ProgressCallback, ProgressEvent, ignore_progress
 from hatchway.reference import Transport, parse_query
-from hatchway.results import PulledImage, PullResult, SavedImage, SaveResult
+from hatchway.results import (
+    PulledImage,
+    PullResult,
+    PushedImage,
+    PushResult,
+    SavedImage,
+    SaveResult,
+)
 from hatchway.transports.archive.destination import ArchiveDestination
 from hatchway.transports.archive.outputs import Output, output_for
 from hatchway.transports.base import Source
@@ -168,6 +175,45 @@ class Session:
                 await source.aclose()
         pulled = tuple(PulledImage(s.name, s.digest, s.id) for s in done.result if s.name)
         return PullResult(pulled, done.blobs_fetched, done.bytes_fetched)
+
+    async def push(
+        self,
+        names: Sequence[str],
+        to: str,
+        *,
+        platform: Platform | str | None = None,
+        jobs: int = DEFAULT_JOBS,
+        compress_layers: str = "gzip",
+        tmpdir: str | os.PathLike[str] | None = None,
+        progress: Progress | None = None,
+    ) -> PushResult:
+        """Push ``names`` into the registry ``to``; see :func:`hatchway.push`."""
+        from hatchway.encode import LayerCompression
+        from hatchway.transports.registry.destination import RegistryDestination
+        from hatchway.transports.registry.targets import parse_push_target
+
+        target = parse_push_target(to)
+        try:
+            compression = LayerCompression(compress_layers)
+        except ValueError:
+            choices = ", ".join(c.value for c in LayerCompression)
+            raise HatchwayError(f"compress_layers must be one of {choices}") from None
+        the_platform = parse_platform(platform)
+        queries = [parse_query(name) for name in names]
+        options = self._registry_options or RegistryOptions()
+        destination = RegistryDestination(target, options, compression=compression, tmpdir=tmpdir)
+        async with self._operation(progress) as report, self._sources() as source:
+            done = await copy(
+                queries, source, destination, platform=the_platform, jobs=jobs, progress=report
+            )
+        pushed = done.result
+        return PushResult(
+            tuple(PushedImage(m.name, m.digest, m.id) for m in pushed.manifests),
+            pushed.uploaded,
+            pushed.bytes_uploaded,
+            pushed.mounted,
+            pushed.skipped,
+        )
 
     async def list_images(self, *, platform: Platform | str | None = None) -> list[ImageSummary]:
         """Every entry of the store's ``index.json``; see :func:`hatchway.list_images`."""

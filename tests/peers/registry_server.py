@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import ssl
 import urllib.error
 import urllib.request
@@ -50,9 +51,17 @@ def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any
     return merged
 
 
+#: One access-log line (gorilla's combined format): ``HOST - - [date] "METHOD URI HTTP/1.1" ...``.
+_ACCESS = re.compile(r'^\S+ - \S+ \[[^]]+\] "([A-Z]+) (\S+) HTTP/[0-9.]+" (\d{3}) ')
+
+
 class Registry:
     """A running CNCF distribution registry on 127.0.0.1 (deletes enabled); ``url`` is
-    ``https://...`` when it serves TLS."""
+    ``https://...`` when it serves TLS.
+
+    Its access log is on (``log.accesslog``): :meth:`requests` reads back every request it
+    answered, so a test can count uploads, mounts and reads as the registry saw them.
+    """
 
     def __init__(
         self,
@@ -74,6 +83,15 @@ class Registry:
     def ref(self, repository: str, tag: str = "latest") -> str:
         """A skopeo ``docker://`` reference into this registry."""
         return f"docker://{self.host}/{repository}:{tag}"
+
+    def requests(self) -> list[tuple[str, str, int]]:
+        """``(method, uri, status)`` of every request answered so far, in order."""
+        text = self.process.log_path.read_text(errors="replace")
+        return [
+            (m.group(1), m.group(2), int(m.group(3)))
+            for m in map(_ACCESS.match, text.splitlines())
+            if m is not None
+        ]
 
     def stop(self) -> None:
         self.process.stop()

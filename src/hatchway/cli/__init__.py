@@ -9,13 +9,15 @@ import click
 from hatchway import __version__
 from hatchway.cli.images import images_command
 from hatchway.cli.pull import pull_command
+from hatchway.cli.push import push_command
 from hatchway.cli.save import save_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="hatchway")
 def main() -> None:
-    """Save container images into docker-save-compatible tar archives, concurrently.
+    """Save container images into docker-save-compatible tar archives, and push them into
+    registries, concurrently.
 
     \b
     Examples:
@@ -24,9 +26,11 @@ def main() -> None:
       hatchway save --store ./store app | gzip > app.tar.gz
       hatchway save -o app.tar docker://127.0.0.1:5000/app:1.0
       hatchway pull docker://registry.example.com/team/app:2.0
+      hatchway push --store ./store --to registry.internal:5000/mirror app:1.0 busybox
     """
 
 
 main.add_command(save_command)
 main.add_command(pull_command)
+main.add_command(push_command)
 main.add_command(images_command)

@@ -66,7 +66,7 @@ def _remember(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 
 def registry_options(fn: Command) -> Command:
-    """The options that configure registry access, shared by ``save`` and ``pull``.
+    """The options that configure registry access, shared by ``save``, ``pull`` and ``push``.
 
     ``--creds``, ``--insecure-registry`` and ``--ca-cert`` are passed to the command as
     ``creds``, ``insecure``, ``ca_cert``; ``--client-cert``, ``--client-key`` and
@@ -119,7 +119,8 @@ def registry_options(fn: Command) -> Command:
         "--creds",
         metavar="USER:PASSWORD",
         envvar="HATCHWAY_CREDS",
-        help="Registry credentials (default: $REGISTRY_AUTH_FILE, then ~/.docker/config.json).",
+        help="Registry credentials (default: $REGISTRY_AUTH_FILE, then ~/.docker/config.json "
+        "and its credential helpers).",
     )(fn)
     return fn
 

@@ -21,12 +21,23 @@ httpx runs on anyio, so this works under asyncio and trio alike.  Contracts:
   or insecure host that turns out not to speak TLS is switched to plain HTTP on its first
   request, once, for the client's lifetime.  Trust (system CAs, ``--ca-cert``, certs.d, client
   certificates) is loaded in a worker thread before the first request (:meth:`prepare`).
+* :meth:`RegistryClient.request` is the same authorised, slotted request for any method, body
+  and token scopes, without retries or status checks: the write side (``upload``,
+  ``destination``) builds its own protocol on it and turns answers into errors with
+  :meth:`RegistryClient.failure`.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
@@ -38,7 +49,7 @@ from hatchway.errors import RegistryError
 from hatchway.limits import MAX_DOCUMENT_SIZE, STREAM_CHUNK
 from hatchway.model import Descriptor
 from hatchway.transports.registry.auth import Authenticator
-from hatchway.transports.registry.credentials import Credentials, lookup
+from hatchway.transports.registry.credentials import CredentialLookup, Credentials
 from hatchway.transports.registry.options import RegistryOptions, api_host
 from hatchway.transports.registry.protocol import (
     MANIFEST_ACCEPT,
@@ -61,6 +72,11 @@ from hatchway.transports.registry.trust import (
 
 T = TypeVar("T")
 _MAX_ERROR_BODY = 64 << 10
+#: A request body, made afresh for each attempt (an authorisation retry sends it again): bytes,
+#: or a stream (the caller sets ``Content-Length``).  A stream is an ``httpx.AsyncByteStream``
+#: whose iterator is an object, not an async generator: a generator abandoned mid-body when a
+#: connection breaks would be finalised by the garbage collector, which trio refuses.
+Body = Callable[[], bytes | httpx.AsyncByteStream]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +130,8 @@ class RegistryClient:
         self._slots = anyio.CapacityLimiter(limit)
         explicit = Credentials.parse(options.creds) if options.creds else None
         self._creds_cache: dict[str, Credentials | None] = {}
+        self._creds_lock = anyio.Lock()
+        self._lookup = CredentialLookup()
         self._explicit = explicit
         self.auth = Authenticator(domain, options, self._credentials, self._http)
 
@@ -178,6 +196,51 @@ class RegistryClient:
         finally:
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()
+
+    @asynccontextmanager
+    async def request(
+        self,
+        method: str,
+        url: str,
+        repository: str,
+        *,
+        scopes: Sequence[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: Body | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """One authorised request holding a connection slot; the response (any status) is
+        streamed and closed when the context exits.  ``url`` is a path or an absolute URL (an
+        upload ``Location``); credentials go only to the registry's own origin.  ``scopes``
+        are the token scopes it needs (default: pull on ``repository``).  Transport errors
+        propagate as httpx's; nothing is retried except once on a 401 that new authorisation
+        may satisfy (so ``body`` must make a fresh body each call)."""
+        async with self._slots:
+            response = await self._send_authorised(
+                url, repository, dict(headers or {}), method=method, body=body, scopes=scopes
+            )
+            try:
+                yield response
+                await _drain(response)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+
+    async def failure(
+        self, response: httpx.Response, repository: str, what: str
+    ) -> tuple[RegistryError, bool, float | None]:
+        """The error a response means, whether retrying may help (429, 502-504) and the
+        seconds a 429's ``Retry-After`` asks for."""
+        error = await self._status_error(response, repository, what)
+        if isinstance(error, _Retry):
+            return error.error, True, error.retry_after
+        assert isinstance(error, RegistryError)
+        return error, False, None
+
+    def transport_failure(
+        self, exc: httpx.TransportError, repository: str, what: str
+    ) -> RegistryError:
+        """The error a request that got no answer ends with, once retries ran out."""
+        return self._transport_error(exc, repository, what, None)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -274,13 +337,30 @@ class RegistryClient:
                     await response.aclose()
 
     async def _send_authorised(
-        self, path: str, repository: str, headers: dict[str, str]
+        self,
+        path: str,
+        repository: str,
+        headers: dict[str, str],
+        *,
+        method: str = "GET",
+        body: Body | None = None,
+        scopes: Sequence[str] | None = None,
     ) -> httpx.Response:
         await self.prepare()
+        await self._prepare_credentials(repository)
         for attempt in range(2):
-            authorization = await self.auth.authorization(repository)
-            request = self._http.build_request("GET", path, headers=headers)
-            if authorization is not None:
+            authorization = await self.auth.authorization(repository, scopes)
+            content = body() if body is not None else None
+            if isinstance(content, httpx.AsyncByteStream):
+                # URL and default headers merged as for any request, the body ours as it is.
+                built = self._http.build_request(method, path, headers=headers)
+                request = httpx.Request(
+                    method, built.url, headers=built.headers, stream=content,
+                    extensions=built.extensions,
+                )  # fmt: skip
+            else:
+                request = self._http.build_request(method, path, headers=headers, content=content)
+            if authorization is not None and self._own_origin(request.url):
                 request.headers["Authorization"] = authorization
             response = await self._send(request)
             if response.status_code != 401 or attempt == 1:
@@ -331,10 +411,11 @@ class RegistryClient:
         status = response.status_code
         message = parsed.message or response.reason_phrase or "error"
         if status in (401, 403):
+            problem = self._lookup.problem(self.domain)
             who = (
                 "with the given credentials"
                 if self.auth.has_credentials(repository)
-                else ("anonymously (no credentials for this registry)")
+                else f"anonymously ({problem or 'no credentials for this registry'})"
             )
             message = f"{what}: access denied {who}: {message}"
         else:
@@ -428,14 +509,30 @@ class RegistryClient:
             f"{what}: {_describe(exc)}{after} ({detail}; gave up after {tries} attempts)",
         )
 
+    async def _prepare_credentials(self, repository: str) -> None:
+        """Look the repository's credentials up once, in a worker thread (a credential helper
+        is a program, and may take a while)."""
+        if self._explicit is not None or not self.options.use_credential_files:
+            return
+        if repository in self._creds_cache:
+            return
+        async with self._creds_lock:
+            if repository not in self._creds_cache:
+                found = await anyio.to_thread.run_sync(self._lookup.find, self.domain, repository)
+                self._creds_cache[repository] = found
+
     def _credentials(self, repository: str) -> Credentials | None:
         if self._explicit is not None:
             return self._explicit
         if not self.options.use_credential_files:
             return None
         if repository not in self._creds_cache:
-            self._creds_cache[repository] = lookup(self.domain, repository)
+            self._creds_cache[repository] = self._lookup.find(self.domain, repository)
         return self._creds_cache[repository]
+
+    def _own_origin(self, url: httpx.URL) -> bool:
+        base = self._http.base_url
+        return (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port)
 
 
 async def _raw(response: httpx.Response, chunk_size: int | None = None) -> AsyncIterator[bytes]:
@@ -448,6 +545,21 @@ async def _raw(response: httpx.Response, chunk_size: int | None = None) -> Async
         return
     async for chunk in response.aiter_raw(chunk_size):
         yield chunk
+
+
+async def _drain(response: httpx.Response) -> None:
+    """Read what is left of a small body, so that the connection can carry the next request
+    (one closed with its body unread cannot be reused); a large rest is left to ``aclose``."""
+    if response.is_stream_consumed or response.is_closed:
+        return
+    read = 0
+    try:
+        async for chunk in response.aiter_raw():
+            read += len(chunk)
+            if read > _MAX_ERROR_BODY:
+                return
+    except httpx.HTTPError:
+        return
 
 
 def _describe(exc: Exception) -> str:
