@@ -35,6 +35,7 @@ from hatchway.concurrency import KeyedOnce, collapse_errors
 from hatchway.decode import LayerDecoder
 from hatchway.engine.resolve import assemble, resolve_all
 from hatchway.errors import HatchwayError, StoreError
+from hatchway.files import RegularFileReader
 from hatchway.limits import CHUNK_SIZE, STEP_BYTES
 from hatchway.model import Layer, Platform
 from hatchway.progress import (
@@ -166,7 +167,9 @@ class _Mover:
         if local is not None:
             file = await anyio.to_thread.run_sync(_open_blob_file, local, source.description)
             try:
-                while n := await anyio.to_thread.run_sync(decoder.feed_file, file, STEP_BYTES):
+                while n := await anyio.to_thread.run_sync(
+                    decoder.feed_file, cast(IO[bytes], file), STEP_BYTES
+                ):
                     self.progress(LayerAdvanced(key, n))
             finally:
                 with anyio.CancelScope(shield=True):
@@ -188,10 +191,12 @@ class _Mover:
         return await anyio.to_thread.run_sync(decoder.finish)
 
 
-def _open_blob_file(path: str, store: str) -> IO[bytes]:
+def _open_blob_file(path: str, store: str) -> RegularFileReader:
+    """The local blob file, opened without blocking; a FIFO or device in its place is refused
+    (:func:`hatchway.files.open_regular`) and reading stops at the size it had when opened."""
     try:
-        return open(path, "rb")
+        return RegularFileReader(path)
     except FileNotFoundError:
         raise StoreError(store, f"blob file {path} not found") from None
     except OSError as exc:
-        raise StoreError(store, f"{path}: {exc.strerror}") from None
+        raise StoreError(store, f"{path}: {exc.strerror or exc}") from None

@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hatchway.files import read_regular
+from hatchway.limits import MAX_DOCUMENT_SIZE
 from hatchway.reference import DOCKER_HUB
 
 _HUB_KEYS = frozenset(
@@ -84,8 +86,9 @@ def lookup(domain: str, repository: str, files: list[Path] | None = None) -> Cre
 
 def _read_auths(path: Path) -> dict[str, object]:
     try:
-        doc = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        # Never blocks on a FIFO, never reads a device or a huge file (files.read_regular).
+        doc = json.loads(read_regular(path, MAX_DOCUMENT_SIZE))
+    except (OSError, ValueError, RecursionError):
         return {}
     auths = doc.get("auths") if isinstance(doc, dict) else None
     return auths if isinstance(auths, dict) else {}
