@@ -27,6 +27,7 @@ import anyio
 import httpx
 
 from hatchway.errors import RegistryError
+from hatchway.limits import MAX_TOKEN_RESPONSE
 from hatchway.transports.registry.credentials import Credentials
 from hatchway.transports.registry.options import RegistryOptions, is_loopback
 from hatchway.transports.registry.protocol import Challenge, parse_challenges, pull_scope
@@ -35,7 +36,6 @@ from hatchway.transports.registry.protocol import Challenge, parse_challenges, p
 EXPIRY_MARGIN = 10.0
 #: The distribution spec's default lifetime when a token response names none.
 DEFAULT_TOKEN_LIFETIME = 60.0
-MAX_TOKEN_RESPONSE = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,25 +122,44 @@ class Authenticator:
             headers["Authorization"] = creds.basic_header()
         started = anyio.current_time()
         try:
-            response = await self._http.get(realm, params=params, headers=headers)
+            # The realm's own query parameters stay (httpx's params= would replace them).
+            url = httpx.URL(realm).copy_merge_params(params)
+            async with self._http.stream("GET", url, headers=headers) as response:
+                if response.status_code != 200:
+                    verdict = "rejected the credentials" if creds else "refused an anonymous token"
+                    raise RegistryError(
+                        self.registry,
+                        repository,
+                        f"token server {_host(realm)} {verdict}",
+                        status=response.status_code,
+                    )
+                body = await self._read_capped(response, realm, repository)
         except httpx.HTTPError as exc:
             raise RegistryError(
                 self.registry, repository, f"token server {_host(realm)} unreachable ({exc!r})"
             ) from None
-        if response.status_code != 200:
-            verdict = "rejected the credentials" if creds else "refused an anonymous token"
-            raise RegistryError(
-                self.registry,
-                repository,
-                f"token server {_host(realm)} {verdict}",
-                status=response.status_code,
-            )
-        return self._parse_token(response.content[:MAX_TOKEN_RESPONSE], started, repository)
+        return self._parse_token(body, started, repository)
+
+    async def _read_capped(
+        self, response: httpx.Response, realm: str, repository: str | None
+    ) -> bytes:
+        """The reply's body, refused as soon as it grows past ``MAX_TOKEN_RESPONSE`` (read as
+        it arrives, so an endless reply costs at most that much memory)."""
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_TOKEN_RESPONSE:
+                raise RegistryError(
+                    self.registry,
+                    repository,
+                    f"token server {_host(realm)} sent more than {MAX_TOKEN_RESPONSE} bytes",
+                )
+        return bytes(body)
 
     def _parse_token(self, body: bytes, started: float, repository: str | None) -> _Token:
         try:
             doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             doc = None
         value = None
         if isinstance(doc, dict):

@@ -235,7 +235,14 @@ class RegistryClient:
             request = self._http.build_request("GET", path, headers=headers)
             if authorization is not None:
                 request.headers["Authorization"] = authorization
-            response = await self._http.send(request, stream=True)
+            try:
+                response = await self._http.send(request, stream=True)
+            except httpx.TooManyRedirects:  # not a TransportError: no retry would end it
+                raise RegistryError(
+                    self.domain,
+                    repository,
+                    f"GET {path}: too many redirects (the registry redirects in a loop)",
+                ) from None
             if response.status_code != 401 or attempt == 1:
                 return response
             if not self.auth.rejected(response, authorization, repository):
