@@ -12,6 +12,7 @@ from tests.support import Family, build_family
 
 if TYPE_CHECKING:
     from tests.registry_support import Lab
+    from tests.tls_support import TlsLab
 
 pytest_plugins = ["tests.peers"]
 
@@ -35,3 +36,15 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     from tests.registry_support import lab_session
 
     yield from lab_session(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tls_lab(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsLab]:
+    """TLS registries serving the lab's images, started on first use (tls_support.TlsLab)."""
+    from tests.tls_support import TlsLab
+
+    tls = TlsLab(tmp_path_factory.mktemp("tls-lab"), lab.registry.root)
+    try:
+        yield tls
+    finally:
+        tls.close()

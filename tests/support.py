@@ -117,11 +117,11 @@ class ProbeSource:
         self.reads = reads
         self.description = inner.description
 
-    def local_path(self, descriptor: Any) -> str | None:
+    def local_file(self, descriptor: Any) -> Any:
         if not self._local:
             return None
         self.reads[descriptor.digest] = self.reads.get(descriptor.digest, 0) + 1
-        return self._inner.local_path(descriptor)  # type: ignore[no-any-return]
+        return self._inner.local_file(descriptor)
 
     @asynccontextmanager
     async def open_blob(self, descriptor: Any) -> AsyncIterator[AsyncIterator[bytes]]:

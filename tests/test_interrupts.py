@@ -120,21 +120,21 @@ def test_closed_stdout_is_a_one_line_error(family: Family) -> None:
 # -- signals while a local read is in progress, and during cleanup -------------------------
 
 ZEROS_MEMBER = 16 << 20  # one gzip member: 16 MiB of zeros (about 16 KiB compressed)
-ZEROS_MEMBERS = 64  # 1 GiB uncompressed: one decode step of several seconds
+ZEROS_MEMBERS = 64  # 1 GiB uncompressed, about 1 MiB stored: a chunk that takes seconds
 
 
 @pytest.fixture(scope="module")
 def slow_layer_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``big:1``: one gzip layer of 1 GiB of zeros stored in about 1 MiB.  hatchway decodes a
-    local file in steps of ``STEP_BYTES`` stored bytes, so the whole layer is one step on a
-    worker thread that takes seconds: a signal always lands while a read is in progress, and
-    cleanup has to wait for that step."""
+    local file on worker threads and checks for cancellation before each 1 MiB chunk of
+    stored bytes, so here one or two chunks take seconds: a signal always lands while a read
+    is in progress, and cleanup has to wait for the chunk in hand."""
     import gzip
     import hashlib
 
     root = tmp_path_factory.mktemp("slow") / "store"
     b = LayoutBuilder(root)
-    member = gzip.compress(b"\0" * ZEROS_MEMBER, compresslevel=1, mtime=0)
+    member = gzip.compress(b"\0" * ZEROS_MEMBER, compresslevel=9, mtime=0)
     blob = member * ZEROS_MEMBERS
     diff = hashlib.sha256()
     for _ in range(ZEROS_MEMBERS * ZEROS_MEMBER // (1 << 20)):

@@ -6,27 +6,18 @@ The public API, re-exported once here (``tests/test_public_api.py`` keeps this l
     await hatchway.pull(names, store=..., registry=hatchway.RegistryOptions(...))
     await hatchway.list_images(store)
     hatchway.open_store(path)        # an OCI image layout store, a Source
+    async with hatchway.Session(...) as session: ...   # many operations, sharing fetches
 
 Everything else (``hatchway.engine``, ``hatchway.transports``, ...) is implementation; the
 command line uses only what is exported here.  ``hatchway.testing`` holds documented helpers
 for tests.
 """
 
-from hatchway.api import (
-    Output,
-    PulledImage,
-    PullResult,
-    SavedImage,
-    SaveResult,
-    default_store_path,
-    list_images,
-    open_store,
-    pull,
-    save,
-)
+from hatchway.api import list_images, open_store, pull, save
 from hatchway.errors import (
     AmbiguousReference,
     BlobNotFound,
+    ConfigError,
     DigestMismatch,
     HatchwayError,
     InvalidReference,
@@ -40,7 +31,7 @@ from hatchway.errors import (
 )
 from hatchway.formats import ArchiveFormat
 from hatchway.limits import DEFAULT_JOBS
-from hatchway.model import Platform
+from hatchway.model import Compression, Platform
 from hatchway.progress import (
     CopyFinished,
     CopyStarted,
@@ -52,7 +43,10 @@ from hatchway.progress import (
     WriteAdvanced,
     WriteStarted,
 )
-from hatchway.transports.base import BlobSource, ResolvedImage, Source
+from hatchway.results import PulledImage, PullResult, SavedImage, SaveResult
+from hatchway.session import Progress, Session, default_store_path, progress_stream
+from hatchway.transports.archive.outputs import Output
+from hatchway.transports.base import BlobSource, LocalBlob, ResolvedImage, Source
 from hatchway.transports.layout.source import ImageSummary, OCILayoutStore
 from hatchway.transports.registry.options import RegistryOptions, RetryPolicy, Timeouts
 
@@ -64,6 +58,8 @@ __all__ = [
     "ArchiveFormat",
     "BlobNotFound",
     "BlobSource",
+    "Compression",
+    "ConfigError",
     "CopyFinished",
     "CopyStarted",
     "DigestMismatch",
@@ -73,6 +69,7 @@ __all__ = [
     "LayerAdvanced",
     "LayerDone",
     "LayerStarted",
+    "LocalBlob",
     "MalformedContent",
     "NoSuchImage",
     "OCILayoutStore",
@@ -80,6 +77,7 @@ __all__ = [
     "OutputError",
     "Platform",
     "PlatformNotFound",
+    "Progress",
     "ProgressCallback",
     "ProgressEvent",
     "PullResult",
@@ -90,6 +88,7 @@ __all__ = [
     "RetryPolicy",
     "SaveResult",
     "SavedImage",
+    "Session",
     "Source",
     "StoreError",
     "Timeouts",
@@ -100,6 +99,7 @@ __all__ = [
     "default_store_path",
     "list_images",
     "open_store",
+    "progress_stream",
     "pull",
     "save",
 ]

@@ -1,8 +1,8 @@
-"""The library entry points: :func:`save`, :func:`pull`, :func:`list_images`, :func:`open_store`.
+"""The one-shot entry points: each opens a :class:`~hatchway.session.Session`, runs one
+operation through it, and closes it.  An application that runs many operations, or several at
+once, keeps a session open instead (docs/api.md, "Embedding").
 
-Each operation is one copy through the one engine (``hatchway.engine.copy``): ``save`` copies
-from the local store and registries into an archive, ``pull`` from registries into the local
-store.  All run under asyncio and trio (anyio only).  Example (asyncio; trio is the same with
+All run under asyncio and trio (anyio only).  Example (asyncio; trio is the same with
 ``trio.run``)::
 
     import asyncio, hatchway
@@ -17,68 +17,17 @@ store.  All run under asyncio and trio (anyio only).  Example (asyncio; trio is 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 
-from anyio.abc import ByteSendStream
-
-from hatchway.engine.copy import copy
-from hatchway.errors import HatchwayError
 from hatchway.formats import ArchiveFormat
 from hatchway.limits import DEFAULT_JOBS
-from hatchway.model import Platform
-from hatchway.progress import ProgressCallback, ignore_progress
-from hatchway.reference import Transport, parse_query
-from hatchway.transports.archive.destination import ArchiveDestination
-from hatchway.transports.archive.outputs import output_for
+from hatchway.model import Compression, Platform
+from hatchway.results import PullResult, SaveResult
+from hatchway.session import Progress, Session, default_store_path
+from hatchway.transports.archive.outputs import Output
 from hatchway.transports.base import Source
-from hatchway.transports.layout.destination import LayoutDestination
 from hatchway.transports.layout.source import ImageSummary, OCILayoutStore
 from hatchway.transports.registry.options import RegistryOptions
-from hatchway.transports.router import Router
-
-#: Where :func:`save` may write: a path (atomically), an anyio byte stream, or a file
-#: descriptor the caller owns.
-Output = str | os.PathLike[str] | ByteSendStream | int
-
-
-@dataclass(frozen=True, slots=True)
-class SavedImage:
-    """One image in a finished archive: its ID and the tags recorded for it."""
-
-    id: str
-    tags: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SaveResult:
-    """What a save wrote: the images, the number of distinct layers, the archive's size."""
-
-    images: tuple[SavedImage, ...]
-    layers: int
-    bytes_written: int
-
-
-@dataclass(frozen=True, slots=True)
-class PulledImage:
-    """One name a pull stored: as written into ``index.json`` (``host/repo:tag`` or
-    ``host/repo@sha256:...``), the manifest digest and the image ID."""
-
-    name: str
-    digest: str
-    id: str
-
-
-@dataclass(frozen=True, slots=True)
-class PullResult:
-    """What a pull did: the names stored, and how many layer blobs and bytes it downloaded
-    (blobs the store already held intact are not downloaded again)."""
-
-    images: tuple[PulledImage, ...]
-    blobs_fetched: int
-    bytes_fetched: int
 
 
 async def save(
@@ -90,9 +39,11 @@ async def save(
     platform: Platform | str | None = None,
     jobs: int = DEFAULT_JOBS,
     tmpdir: str | os.PathLike[str] | None = None,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
     fsync: bool = False,
     registry: RegistryOptions | None = None,
+    compression: Compression | str | None = None,
+    compression_level: int | None = None,
 ) -> SaveResult:
     """Save the images ``names`` into one ``docker save``-compatible archive.
 
@@ -104,29 +55,31 @@ async def save(
     the staging area (default: beside a path output, else the system temp directory).  Names
     written ``docker://HOST/REPO[:TAG|@DIGEST]`` are fetched from registries, configured by
     ``registry`` (credentials, insecure hosts, CA; see docs/registry.md).  ``jobs`` bounds how
-    many layers move at once.  ``fsync=True`` flushes a path output to disk before it is
-    renamed into place (durable across a crash; like ``docker save``, the default only
+    many layers move at once.  ``progress`` is a callback or the send side of
+    :func:`hatchway.progress_stream`.  ``fsync=True`` flushes a path output to disk before it
+    is renamed into place (durable across a crash; like ``docker save``, the default only
     guarantees that the file appears whole).
+
+    ``compression`` (``"gzip"``, ``"zstd"``, ``"none"``) compresses the whole archive; ``None``
+    means as a path's suffix says (``.tar.gz``, ``.tgz``, ``.tar.zst``, ``.tar.zstd``), and no
+    compression for a descriptor or a stream.  ``compression_level``: zstd 1-19 (default 3),
+    gzip 0-3 (ISA-L's levels, default 2).  The compressed bytes are deterministic too.
 
     Raises :class:`~hatchway.errors.HatchwayError` subclasses; see ``hatchway.errors``.
     """
-    archive_format = ArchiveFormat(format) if isinstance(format, str) else format
-    the_platform = _platform(platform)
-    destination = ArchiveDestination(output_for(output, fsync=fsync), archive_format, tmpdir=tmpdir)
-    queries = [parse_query(name) for name in names]
-    async with _sources(store, registry) as source:
-        report = await copy(
-            queries,
-            source,
-            destination,
-            platform=the_platform,
+    async with Session(store=store, registry=registry) as session:
+        return await session.save(
+            names,
+            output,
+            format=format,
+            platform=platform,
             jobs=jobs,
-            progress=progress or ignore_progress,
+            tmpdir=tmpdir,
+            progress=progress,
+            fsync=fsync,
+            compression=compression,
+            compression_level=compression_level,
         )
-    images = tuple(
-        SavedImage(i.id, tuple(ref.recorded_tag() for ref in i.tags)) for i in report.plan.images
-    )
-    return SaveResult(images, report.layers, report.result.bytes_written)
 
 
 async def pull(
@@ -136,7 +89,7 @@ async def pull(
     registry: RegistryOptions | None = None,
     platform: Platform | str | None = None,
     jobs: int = DEFAULT_JOBS,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
 ) -> PullResult:
     """Copy images from registries (``docker://`` optional) into the OCI layout ``store``
     (default :func:`default_store_path`, created if missing), so that a slow registry is read
@@ -149,23 +102,8 @@ async def pull(
     are atomic and ``index.json`` is replaced atomically under a lock, so pulls may run side
     by side; a failed pull adds no entry.  See docs/registry.md.
     """
-    the_platform = _platform(platform)
-    destination = LayoutDestination(Path(store) if store is not None else default_store_path())
-    queries = [parse_query(name, default=Transport.DOCKER) for name in names]
-    source = Router({Transport.DOCKER: lambda: _registry_source(registry)})
-    try:
-        report = await copy(
-            queries,
-            source,
-            destination,
-            platform=the_platform,
-            jobs=jobs,
-            progress=progress or ignore_progress,
-        )
-    finally:
-        await source.aclose()
-    pulled = tuple(PulledImage(s.name, s.digest, s.id) for s in report.result if s.name)
-    return PullResult(pulled, report.blobs_fetched, report.bytes_fetched)
+    async with Session(store=store, registry=registry) as session:
+        return await session.pull(names, platform=platform, jobs=jobs, progress=progress)
 
 
 async def list_images(
@@ -174,62 +112,10 @@ async def list_images(
     """Every entry of the store's ``index.json`` and the image it resolves to on
     ``platform`` (default: the host's); an entry that cannot be read carries its error
     instead of an image."""
-    the_store = open_store(store)
-    try:
-        return await the_store.list_images(_platform(platform))
-    finally:
-        await the_store.aclose()
-
-
-def default_store_path() -> Path:
-    """``$HATCHWAY_STORE``, else ``$XDG_DATA_HOME/hatchway/store``
-    (``~/.local/share/hatchway/store``)."""
-    explicit = os.environ.get("HATCHWAY_STORE")
-    if explicit:
-        return Path(explicit)
-    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "share"
-    )
-    return Path(data_home) / "hatchway" / "store"
+    async with Session(store=store) as session:
+        return await session.list_images(platform=platform)
 
 
 def open_store(path: str | os.PathLike[str] | None = None) -> OCILayoutStore:
     """The OCI image layout store at ``path`` (default: :func:`default_store_path`)."""
-    return OCILayoutStore(Path(path) if path is not None else default_store_path())
-
-
-@asynccontextmanager
-async def _sources(
-    store: Source | str | os.PathLike[str] | None, registry: RegistryOptions | None
-) -> AsyncIterator[Source]:
-    """The source for a save: the caller's (left open), or the store at ``store`` plus the
-    registries, each opened on first use and closed at the end."""
-    if isinstance(store, Source):
-        yield store
-        return
-    router = Router(
-        {
-            Transport.STORE: lambda: open_store(store),
-            Transport.DOCKER: lambda: _registry_source(registry),
-        }
-    )
-    try:
-        yield router
-    finally:
-        await router.aclose()
-
-
-def _registry_source(options: RegistryOptions | None) -> Source:
-    # Imported here: httpx and the registry client cost start-up time no local save needs.
-    from hatchway.transports.registry.source import RegistryStore
-
-    return RegistryStore(options)
-
-
-def _platform(platform: Platform | str | None) -> Platform | None:
-    if isinstance(platform, str):
-        try:
-            return Platform.parse(platform)
-        except ValueError as exc:
-            raise HatchwayError(str(exc)) from None
-    return platform
+    return OCILayoutStore(path if path is not None else default_store_path())

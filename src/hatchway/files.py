@@ -123,18 +123,29 @@ def read_regular(path: str | os.PathLike[str], limit: int) -> bytes:
 
 
 class RegularFileReader:
-    """A blocking, file-like reader of a regular file that stops at the size it had when
-    opened (for :meth:`hatchway.decode.LayerDecoder.feed_file`).  Owns its descriptor."""
+    """A blocking, file-like reader of ``size`` bytes from ``offset`` of a regular file (to
+    its end when ``size`` is ``None``), for :meth:`hatchway.decode.LayerDecoder.feed_file`.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.fd, self.size = open_regular(path)
+    Opened with :func:`open_regular`, and never reads past the end the file had when opened,
+    so a file that grows meanwhile cannot make it read more.  ``size`` is how many bytes it
+    will deliver at most.  Owns its descriptor.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], offset: int = 0, size: int | None = None
+    ) -> None:
+        self.fd, file_size = open_regular(path)
         self.name = os.fspath(path)
+        available = max(0, file_size - offset)
+        self.size = available if size is None else min(size, available)
+        self._position = offset
         self._remaining = self.size
 
     def read(self, n: int) -> bytes:
         if self._remaining <= 0 or n <= 0:
             return b""
-        data = os.read(self.fd, min(n, self._remaining))
+        data = os.pread(self.fd, min(n, self._remaining), self._position)
+        self._position += len(data)
         self._remaining -= len(data)
         return data
 

@@ -24,8 +24,12 @@ CHUNK_SIZE = 1 << 20
 #: responsive.
 STEP_BYTES = 16 << 20
 
+#: A local blob at most this large is read, verified and written in a single worker-thread
+#: call: for the many tiny layers of real images, thread hand-offs would cost more than the work.
+SMALL_BLOB = 256 << 10
+
 #: Bytes copied per worker-thread step when a staged layer moves into the output.
-COPY_STEP = 32 << 20
+COPY_STEP = 8 << 20
 
 #: Metadata written in one ``pwrite`` when an archive's headers and small files are laid out.
 RUN_LIMIT = 1 << 20

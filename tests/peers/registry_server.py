@@ -1,9 +1,11 @@
-"""The CNCF distribution registry (``docker-registry``), plain HTTP on 127.0.0.1."""
+"""The CNCF distribution registry (``docker-registry``) on 127.0.0.1: plain HTTP, or HTTPS
+when the config has ``http.tls`` (then ``start_registry`` needs a ``tls_context`` to probe it)."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -21,10 +23,14 @@ from tests.peers.process import (
 )
 
 
-def _http_probe(url: str, ok_statuses: frozenset[int] = frozenset({200})) -> Callable[[], bool]:
+def _http_probe(
+    url: str,
+    ok_statuses: frozenset[int] = frozenset({200}),
+    context: ssl.SSLContext | None = None,
+) -> Callable[[], bool]:
     def probe() -> bool:
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(url, timeout=2, context=context) as response:
                 return int(response.status) in ok_statuses
         except urllib.error.HTTPError as err:
             return err.code in ok_statuses
@@ -45,15 +51,21 @@ def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any
 
 
 class Registry:
-    """A running CNCF distribution registry (plain HTTP on 127.0.0.1, deletes enabled)."""
+    """A running CNCF distribution registry on 127.0.0.1 (deletes enabled); ``url`` is
+    ``https://...`` when it serves TLS."""
 
     def __init__(
-        self, process: ManagedProcess, port: int, workdir: Path, config: dict[str, Any]
+        self,
+        process: ManagedProcess,
+        port: int,
+        workdir: Path,
+        config: dict[str, Any],
+        scheme: str = "http",
     ) -> None:
         self.process = process
         self.port = port
         self.host = f"{LOOPBACK}:{port}"
-        self.url = f"http://{self.host}"
+        self.url = f"{scheme}://{self.host}"
         self.workdir = workdir
         self.root = workdir / "data"
         self.config = config
@@ -76,6 +88,7 @@ def start_registry(
     *,
     timeout: float = STARTUP_TIMEOUT,
     ready_statuses: frozenset[int] = frozenset({200, 401}),
+    tls_context: ssl.SSLContext | None = None,
 ) -> Registry:
     """Start ``docker-registry serve`` in ``workdir`` on a free loopback port.
 
@@ -83,6 +96,9 @@ def start_registry(
     ``{"auth": {"htpasswd": {"realm": "r", "path": "/x/htpasswd"}}}`` or token auth
     ``{"auth": {"token": {...}}}``. The config is written as JSON (which is YAML).
     ``http.addr`` is always forced to 127.0.0.1. A port clash is retried with a new port.
+    With ``http.tls`` in the config the registry serves HTTPS and is probed through
+    ``tls_context`` (which must trust its certificate, and carry a client certificate when
+    ``http.tls.clientcas`` demands one).
     """
     binary = require_binary("docker-registry")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -111,11 +127,14 @@ def start_registry(
             [binary, "serve", config_path],
             workdir / f"log.{attempt}",
         )
-        handle = Registry(proc, port, workdir, config)
+        scheme = "https" if "tls" in config["http"] else "http"
+        if scheme == "https" and tls_context is None:
+            raise PeerError("a TLS registry needs a tls_context to probe it")
+        handle = Registry(proc, port, workdir, config, scheme)
         try:
             handle.startup_seconds = wait_until_ready(
                 proc,
-                _http_probe(f"{handle.url}/v2/", ready_statuses),
+                _http_probe(f"{handle.url}/v2/", ready_statuses, tls_context),
                 timeout=timeout,
                 what=f"answer on {handle.url}/v2/",
             )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import IO
 
 import click
 
 import hatchway
 from hatchway import Platform, ProgressCallback, PullResult
 from hatchway.cli.console import human_size
+from hatchway.cli.names import collect_names, images_from_option
 from hatchway.cli.options import (
     execute,
     jobs_option,
@@ -21,7 +23,8 @@ from hatchway.cli.options import (
 
 
 @click.command("pull")
-@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.argument("names", nargs=-1, metavar="NAME...")
+@images_from_option
 @store_option
 @platform_option
 @jobs_option
@@ -29,6 +32,7 @@ from hatchway.cli.options import (
 @registry_options
 def pull_command(
     names: tuple[str, ...],
+    images_from: tuple[IO[str], ...],
     store_dir: Path | None,
     platform: Platform | None,
     jobs: int,
@@ -43,13 +47,19 @@ def pull_command(
     NAME is [docker://]HOST[:PORT]/REPO[:TAG|@DIGEST]; the image is stored as HOST/REPO:TAG
     (Docker Hub names as docker.io/library/...). Multi-platform images store the manifest
     for --platform (default: this host's). Blobs are written atomically and index.json is
-    replaced atomically under a lock, so pulls may run side by side.
+    replaced atomically under a lock, so pulls may run side by side. --images-from FILE
+    adds the names listed in FILE (one per line, '#' comments; '-' reads stdin).
+
+    Registries are reached over HTTPS, trusting the system's CAs, --ca-cert and the
+    certs.d directories; a loopback registry that does not speak TLS gets plain HTTP.
+    Mirrors in registries.conf are followed; the store records the names given.
     """
+    all_names = collect_names(names, images_from)
     registry = registry_settings(creds, insecure, ca_cert)
 
     async def run(progress: ProgressCallback | None) -> PullResult:
         return await hatchway.pull(
-            list(names),
+            all_names,
             store=store_dir,
             registry=registry,
             platform=platform,

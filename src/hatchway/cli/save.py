@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import IO
 
 import click
 
 import hatchway
 from hatchway import ArchiveFormat, Platform, ProgressCallback, SaveResult
 from hatchway.cli.console import human_size
+from hatchway.cli.names import collect_names, images_from_option
 from hatchway.cli.options import (
     execute,
     jobs_option,
@@ -22,7 +24,8 @@ from hatchway.cli.options import (
 
 
 @click.command("save")
-@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.argument("names", nargs=-1, metavar="NAME...")
+@images_from_option
 @click.option(
     "-o", "--output", metavar="FILE", help="Write to FILE (atomically) instead of stdout."
 )
@@ -44,17 +47,34 @@ from hatchway.cli.options import (
     type=click.Path(path_type=Path, file_okay=False),
     help="Where to stage layers (default: beside the output file, else $TMPDIR).",
 )
+@click.option(
+    "--compress",
+    "compress",
+    type=click.Choice(["gzip", "zstd", "none"]),
+    help="Compress the whole archive (default: as -o's suffix says: .tar.gz/.tgz gzip, "
+    ".tar.zst/.tar.zstd zstd; stdout uncompressed). Multithreaded, deterministic.",
+)
+@click.option(
+    "--compress-level",
+    "compress_level",
+    type=int,
+    metavar="N",
+    help="zstd 1-19 (default 3); gzip 0-3 (ISA-L's levels, default 2).",
+)
 @click.option("--fsync", is_flag=True, help="Flush -o FILE to disk before renaming it into place.")
 @quiet_option
 @registry_options
 def save_command(
     names: tuple[str, ...],
+    images_from: tuple[IO[str], ...],
     output: str | None,
     store_dir: Path | None,
     archive_format: str,
     platform: Platform | None,
     jobs: int,
     tmpdir: Path | None,
+    compress: str | None,
+    compress_level: int | None,
     fsync: bool,
     quiet: bool,
     creds: str | None,
@@ -71,11 +91,19 @@ def save_command(
       ID               an image ID: full, sha256:..., or an unambiguous prefix
       docker://HOST[:PORT]/REPO[:TAG|@DIGEST]   straight from a registry
     Docker Hub names are familiar: busybox == docker.io/library/busybox.
-    Local and registry names may be mixed in one save.
+    Local and registry names may be mixed in one save. --images-from FILE adds the names
+    listed in FILE (one per line, '#' comments; '-' reads stdin).
+
+    Registries are reached over HTTPS, trusting the system's CAs, --ca-cert and the
+    certs.d directories; a loopback registry that does not speak TLS gets plain HTTP.
+    Mirrors in registries.conf are followed; the archive records the names given.
 
     Without -o (or with -o -) the archive goes to standard output, which must not be a
-    terminal. On any error nothing is written and the exit status is 1.
+    terminal. -o NAME.tar.gz / .tgz / .tar.zst / .tar.zstd compresses the whole archive
+    (--compress overrides, and compresses stdout). On any error nothing is written and the
+    exit status is 1.
     """
+    all_names = collect_names(names, images_from)
     to_stdout = output in (None, "-")
     if to_stdout and _stdout_is_terminal():
         click.echo(
@@ -88,7 +116,7 @@ def save_command(
 
     async def run(progress: ProgressCallback | None) -> SaveResult:
         return await hatchway.save(
-            list(names),
+            all_names,
             1 if to_stdout else str(output),
             store=store_dir,
             format=archive_format,
@@ -98,14 +126,18 @@ def save_command(
             progress=progress,
             registry=registry,
             fsync=fsync,
+            compression=compress,
+            compression_level=compress_level,
         )
 
     def summary(r: SaveResult) -> str:
         tags = sum(len(i.tags) for i in r.images)
         where = "stdout" if to_stdout else output
+        size = human_size(r.bytes_written)
+        if r.bytes_written != r.archive_size:
+            size += f" (compressed from {human_size(r.archive_size)})"
         return (
-            f"saved {len(r.images)} image(s), {tags} tag(s), {r.layers} layer(s): "
-            f"{human_size(r.bytes_written)} to {where}"
+            f"saved {len(r.images)} image(s), {tags} tag(s), {r.layers} layer(s): {size} to {where}"
         )
 
     execute(run, quiet=quiet, label="staging", summary=summary)

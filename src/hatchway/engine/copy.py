@@ -36,7 +36,7 @@ from hatchway.decode import LayerDecoder
 from hatchway.engine.resolve import assemble, resolve_all
 from hatchway.errors import HatchwayError, StoreError
 from hatchway.files import RegularFileReader
-from hatchway.limits import CHUNK_SIZE, STEP_BYTES
+from hatchway.limits import CHUNK_SIZE, SMALL_BLOB, STEP_BYTES
 from hatchway.model import Layer, Platform
 from hatchway.progress import (
     CopyFinished,
@@ -54,6 +54,7 @@ from hatchway.transports.base import (
     Destination,
     LayerForm,
     LayerTarget,
+    LocalBlob,
     Receiver,
     Source,
 )
@@ -137,7 +138,7 @@ class _Mover:
             self.progress(LayerStarted(key, layer.blob.size))
             self.progress(LayerDone(key, layer.blob.size))
             return 0
-        local = source.local_path(layer.blob)
+        local = source.local_file(layer.blob)
         if local is not None and await self.receiver.adopt_file(layer, local, source.description):
             self.progress(LayerStarted(key, layer.blob.size))
             self.progress(LayerDone(key, layer.blob.size))
@@ -156,7 +157,12 @@ class _Mover:
         return layer.blob.size
 
     async def _decode(
-        self, key: str, layer: Layer, source: BlobSource, local: str | None, target: LayerTarget
+        self,
+        key: str,
+        layer: Layer,
+        source: BlobSource,
+        local: LocalBlob | None,
+        target: LayerTarget,
     ) -> int:
         decoder = LayerDecoder(
             layer,
@@ -164,11 +170,22 @@ class _Mover:
             store=source.description,
             decompress=self.form is LayerForm.UNCOMPRESSED,
         )
+        if local is not None and layer.blob.size <= SMALL_BLOB:
+            # A small file is read, verified and written in one worker-thread call.
+            size = await anyio.to_thread.run_sync(_decode_small, decoder, local, source.description)
+            self.progress(LayerAdvanced(key, layer.blob.size))
+            return size
         if local is not None:
             file = await anyio.to_thread.run_sync(_open_blob_file, local, source.description)
+            # A range ends where the blob does; a whole file is read to its end, so that a file
+            # longer than its descriptor is caught.
+            end = local.size
             try:
                 while n := await anyio.to_thread.run_sync(
-                    decoder.feed_file, cast(IO[bytes], file), STEP_BYTES
+                    decoder.feed_file,
+                    cast(IO[bytes], file),
+                    STEP_BYTES if end is None else min(STEP_BYTES, end - decoder.consumed),
+                    anyio.from_thread.check_cancelled,
                 ):
                     self.progress(LayerAdvanced(key, n))
             finally:
@@ -191,12 +208,23 @@ class _Mover:
         return await anyio.to_thread.run_sync(decoder.finish)
 
 
-def _open_blob_file(path: str, store: str) -> RegularFileReader:
-    """The local blob file, opened without blocking; a FIFO or device in its place is refused
-    (:func:`hatchway.files.open_regular`) and reading stops at the size it had when opened."""
+def _decode_small(decoder: LayerDecoder, local: LocalBlob, store: str) -> int:
+    file = _open_blob_file(local, store)
     try:
-        return RegularFileReader(path)
+        end = local.size if local.size is not None else decoder.layer.blob.size + 1
+        decoder.feed_file(cast(IO[bytes], file), end)
+    finally:
+        file.close()
+    return decoder.finish()
+
+
+def _open_blob_file(local: LocalBlob, store: str) -> RegularFileReader:
+    """The local blob (a file, or a range of one), opened without blocking: a FIFO or a
+    device in its place is refused (:func:`hatchway.files.open_regular`), and reading stops
+    at the end the file had when it was opened."""
+    try:
+        return RegularFileReader(local.path, local.offset, local.size)
     except FileNotFoundError:
-        raise StoreError(store, f"blob file {path} not found") from None
+        raise StoreError(store, f"blob file {local.path} not found") from None
     except OSError as exc:
-        raise StoreError(store, f"{path}: {exc.strerror or exc}") from None
+        raise StoreError(store, f"{local.path}: {exc.strerror or exc}") from None

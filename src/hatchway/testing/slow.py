@@ -11,10 +11,10 @@ all blobs through the wrapper::
 
 * :class:`SlowStore` / :class:`SlowBlobSource` add a fixed latency before the first byte of
   every blob and cap each blob stream to a bandwidth (per stream, not shared: a registry that
-  serves many connections at once behaves like this).  They also hide ``local_path()``, so the
+  serves many connections at once behaves like this).  They also hide ``local_file()``, so the
   engine must stream blobs as it would from a registry.
 * :class:`CountingStore` / :class:`CountingBlobSource` count ``open_blob()`` (and
-  ``local_path()``) calls per digest, to prove shared blobs are fetched once.
+  ``local_file()``) calls per digest, to prove shared blobs are fetched once.
 
 Only anyio is used (``anyio.sleep``, ``anyio.current_time``), so both wrappers run under
 asyncio and trio.  Neither verifies anything: digests remain the engine's job.
@@ -31,7 +31,7 @@ import anyio
 
 from hatchway.model import Descriptor, Platform
 from hatchway.reference import ImageQuery
-from hatchway.transports.base import BlobSource, ResolvedImage, Source
+from hatchway.transports.base import BlobSource, LocalBlob, ResolvedImage, Source
 
 __all__ = ["CountingBlobSource", "CountingStore", "SlowBlobSource", "SlowStore"]
 
@@ -69,7 +69,7 @@ class SlowBlobSource:
         async with self.inner.open_blob(descriptor) as chunks:
             yield self._paced(chunks)
 
-    def local_path(self, descriptor: Descriptor) -> str | None:
+    def local_file(self, descriptor: Descriptor) -> LocalBlob | None:
         """Always ``None``: a slow source stands in for a remote one, which has no files."""
         return None
 
@@ -115,9 +115,9 @@ class CountingBlobSource:
     """A :class:`BlobSource` that counts, per digest, how often each blob is asked for.
 
     ``opens`` counts :meth:`open_blob` calls (counted on entry, before the inner source can
-    fail); ``locates`` counts :meth:`local_path` calls that found a file.  The counters may be
+    fail); ``locates`` counts :meth:`local_file` calls that found a file.  The counters may be
     shared between sources (as :class:`CountingStore` does) so that one tally covers a save.
-    A fetch of a local blob goes through ``local_path`` and never ``open_blob``; wrap a
+    A fetch of a local blob goes through ``local_file`` and never ``open_blob``; wrap a
     :class:`SlowStore` (which hides files) to force every fetch through ``open_blob``.
     """
 
@@ -139,12 +139,12 @@ class CountingBlobSource:
         self.opens[descriptor.digest] += 1
         return self.inner.open_blob(descriptor)
 
-    def local_path(self, descriptor: Descriptor) -> str | None:
-        """Delegate; a path handed out counts in ``locates``."""
-        path = self.inner.local_path(descriptor)
-        if path is not None:
+    def local_file(self, descriptor: Descriptor) -> LocalBlob | None:
+        """Delegate; a file handed out counts in ``locates``."""
+        local = self.inner.local_file(descriptor)
+        if local is not None:
             self.locates[descriptor.digest] += 1
-        return path
+        return local
 
 
 class CountingStore:

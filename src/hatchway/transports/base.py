@@ -72,13 +72,26 @@ class BlobSource(Protocol):
         """
         ...
 
-    def local_path(self, descriptor: Descriptor) -> str | None:
-        """A path to the blob's file on this machine, if the source keeps blobs as files.
+    def local_file(self, descriptor: Descriptor) -> LocalBlob | None:
+        """Where the blob's bytes lie in a file on this machine, if the source keeps blobs in
+        files: a whole file (a store's blob) or a range of one (a member of an archive).
 
-        A capability, not a promise that the file is intact: the engine reads the file itself
-        (in steps on worker threads instead of through :meth:`open_blob`) and still verifies it.
+        A capability, not a promise that the bytes are intact: the engine reads them itself
+        (in steps on worker threads instead of through :meth:`open_blob`) and still verifies
+        them, and a destination that adopts them verifies them while using them.
         """
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class LocalBlob:
+    """A blob's bytes in a local file: ``size`` bytes from ``offset`` of ``path``, or, when
+    ``size`` is ``None``, everything from ``offset`` to the end of the file (a store's blob
+    file, whose length is part of what is verified)."""
+
+    path: str
+    offset: int = 0
+    size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,8 +236,8 @@ class Receiver(Protocol[R_co]):
         """Whether the destination already holds this layer intact (nothing to move)."""
         ...
 
-    async def adopt_file(self, layer: Layer, path: str, source: str) -> bool:
-        """Offer the local, unverified file ``path`` holding ``layer``'s blob (from the source
+    async def adopt_file(self, layer: Layer, local: LocalBlob, source: str) -> bool:
+        """Offer ``layer``'s blob as the local, unverified bytes ``local`` (from the source
         named ``source``).  ``True``: the destination took it and will verify it itself, before
         anything it produces can be seen; ``False``: the engine moves it as usual."""
         ...

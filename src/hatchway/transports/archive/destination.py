@@ -17,8 +17,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
+
 from hatchway.errors import OutputError
-from hatchway.formats import ArchiveFormat, ExportImage, archive_size, plan_archive
+from hatchway.formats import ArchiveFormat, ExportImage, Member, archive_size, plan_archive
 from hatchway.model import Compression, Layer
 from hatchway.progress import WriteAdvanced, WriteStarted
 from hatchway.transports.archive.outputs import ArchiveOutput
@@ -28,14 +30,16 @@ from hatchway.transports.archive.staging import (
     make_staging_dir,
     remove_staging_dir,
 )
-from hatchway.transports.base import CopyContext, CopyPlan, LayerForm
+from hatchway.transports.base import CopyContext, CopyPlan, LayerForm, LocalBlob
 
 
 @dataclass(frozen=True, slots=True)
 class ArchiveWritten:
-    """What an archive destination wrote: the archive's size in bytes."""
+    """What an archive destination wrote: the bytes that reached the output (compressed, if
+    the output compresses) and the size of the (uncompressed) archive."""
 
     bytes_written: int
+    archive_size: int
 
 
 class ArchiveDestination:
@@ -68,6 +72,13 @@ class ArchiveDestination:
             await remove_staging_dir(directory)
 
 
+def _plan(
+    archive_format: ArchiveFormat, images: list[ExportImage], sizes: dict[str, int]
+) -> tuple[tuple[Member, ...], int]:
+    members = plan_archive(archive_format, images, sizes)
+    return members, archive_size(members)
+
+
 class _ArchiveReceiver:
     def __init__(
         self,
@@ -85,13 +96,18 @@ class _ArchiveReceiver:
     async def has_layer(self, layer: Layer) -> bool:
         return False
 
-    async def adopt_file(self, layer: Layer, path: str, source: str) -> bool:
+    async def adopt_file(self, layer: Layer, local: LocalBlob, source: str) -> bool:
         if layer.compression is not Compression.NONE:
             return False
         if not self._destination.output.discards_on_error:
             return False
         self._staged[layer.diff_id] = StagedLayer(
-            layer.diff_id, layer.blob.size, path, pending_check=layer, store=source
+            layer.diff_id,
+            layer.blob.size,
+            local.path,
+            pending_check=layer,
+            store=source,
+            offset=local.offset,
         )
         return True
 
@@ -104,8 +120,11 @@ class _ArchiveReceiver:
     async def commit(self) -> ArchiveWritten:
         images = [ExportImage(i.image.config, i.image.layers, i.tags) for i in self._plan.images]
         sizes = {diff_id: staged.size for diff_id, staged in self._staged.items()}
-        members = plan_archive(self._destination.archive_format, images, sizes)
-        total = archive_size(members)
+        # Planning is pure but not free (thousands of members for a big bundle): a worker
+        # thread keeps the event loop responsive meanwhile.
+        members, total = await anyio.to_thread.run_sync(
+            _plan, self._destination.archive_format, images, sizes
+        )
         progress = self._context.progress
         progress(WriteStarted(total))
         written = 0
@@ -115,9 +134,9 @@ class _ArchiveReceiver:
             written += n
             progress(WriteAdvanced(n))
 
-        await self._destination.output.write(
+        output_bytes = await self._destination.output.write(
             members, self._staged, advance, jobs=self._context.jobs
         )
         if written != total:  # pragma: no cover - a planning bug, not a runtime condition
             raise OutputError(f"wrote {written} bytes but planned {total}")
-        return ArchiveWritten(written)
+        return ArchiveWritten(output_bytes, total)

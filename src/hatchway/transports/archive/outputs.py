@@ -5,6 +5,12 @@ and chooses itself how: a path is written positionally into a temp file; stdout,
 and a stream front to back.  ``discards_on_error`` says whether the output keeps nothing when
 the write fails: only then may it receive layers whose verification is still pending.
 
+A compressed output (:mod:`.compress`: ``-o x.tar.zst``, ``--compress``) is always written
+front to back through the compressor — a compressed stream has no offsets to write at.  Into
+a temp file it still adopts unverified local layers: they are hashed in the pass that
+compresses them, and a mismatch discards the temp file, so no unverified byte is ever part of
+a finished output.
+
 A path output is written to a temp file in the target's own directory (so the final rename
 stays within one file system), given the target's mode (or, for a new file, ``0666`` less the
 umask), optionally flushed to disk (``fsync``), and renamed over the target.  On any error or
@@ -21,15 +27,23 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import anyio
 from anyio.abc import ByteSendStream
 
 from hatchway.errors import OutputError
 from hatchway.files import atomic_file
-from hatchway.formats import Member
+from hatchway.formats import Member, archive_size
+from hatchway.model import Compression
+from hatchway.transports.archive.compress import (
+    CompressedWriter,
+    Compressor,
+    check_level,
+    compression_for_path,
+)
 from hatchway.transports.archive.staging import StagedLayer
 from hatchway.transports.archive.writers import (
     Advance,
@@ -38,6 +52,10 @@ from hatchway.transports.archive.writers import (
     write_positional,
     write_sequential,
 )
+
+#: Where an archive may go: a path (written atomically), an anyio byte stream, or a file
+#: descriptor the caller owns.
+Output = str | os.PathLike[str] | ByteSendStream | int
 
 
 class ArchiveOutput(Protocol):
@@ -57,23 +75,66 @@ class ArchiveOutput(Protocol):
         advance: Advance,
         *,
         jobs: int,
-    ) -> None:
-        """Write the archive ``members`` (layer bodies from ``bodies``, by diffID)."""
+    ) -> int:
+        """Write the archive ``members`` (layer bodies from ``bodies``, by diffID); return
+        the bytes that reached the output (fewer than the archive's when compressed)."""
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class OutputCompression:
+    """How an output compresses the archive: ``compression`` at ``level``."""
+
+    compression: Compression = Compression.NONE
+    level: int | None = None
+
+    @classmethod
+    def choose(
+        cls,
+        target: object,
+        compression: Compression | None,
+        level: int | None,
+    ) -> OutputCompression:
+        """``compression`` if given, else what a path's suffix asks for (``.tar.gz``,
+        ``.tgz``, ``.tar.zst``, ``.tar.zstd``), else none; the level checked."""
+        if compression is None:
+            is_path = isinstance(target, str | os.PathLike)
+            compression = (
+                compression_for_path(cast("str | os.PathLike[str]", target))
+                if is_path
+                else Compression.NONE
+            )
+        return cls(compression, check_level(compression, level))
+
+    def writer(self, description: str, size: int, **where: Any) -> CompressedWriter | None:
+        """A compressing writer to ``fd=`` or ``stream=`` (``None``: no compression).  Made
+        on the calling thread — the event loop's, which outlives the compressor."""
+        if self.compression is Compression.NONE:
+            return None
+        assert self.level is not None
+        return CompressedWriter(
+            Compressor(self.compression, self.level, size), description, **where
+        )
+
+
 def output_for(
-    target: str | os.PathLike[str] | int | ByteSendStream, *, fsync: bool
+    target: Output,
+    *,
+    fsync: bool,
+    compression: Compression | None = None,
+    level: int | None = None,
 ) -> ArchiveOutput:
     """The output for a path, a file descriptor or a stream.  A path is checked now, so a
     bad one fails before anything is fetched.
 
     A symlink is followed (the file it names is replaced, the link stays).  An existing FIFO,
     character device or socket is written in place, front to back.  A path ending in ``/``
-    names a directory and is refused, as ``cp`` and ``tar`` refuse it.
+    names a directory and is refused, as ``cp`` and ``tar`` refuse it.  ``compression``
+    ``None`` means: as a path's suffix says (none for descriptors and streams).
     """
+    how = OutputCompression.choose(target, compression, level)
     if isinstance(target, int):
-        return FdOutput(target)
+        return FdOutput(target, how)
     if isinstance(target, str | os.PathLike):
         raw = os.fspath(target)
         path = Path(target)
@@ -86,10 +147,10 @@ def output_for(
         if path.exists() and not path.is_file():
             if path.is_dir():
                 raise OutputError(f"{path} is a directory")
-            return DeviceOutput(path)
+            return DeviceOutput(path, how)
         check_destination(path)
-        return FileOutput(path, fsync=fsync)
-    return StreamOutput(target)
+        return FileOutput(path, fsync=fsync, compression=how)
+    return StreamOutput(target, how)
 
 
 def check_destination(path: Path) -> None:
@@ -104,15 +165,19 @@ def check_destination(path: Path) -> None:
 
 
 class FileOutput:
-    """The archive at ``path``, written atomically and positionally.  Discards on error."""
+    """The archive at ``path``, written atomically (positionally unless compressed).
+    Discards on error."""
 
     discards_on_error = True
 
-    def __init__(self, path: Path, *, fsync: bool = False) -> None:
+    def __init__(
+        self, path: Path, *, fsync: bool = False, compression: OutputCompression | None = None
+    ) -> None:
         self.path = path
         self.description = str(path)
         self.staging_parent = str(path.parent)
         self._fsync = fsync
+        self._compression = compression or OutputCompression()
 
     async def write(
         self,
@@ -121,9 +186,18 @@ class FileOutput:
         advance: Advance,
         *,
         jobs: int,
-    ) -> None:
+    ) -> int:
         async with atomic_file(self.path, fsync=self._fsync) as fd:
-            await write_positional(members, bodies, fd, self.description, advance, jobs=jobs)
+            size = archive_size(members)
+            writer = self._compression.writer(self.description, size, fd=fd, verifies_pending=True)
+            if writer is None:
+                await write_positional(members, bodies, fd, self.description, advance, jobs=jobs)
+                return size
+            try:
+                await write_sequential(members, bodies, writer, advance)
+            finally:
+                await writer.aclose()
+            return writer.written
 
 
 class FdOutput:
@@ -131,10 +205,11 @@ class FdOutput:
 
     discards_on_error = False
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, compression: OutputCompression | None = None) -> None:
         self._fd = fd
         self.description = "standard output" if fd == 1 else f"file descriptor {fd}"
         self.staging_parent = tempfile.gettempdir()
+        self._compression = compression or OutputCompression()
 
     async def write(
         self,
@@ -143,8 +218,10 @@ class FdOutput:
         advance: Advance,
         *,
         jobs: int,
-    ) -> None:
-        await write_sequential(members, bodies, FdWriter(self._fd, self.description), advance)
+    ) -> int:
+        return await _write_fd(
+            self._fd, self.description, self._compression, members, bodies, advance
+        )
 
 
 class DeviceOutput:
@@ -152,10 +229,11 @@ class DeviceOutput:
 
     discards_on_error = False
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, compression: OutputCompression | None = None) -> None:
         self._path = path
         self.description = str(path)
         self.staging_parent = tempfile.gettempdir()
+        self._compression = compression or OutputCompression()
 
     async def write(
         self,
@@ -164,13 +242,15 @@ class DeviceOutput:
         advance: Advance,
         *,
         jobs: int,
-    ) -> None:
+    ) -> int:
         try:
             fd = await anyio.to_thread.run_sync(os.open, self._path, os.O_WRONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise OutputError(f"cannot write {self._path}: {exc.strerror}") from None
         try:
-            await write_sequential(members, bodies, FdWriter(fd, self.description), advance)
+            return await _write_fd(
+                fd, self.description, self._compression, members, bodies, advance
+            )
         finally:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -182,9 +262,12 @@ class StreamOutput:
     discards_on_error = False
     description = "the stream"
 
-    def __init__(self, stream: ByteSendStream) -> None:
+    def __init__(
+        self, stream: ByteSendStream, compression: OutputCompression | None = None
+    ) -> None:
         self._stream = stream
         self.staging_parent = tempfile.gettempdir()
+        self._compression = compression or OutputCompression()
 
     async def write(
         self,
@@ -193,5 +276,35 @@ class StreamOutput:
         advance: Advance,
         *,
         jobs: int,
-    ) -> None:
-        await write_sequential(members, bodies, StreamWriter(self._stream), advance)
+    ) -> int:
+        size = archive_size(members)
+        writer = self._compression.writer(self.description, size, stream=self._stream)
+        if writer is None:
+            await write_sequential(members, bodies, StreamWriter(self._stream), advance)
+            return size
+        try:
+            await write_sequential(members, bodies, writer, advance)
+        finally:
+            await writer.aclose()
+        return writer.written
+
+
+async def _write_fd(
+    fd: int,
+    description: str,
+    compression: OutputCompression,
+    members: Sequence[Member],
+    bodies: Mapping[str, StagedLayer],
+    advance: Advance,
+) -> int:
+    """Front to back into ``fd`` (verified layers only), compressed as asked."""
+    size = archive_size(members)
+    writer = compression.writer(description, size, fd=fd)
+    if writer is None:
+        await write_sequential(members, bodies, FdWriter(fd, description), advance)
+        return size
+    try:
+        await write_sequential(members, bodies, writer, advance)
+    finally:
+        await writer.aclose()
+    return writer.written

@@ -27,10 +27,11 @@ from hatchway.model import Layer, hex_of
 
 @dataclass(frozen=True, slots=True)
 class StagedLayer:
-    """A layer whose uncompressed content is the file at ``path`` (``size`` bytes).
+    """A layer whose uncompressed content is the ``size`` bytes at ``offset`` of the file at
+    ``path`` (a staged file, or a source's local file — a member inside an archive).
 
-    ``pending_check`` is set when the file was not verified yet (a local file adopted from the
-    source ``store``): the writer verifies it while copying it.
+    ``pending_check`` is set when the bytes were not verified yet (a local file adopted from
+    the source ``store``): the writer verifies them while copying them.
     """
 
     diff_id: str
@@ -38,6 +39,7 @@ class StagedLayer:
     path: str
     pending_check: Layer | None = None
     store: str = ""
+    offset: int = 0
 
 
 class StagingFile:

@@ -54,6 +54,27 @@ async def write_positional(
     """Write the archive into the regular file ``fd``: metadata runs in order, then layer
     bodies concurrently (at most ``jobs`` at once)."""
     out = _PositionalFile(fd, description)
+    # Laying out thousands of headers is CPU work: a worker thread, not the event loop.
+    runs, placed = await anyio.to_thread.run_sync(_lay_out, members, bodies)
+    for start, data in runs:
+        await anyio.to_thread.run_sync(out.write_at, start, data)
+        advance(len(data))
+    limiter = anyio.CapacityLimiter(jobs)
+
+    async def copy(at: int, body: StagedLayer) -> None:
+        async with limiter:
+            await out.copy_body(at, body, advance)
+
+    with collapse_errors():
+        async with anyio.create_task_group() as tg:
+            for at, body in placed:
+                tg.start_soon(copy, at, body)
+
+
+def _lay_out(
+    members: Sequence[Member], bodies: Mapping[str, StagedLayer]
+) -> tuple[list[tuple[int, bytes]], list[tuple[int, StagedLayer]]]:
+    """The archive as runs of metadata bytes at their offsets, and the offset of every body."""
     runs: list[tuple[int, bytes]] = []
     placed: list[tuple[int, StagedLayer]] = []
     offset = 0
@@ -85,19 +106,7 @@ async def write_positional(
         run_start = offset
     run += tarstream.END_OF_ARCHIVE
     close_run()
-    for start, data in runs:
-        await anyio.to_thread.run_sync(out.write_at, start, data)
-        advance(len(data))
-    limiter = anyio.CapacityLimiter(jobs)
-
-    async def copy(at: int, body: StagedLayer) -> None:
-        async with limiter:
-            await out.copy_body(at, body, advance)
-
-    with collapse_errors():
-        async with anyio.create_task_group() as tg:
-            for at, body in placed:
-                tg.start_soon(copy, at, body)
+    return runs, placed
 
 
 class _PositionalFile:
@@ -124,9 +133,11 @@ class _PositionalFile:
             done = 0
             while done < body.size:
                 step = min(COPY_STEP, body.size - done)
-                n = await anyio.to_thread.run_sync(self._copy, src, done, offset + done, step)
+                n = await anyio.to_thread.run_sync(
+                    self._copy, src, body.offset + done, offset + done, step
+                )
                 if n == 0:
-                    raise OutputError(f"staged layer {body.path} is shorter than {body.size} bytes")
+                    raise OutputError(f"{body.path} is shorter than its layer ({body.size} bytes)")
                 done += n
                 advance(n)
         finally:
@@ -137,18 +148,18 @@ class _PositionalFile:
         self, offset: int, body: StagedLayer, layer: Layer, advance: Advance
     ) -> None:
         """Copy a source's local file (adopted unverified) while verifying it: one read."""
-        try:
-            reader = await anyio.to_thread.run_sync(RegularFileReader, body.path)
-        except FileNotFoundError:
-            raise StoreError(body.store, f"blob file {body.path} not found") from None
-        except OSError as exc:
-            raise StoreError(body.store, f"{body.path}: {exc.strerror or exc}") from None
+        reader = await anyio.to_thread.run_sync(open_adopted, body)
         try:
             decoder = LayerDecoder(
                 layer, cast(IO[bytes], _MovingOffset(self, offset)), store=body.store
             )
             file = cast(IO[bytes], reader)
-            while n := await anyio.to_thread.run_sync(decoder.feed_file, file, COPY_STEP):
+            while n := await anyio.to_thread.run_sync(
+                decoder.feed_file,
+                file,
+                min(COPY_STEP, body.size - decoder.consumed),
+                anyio.from_thread.check_cancelled,
+            ):
                 advance(n)
             await anyio.to_thread.run_sync(decoder.finish)
         finally:
@@ -188,13 +199,19 @@ class _MovingOffset:
 class SequentialWriter(Protocol):
     """Where an archive goes front to back."""
 
+    #: Whether the writer verifies a layer whose check is pending while it copies it (only
+    #: writers into an output that any failure discards may).
+    verifies_pending: bool
+
     async def write(self, data: bytes) -> None: ...
 
-    async def write_file(self, path: str, size: int, advance: Advance) -> None:
-        """Append exactly ``size`` bytes read from the start of the file at ``path``."""
+    async def write_file(self, body: StagedLayer, advance: Advance) -> None:
+        """Append the ``body.size`` bytes of a staged layer."""
         ...
 
-    async def flush(self) -> None: ...
+    async def finish(self) -> None:
+        """The archive is complete: write out everything still buffered."""
+        ...
 
 
 async def write_sequential(
@@ -203,7 +220,8 @@ async def write_sequential(
     out: SequentialWriter,
     advance: Advance,
 ) -> None:
-    """Write the archive front to back; every layer must already be verified."""
+    """Write the archive front to back; a layer whose check is pending goes only to a writer
+    that verifies it on the way."""
     for member in members:
         header = member_header(member)
         await out.write(header)
@@ -213,19 +231,22 @@ async def write_sequential(
             advance(member.size + len(tarstream.padding(member.size)))
         elif member.layer is not None:
             body = bodies[member.layer]
-            if body.pending_check is not None:  # pragma: no cover - an engine invariant
+            if body.pending_check is not None and not out.verifies_pending:  # pragma: no cover
+                # an engine invariant: only outputs that discard on error adopt files
                 raise OutputError(f"{body.path}: unverified layer sent to a sequential output")
-            await out.write_file(body.path, member.size, advance)
+            await out.write_file(body, advance)
             pad = tarstream.padding(member.size)
             await out.write(pad)
             advance(len(pad))
     await out.write(tarstream.END_OF_ARCHIVE)
     advance(len(tarstream.END_OF_ARCHIVE))
-    await out.flush()
+    await out.finish()
 
 
 class FdWriter:
     """Front to back into a file descriptor owned by the caller (not closed here)."""
+
+    verifies_pending = False
 
     def __init__(self, fd: int, description: str) -> None:
         self._fd = fd
@@ -243,17 +264,20 @@ class FdWriter:
             data, self._buffer = bytes(self._buffer), bytearray()
             await anyio.to_thread.run_sync(self._write_all, data)
 
-    async def write_file(self, path: str, size: int, advance: Advance) -> None:
+    async def finish(self) -> None:
         await self.flush()
-        src = await anyio.to_thread.run_sync(_open_staged, path)
+
+    async def write_file(self, body: StagedLayer, advance: Advance) -> None:
+        await self.flush()
+        src = await anyio.to_thread.run_sync(_open_staged, body.path)
         try:
-            offset = 0
-            while offset < size:
-                step = min(COPY_STEP, size - offset)
-                n = await anyio.to_thread.run_sync(self._copy, src, offset, step)
+            done = 0
+            while done < body.size:
+                step = min(COPY_STEP, body.size - done)
+                n = await anyio.to_thread.run_sync(self._copy, src, body.offset + done, step)
                 if n == 0:
-                    raise OutputError(f"staged layer {path} is shorter than {size} bytes")
-                offset += n
+                    raise OutputError(f"{body.path} is shorter than its layer ({body.size} bytes)")
+                done += n
                 advance(n)
         finally:
             with anyio.CancelScope(shield=True):
@@ -286,6 +310,8 @@ class FdWriter:
 class StreamWriter:
     """Front to back into an anyio :class:`~anyio.abc.ByteSendStream` (not closed here)."""
 
+    verifies_pending = False
+
     def __init__(self, stream: ByteSendStream) -> None:
         self._stream = stream
         self._buffer = bytearray()
@@ -300,17 +326,33 @@ class StreamWriter:
             data, self._buffer = bytes(self._buffer), bytearray()
             await self._stream.send(data)
 
-    async def write_file(self, path: str, size: int, advance: Advance) -> None:
+    async def finish(self) -> None:
         await self.flush()
-        remaining = size
-        async with await anyio.open_file(path, "rb") as file:
+
+    async def write_file(self, body: StagedLayer, advance: Advance) -> None:
+        await self.flush()
+        remaining = body.size
+        async with await anyio.open_file(body.path, "rb") as file:
+            await file.seek(body.offset)
             while remaining:
                 chunk = await file.read(min(CHUNK_SIZE, remaining))
                 if not chunk:
-                    raise OutputError(f"staged layer {path} is shorter than {size} bytes")
+                    raise OutputError(f"{body.path} is shorter than its layer ({body.size} bytes)")
                 await self._stream.send(chunk)
                 remaining -= len(chunk)
                 advance(len(chunk))
+
+
+def open_adopted(body: StagedLayer) -> RegularFileReader:
+    """Blocking: the source's local file of an adopted layer (``body.size`` bytes from
+    ``body.offset``), opened without blocking and refused unless it is a regular file
+    (:func:`hatchway.files.open_regular`); failures name the source, not the output."""
+    try:
+        return RegularFileReader(body.path, body.offset, body.size)
+    except FileNotFoundError:
+        raise StoreError(body.store, f"blob file {body.path} not found") from None
+    except OSError as exc:
+        raise StoreError(body.store, f"{body.path}: {exc.strerror or exc}") from None
 
 
 def _open_staged(path: str) -> int:

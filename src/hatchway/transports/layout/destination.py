@@ -39,7 +39,7 @@ from hatchway.files import RegularFileReader, atomic_write, read_regular, write_
 from hatchway.limits import CHUNK_SIZE, MAX_DOCUMENT_SIZE
 from hatchway.model import Descriptor, Layer, hex_of, sha256_digest
 from hatchway.reference import Reference
-from hatchway.transports.base import CopyContext, CopyPlan, LayerForm
+from hatchway.transports.base import CopyContext, CopyPlan, LayerForm, LocalBlob
 from hatchway.transports.layout.spec import (
     IMAGE_NAME_ANNOTATION,
     INDEX_LOCK_NAME,
@@ -259,7 +259,7 @@ class _LayoutReceiver:
     async def has_layer(self, layer: Layer) -> bool:
         return await self._writer.has_blob(layer.blob)
 
-    async def adopt_file(self, layer: Layer, path: str, source: str) -> bool:
+    async def adopt_file(self, layer: Layer, local: LocalBlob, source: str) -> bool:
         return False
 
     async def open_layer(self, layer: Layer) -> BlobFile:

@@ -19,6 +19,7 @@ and passwords never appear in errors.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -31,6 +32,7 @@ from hatchway.limits import MAX_TOKEN_RESPONSE
 from hatchway.transports.registry.credentials import Credentials
 from hatchway.transports.registry.options import RegistryOptions, is_loopback
 from hatchway.transports.registry.protocol import Challenge, parse_challenges, pull_scope
+from hatchway.transports.registry.trust import diagnose
 
 #: A token is renewed this many seconds before it expires.
 EXPIRY_MARGIN = 10.0
@@ -134,9 +136,10 @@ class Authenticator:
                         status=response.status_code,
                     )
                 body = await self._read_capped(response, realm, repository)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, ssl.SSLError) as exc:
+            reason = diagnose(exc).reason or repr(exc)
             raise RegistryError(
-                self.registry, repository, f"token server {_host(realm)} unreachable ({exc!r})"
+                self.registry, repository, f"token server {_host(realm)} unreachable ({reason})"
             ) from None
         return self._parse_token(body, started, repository)
 

@@ -12,8 +12,15 @@ httpx runs on anyio, so this works under asyncio and trio alike.  Contracts:
   a redirect leaves the registry's origin.
 * Every request is authorised by :class:`~hatchway.transports.registry.auth.Authenticator`, holds
   one of the registry's ``max_connections_per_registry`` slots while it runs, and is retried
-  per :class:`~hatchway.transports.registry.options.RetryPolicy`.  Failures raise
+  per :class:`~hatchway.transports.registry.options.RetryPolicy` — but only when trying again
+  can succeed (timeouts, resets, cut bodies, 429, 502-504).  A certificate that fails
+  verification, a client certificate the registry demands or rejects, a refused connection or
+  a name that does not resolve fails at once, with the fix (:mod:`.trust`).  Failures raise
   :class:`~hatchway.errors.RegistryError` naming registry, repository and status.
+* Transport (:class:`~hatchway.transports.registry.options.Security`): HTTPS first; a loopback
+  or insecure host that turns out not to speak TLS is switched to plain HTTP on its first
+  request, once, for the client's lifetime.  Trust (system CAs, ``--ca-cert``, certs.d, client
+  certificates) is loaded in a worker thread before the first request (:meth:`prepare`).
 """
 
 from __future__ import annotations
@@ -32,13 +39,24 @@ from hatchway.limits import MAX_DOCUMENT_SIZE, STREAM_CHUNK
 from hatchway.model import Descriptor
 from hatchway.transports.registry.auth import Authenticator
 from hatchway.transports.registry.credentials import Credentials, lookup
-from hatchway.transports.registry.options import RegistryOptions
+from hatchway.transports.registry.options import RegistryOptions, api_host
 from hatchway.transports.registry.protocol import (
     MANIFEST_ACCEPT,
     RETRY_STATUSES,
     parse_content_range,
     parse_error_body,
     parse_retry_after,
+)
+from hatchway.transports.registry.trust import (
+    Diagnosis,
+    Failure,
+    HostTrust,
+    certs_roots,
+    check_client_certificate,
+    configure,
+    diagnose,
+    explain,
+    host_trust,
 )
 
 T = TypeVar("T")
@@ -69,19 +87,27 @@ class RegistryClient:
     def __init__(self, domain: str, options: RegistryOptions) -> None:
         self.domain = domain
         self.options = options
-        self.base_url = options.base_url(domain)
+        self.api_host = api_host(domain)
+        self.security = options.security(domain)
+        # Loaded with the host's trust by prepare() (file reads belong in a thread, not here).
+        self._ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self._trust: HostTrust | None = None
+        self._trust_lock = anyio.Lock()
+        self._scheme_decided = not self.security.may_fall_back
+        self._answered = False  # any HTTP answer from this host yet
+        self._client_checked = False
         limit = options.max_connections_per_registry
         t = options.timeouts
         transport = options.transport
         if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
             raise TypeError("RegistryOptions.transport must be an httpx.AsyncBaseTransport")
         self._http = httpx.AsyncClient(
-            base_url=self.base_url,
+            base_url=f"https://{self.api_host}",
             headers={"User-Agent": options.user_agent},
             timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=None),
             limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
             follow_redirects=True,
-            verify=_ssl_context(domain, options.ca_cert),
+            verify=self._ssl,
             transport=transport,
             trust_env=False,
         )
@@ -92,6 +118,25 @@ class RegistryClient:
         self.auth = Authenticator(domain, options, self._credentials, self._http)
 
     # -- public API ----------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """``https://HOST`` — or ``http://HOST`` once a loopback or insecure host turned out
+        not to speak TLS."""
+        return str(self._http.base_url).rstrip("/")
+
+    async def prepare(self) -> HostTrust:
+        """Load this host's trust into the client's SSL context, once (in a worker thread).
+
+        Every request path calls it first; a request sent another way must too.  Raises
+        :class:`RegistryError` for a CA or client certificate that cannot be loaded.
+        """
+        if self._trust is not None:
+            return self._trust
+        async with self._trust_lock:
+            if self._trust is None:
+                self._trust = await anyio.to_thread.run_sync(self._load_trust)
+            return self._trust
 
     async def get_manifest(self, repository: str, reference: str) -> FetchedDocument:
         """``GET /v2/<repository>/manifests/<tag-or-digest>`` with every supported type."""
@@ -181,7 +226,8 @@ class RegistryClient:
                     raise retry.error from None
                 await policy.sleep(policy.delay(failures, retry.retry_after))
                 failures += 1
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, ssl.SSLError) as exc:
+                await self._raise_if_permanent(exc, repository, what)
                 if received > at_last_failure:
                     failures = 0
                 at_last_failure = received
@@ -230,13 +276,14 @@ class RegistryClient:
     async def _send_authorised(
         self, path: str, repository: str, headers: dict[str, str]
     ) -> httpx.Response:
+        await self.prepare()
         for attempt in range(2):
             authorization = await self.auth.authorization(repository)
             request = self._http.build_request("GET", path, headers=headers)
             if authorization is not None:
                 request.headers["Authorization"] = authorization
             try:
-                response = await self._http.send(request, stream=True)
+                response = await self._send(request)
             except httpx.TooManyRedirects:  # not a TransportError: no retry would end it
                 raise RegistryError(
                     self.domain,
@@ -249,6 +296,32 @@ class RegistryClient:
                 return response
             await response.aclose()
         raise AssertionError("unreachable")
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` (streaming).  The first answer from a loopback or insecure host
+        decides its scheme: if the server does not speak TLS, the client switches to plain
+        HTTP for good and sends the request again that way; any answer over TLS keeps HTTPS
+        (a host that spoke TLS once is never downgraded).
+        """
+        try:
+            response = await self._http.send(request, stream=True)
+        except (httpx.TransportError, ssl.SSLError) as exc:
+            if (
+                not self.security.may_fall_back
+                or request.url.scheme != "https"
+                or request.url.netloc != self._http.base_url.netloc
+                or (self._scheme_decided and self._http.base_url.scheme == "https")
+                or diagnose(exc).failure is not Failure.NOT_TLS
+            ):
+                raise
+            self._scheme_decided = True
+            self._http.base_url = f"http://{self.api_host}"
+            request.url = request.url.copy_with(scheme="http")
+            return await self._http.send(request, stream=True)
+        if request.url.netloc == self._http.base_url.netloc:
+            self._scheme_decided = True
+            self._answered = True
+        return response
 
     async def _status_error(
         self, response: httpx.Response, repository: str, what: str
@@ -301,14 +374,56 @@ class RegistryClient:
                 if n >= policy.retries:
                     raise retry.error from None
                 await policy.sleep(policy.delay(n, retry.retry_after))
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, ssl.SSLError) as exc:
+                await self._raise_if_permanent(exc, repository, what)
                 if n >= policy.retries:
                     raise self._transport_error(exc, repository, what, None) from None
                 await policy.sleep(policy.delay(n))
         raise AssertionError("unreachable")
 
+    async def _raise_if_permanent(self, exc: Exception, repository: str, what: str) -> None:
+        """Raise at once, with the fix, when retrying cannot help (see :mod:`.trust`)."""
+        diagnosis = diagnose(exc)
+        if not diagnosis.permanent:
+            found = await self._check_client_certificate(exc)
+            if found is None:
+                return
+            diagnosis = found
+        trust = self._trust or HostTrust(self.domain, self.security.verify)
+        message = explain(diagnosis, trust, self.api_host)
+        raise RegistryError(self.domain, repository, f"{what}: {message}") from None
+
+    async def _check_client_certificate(self, exc: Exception) -> Diagnosis | None:
+        """A TLS connection to a host that never answered was cut: once per client, check
+        whether the server refuses our client certificate (its alert can be lost in the
+        reset; :func:`.trust.check_client_certificate`)."""
+        if (
+            self._answered
+            or self._client_checked
+            or self.options.transport is not None
+            or self._http.base_url.scheme != "https"
+            or not isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError | httpx.WriteError)
+        ):
+            return None
+        self._client_checked = True
+        url = self._http.base_url
+        return await check_client_certificate(url.host, url.port or 443, self._ssl)
+
+    def _load_trust(self) -> HostTrust:
+        options = self.options
+        trust = host_trust(
+            self.domain,
+            verify=self.security.verify,
+            ca_cert=options.ca_cert,
+            client_cert=options.client_cert,
+            client_key=options.client_key,
+            roots=certs_roots(options.certs_dirs),
+        )
+        configure(self._ssl, trust)
+        return trust
+
     def _transport_error(
-        self, exc: httpx.TransportError, repository: str, what: str, received: int | None
+        self, exc: Exception, repository: str, what: str, received: int | None
     ) -> RegistryError:
         kind = type(exc).__name__
         detail = str(exc) or kind
@@ -342,7 +457,7 @@ async def _raw(response: httpx.Response, chunk_size: int | None = None) -> Async
         yield chunk
 
 
-def _describe(exc: httpx.TransportError) -> str:
+def _describe(exc: Exception) -> str:
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return "cannot connect"
     if isinstance(exc, httpx.TimeoutException):
@@ -350,15 +465,3 @@ def _describe(exc: httpx.TransportError) -> str:
     if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
         return "connection lost"
     return "transport error"
-
-
-def _ssl_context(domain: str, ca_cert: str | None) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if ca_cert is not None:
-        try:
-            context.load_verify_locations(cafile=ca_cert)
-        except (OSError, ssl.SSLError) as exc:
-            raise RegistryError(
-                domain, None, f"cannot load CA certificate {ca_cert}: {exc}"
-            ) from None
-    return context
