@@ -221,3 +221,87 @@ def test_progress_and_summary_on_a_terminal_stderr(family: Family, tmp_path: Pat
     assert "saved 3 image(s), 4 tag(s), 4 layer(s)" in outputs[False]
     assert "staging 4 layers" in outputs[False]
     assert outputs[True] == ""
+
+
+# -- the last-resort guard -----------------------------------------------------------------
+
+#: Runs the real CLI with a fault planted where the archive is planned (after every layer is
+#: staged, so there is something to clean up): ``python -c DRIVER EXCEPTION ARGS...``.
+PLANTED_FAULT = """
+import sys
+import click
+import hatchway
+import hatchway.cli
+import hatchway.transports.archive.destination as destination
+
+fault = eval(sys.argv[1])
+
+def planted(*args, **kwargs):
+    raise fault
+
+destination.plan_archive = planted
+sys.argv = ["hatchway", *sys.argv[2:]]
+hatchway.cli.main()
+"""
+
+
+def run_planted(
+    fault: str, family: Family, out: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    out.mkdir(exist_ok=True)
+    args = ["save", "-q", "--store", str(family.root), "-o", str(out / "o.tar"), "app:1.0"]
+    return subprocess.run(
+        [sys.executable, "-c", PLANTED_FAULT, fault, *args],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_an_unexpected_error_is_one_line_after_cleanup(family: Family, tmp_path: Path) -> None:
+    result = run_planted("ValueError('planted')", family, tmp_path / "out")
+    assert result.returncode == 1
+    assert error_line(result) == (
+        "hatchway: error: internal error: ValueError('planted'); this is a bug in hatchway, "
+        "please report it (HATCHWAY_DEBUG=1 shows the traceback)"
+    )
+    assert files_under(tmp_path / "out") == []  # the staging directory is gone too
+
+
+def test_hatchway_debug_shows_the_traceback(family: Family, tmp_path: Path) -> None:
+    result = run_planted(
+        "RecursionError('planted')", family, tmp_path / "out", {"HATCHWAY_DEBUG": "1"}
+    )
+    assert result.returncode == 1
+    stderr = result.stderr.decode()
+    assert "Traceback" in stderr and "RecursionError: planted" in stderr
+    assert files_under(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "expected"),
+    [
+        # hatchway's own errors keep their message
+        ("hatchway.DigestMismatch('layer', 'sha256:a', 'sha256:b')", 1,
+         "hatchway: error: layer: digest mismatch: expected sha256:a, got sha256:b"),
+        # OSError keeps its one line
+        ("PermissionError(13, 'Permission denied', '/x')", 1,
+         "hatchway: error: Permission denied: /x"),
+        # Ctrl-C that surfaces as KeyboardInterrupt is still an interruption
+        ("KeyboardInterrupt()", 130, "hatchway: interrupted"),
+        # an exit asked for keeps its status; click's usage errors still exit 2
+        ("SystemExit(3)", 3, None),
+        ("click.BadParameter('planted', param_hint='--x')", 2,
+         "Error: Invalid value for --x: planted"),
+    ],
+)  # fmt: skip
+def test_the_guard_hides_no_error_class(
+    family: Family, tmp_path: Path, fault: str, status: int, expected: str | None
+) -> None:
+    result = run_planted(fault, family, tmp_path / "out")
+    stderr = result.stderr.decode()
+    assert result.returncode == status, stderr
+    assert "internal error" not in stderr and "Traceback" not in stderr
+    if expected is not None:
+        assert stderr.strip().splitlines()[-1] == expected
+    assert files_under(tmp_path / "out") == []

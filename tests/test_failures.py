@@ -6,7 +6,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
+import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -14,15 +17,23 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+import zstandard
+from anyio.streams.file import FileWriteStream
 
 import hatchway
 from hatchway.errors import StoreError
-from hatchway.progress import ProgressEvent, WriteAdvanced
-from hatchway.testing.layout import LayoutBuilder
+from hatchway.model import OCI_LAYER
+from hatchway.progress import ProgressEvent, WriteAdvanced, WriteStarted
+from hatchway.testing.layout import BuiltLayer, LayoutBuilder, layer_tar
 from hatchway.transports.layout.source import OCILayoutStore
 from tests.support import Family, ProbeStore, files_under
+from tests.test_cli import run as run_cli
 
 pytestmark = pytest.mark.anyio
+
+
+def sha256_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def outside_store(tmp_path: Path) -> list[str]:
@@ -269,3 +280,93 @@ async def test_layer_count_disagreeing_with_config(tmp_path: Path) -> None:
     b.tag(dataclasses.replace(img, digest=b.blob(raw), size=len(raw)), "app:1")
     b.save()
     await expect_failure(tmp_path / "store", tmp_path, StoreError, "2 layers but config has 1")
+
+
+# -- only verified bytes reach an output ----------------------------------------------------
+
+
+@pytest.mark.parametrize("output", ["fd", "stream", "file", "file-pipelined"])
+async def test_a_layer_rewritten_after_its_check_never_reaches_the_output(
+    family: Family, tmp_path: Path, output: str
+) -> None:
+    """Item 4: a local uncompressed layer is rewritten (same size, other bytes) by someone
+    else once the archive is being written.  stdout and streams get layers copied into the
+    staging area and verified there, so they receive exactly the verified bytes; ``-o FILE``
+    with a layer whose size cannot be predicted (so nothing is pipelined) verifies adopted
+    layers in the copy pass, so it fails and keeps nothing; ``-o FILE`` pipelined has the
+    layer verified and in place before writing starts.  Never mismatched bytes."""
+    b = family.builder
+    tar = layer_tar({"opaque/size": b"no content size in this frame\n" * 100})
+    stored = zstandard.ZstdCompressor(write_content_size=False).compress(tar)
+    unpredictable = BuiltLayer(
+        b.blob(stored), len(stored), sha256_of(tar), "zstd", OCI_LAYER + "+zstd"
+    )
+    b.tag(b.image([family.layers["l2"], unpredictable]), "mixed:1")
+    b.save()
+    name = "app:2.0" if output == "file-pipelined" else "mixed:1"
+    expected = tmp_path / "expected.tar"
+    await hatchway.save([name], expected, store=family.root)
+    layer = family.builder.blob_path(family.layers["l2"].digest)  # uncompressed
+    rewritten: list[bool] = []
+
+    def rewrite_when_writing(event: ProgressEvent) -> None:
+        if isinstance(event, WriteStarted) and not rewritten:
+            corrupt_same_size(layer)
+            rewritten.append(True)
+
+    got = tmp_path / "got.tar"
+    if output == "file":
+        with pytest.raises(hatchway.DigestMismatch):
+            await hatchway.save([name], got, store=family.root, progress=rewrite_when_writing)
+        assert not got.exists() and outside_store(tmp_path) == ["expected.tar"]
+    elif output == "file-pipelined":
+        await hatchway.save([name], got, store=family.root, progress=rewrite_when_writing)
+        assert got.read_bytes() == expected.read_bytes()
+    elif output == "fd":
+        fd = os.open(got, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            await hatchway.save([name], fd, store=family.root, progress=rewrite_when_writing)
+        finally:
+            os.close(fd)
+        assert got.read_bytes() == expected.read_bytes()
+    else:
+        async with await FileWriteStream.from_path(got) as stream:
+            await hatchway.save([name], stream, store=family.root, progress=rewrite_when_writing)
+        assert got.read_bytes() == expected.read_bytes()
+    assert rewritten
+
+
+def test_stdout_gets_verified_bytes_or_nothing_while_the_store_changes(
+    family: Family, tmp_path: Path
+) -> None:
+    """Item 4 through the CLI, with another thread flipping an uncompressed layer between
+    its true bytes and corrupt ones as fast as it can: every save to stdout either exits 0
+    with exactly the verified archive or exits 1 with nothing on stdout."""
+    expected = run_cli("save", "--store", str(family.root), "app:2.0")
+    assert expected.returncode == 0
+    layer = family.builder.blob_path(family.layers["l2"].digest)
+    good = layer.read_bytes()
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0xFF
+    stop = threading.Event()
+
+    def flip() -> None:
+        while not stop.is_set():
+            for data in (bytes(bad), good):
+                layer.write_bytes(data)
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    outcomes = set()
+    try:
+        for _ in range(8):
+            result = run_cli("save", "--store", str(family.root), "app:2.0")
+            if result.returncode == 0:
+                assert result.stdout == expected.stdout
+            else:
+                assert result.returncode == 1 and result.stdout == b"", result.stderr
+            outcomes.add(result.returncode)
+    finally:
+        stop.set()
+        flipper.join()
+    assert outcomes  # (which outcomes occur depends on timing; both are correct)

@@ -179,6 +179,10 @@ def test_duplicate_layer_content_is_stored_once_as_symlinks() -> None:
         assert m[link.linkname[3:]].layer is not None
     manifest = json_of(members, "manifest.json")
     assert [len(e["Layers"]) for e in manifest] == [3, 2]
+    # Every layer manifest.json lists is the file holding the bytes, never a symlink:
+    # containers/image (podman load) sizes a layer by the header of the path listed.
+    for entry, img in zip(manifest, (a, b), strict=True):
+        assert [m[path].layer for path in entry["Layers"]] == list(img.diff_ids)
     docker = plan_archive(ArchiveFormat.DOCKER, [a, b], SIZES)
     assert sorted(x.layer for x in docker if x.layer) == sorted({diff(0), diff(1), diff(3)})
     assert (

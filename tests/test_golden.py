@@ -31,7 +31,7 @@ FAMILY_NAMES = [
 
 FAMILY_GOLDEN = {
     "docker": "3b69356fd9cedcd2845090e0aef0d52dad27aa4448553a4c983cf63c696b8fec",
-    "docker-1.10": "06e65f3f801b24d36d67f14acbd4b4919bb7af9ca2232a9d14e1113a92d1f132",
+    "docker-1.10": "db1c5dd8327623f4cf63a07d72d024a7d98ed3538f0f3a0241c0e824943423b2",
     "docker-legacy": "1c457fb1cffbd6b72e6f91eb726dbbc5e1e8155fa67921c2c7715ea8efde325b",
 }
 SAMPLE_GOLDEN = "715311f19493c57dded727310e692b4a756ffc553c79b45a6954d47ee65c1f4a"

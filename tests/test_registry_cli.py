@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from hatchway.testing.layout import LayoutBuilder
 from tests.peers import Containerd
-from tests.registry_support import PASSWORD, USER, Lab
+from tests.registry_support import PASSWORD, USER, Lab, push_image
 from tests.support import Family, read_archive
 from tests.test_cli import error_line, run
 
@@ -171,3 +172,39 @@ def test_pull_rereads_index_json_under_the_lock(lab: Lab, tmp_path: Path) -> Non
         for m in json.loads((store / "index.json").read_text())["manifests"]
     )
     assert names == sorted([f"{host}/hw/docker:1", f"{host}/hw/oci:1", "other/x:1"])
+
+
+@pytest.mark.parametrize("order", ["local-first", "registry-first"])
+def test_same_image_from_the_store_and_a_registry(lab: Lab, tmp_path: Path, order: str) -> None:
+    """Item 8: one image ID, two sources whose blobs differ — the store keeps its layers
+    gzip-compressed, the registry zstd-compressed (same config, same diffIDs, other blob
+    digests).  Each image's layers come from the source that described them, so nothing is
+    asked of a source that lacks it, and the archive holds the image once (under both tags),
+    byte-identical to saving it from either source alone."""
+    files = [{"etc/os-release": b"ID=two-sources\n"}, {"app/run": b"#!/bin/sh\necho hi\n"}]
+    store = LayoutBuilder(tmp_path / "store")
+    image = store.image([store.layer(f, compression="gzip") for f in files])
+    store.tag(image, "app:1")
+    store.save()
+    pushed = LayoutBuilder(tmp_path / "push")
+    remote = pushed.image([pushed.layer(f, compression="zstd") for f in files])
+    assert remote.config_digest == image.config_digest and remote.digest != image.digest
+    push_image(lab.registry.url, "hw/two-sources", "1", tmp_path / "push", remote)
+    names = ["app:1", f"docker://{lab.registry.host}/hw/two-sources:1"]
+    if order == "registry-first":
+        names.reverse()
+    saved = run("save", "--store", str(store.root), "-o", str(tmp_path / "o.tar"), *names)
+    assert saved.returncode == 0, saved.stderr
+    archive = read_archive((tmp_path / "o.tar").read_bytes())
+    manifest = archive.json("manifest.json")
+    assert len(manifest) == 1
+    tags = ["app:1", f"{lab.registry.host}/hw/two-sources:1"]
+    assert manifest[0]["RepoTags"] == (tags if order == "local-first" else tags[::-1])
+    alone = {}
+    for name in names:
+        single = run("save", "--store", str(store.root), name)
+        assert single.returncode == 0, single.stderr
+        alone[name] = read_archive(single.stdout)
+    for name in names:  # the same layer bytes whichever source they came from
+        for layer in manifest[0]["Layers"]:
+            assert archive.data[layer] == alone[name].data[layer]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 
 import anyio
@@ -13,6 +15,7 @@ import pytest
 from hatchway import pull
 from hatchway.errors import NoSuchImage
 from hatchway.transports.layout.source import OCILayoutStore
+from tests.bounded import assert_one_error_line, run_bounded
 from tests.peers import OciImageTool
 from tests.registry_support import Lab, options, save_archive, save_from_registry
 
@@ -138,3 +141,27 @@ async def test_concurrent_pulls_keep_every_entry(lab: Lab, tmp_path: Path) -> No
         [f"{lab.registry.host}/{n}" for n in NAMES], tmp_path / "a.tar", OCILayoutStore(store)
     )
     assert local
+
+
+async def test_pull_into_a_store_with_special_files_neither_hangs_nor_trusts_them(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """A FIFO where the destination keeps a blob is no intact blob: it is fetched again and
+    replaced.  A FIFO as ``index.json`` is refused, with nothing added and nothing hung (run
+    through the CLI under a deadline: a regression would block a worker thread for good)."""
+    store = tmp_path / "store"
+    name = lab.images.name("hw/docker:1")
+    await pull([name], store=store, registry=options())
+    blob = store / "blobs" / "sha256" / lab.images.layers["dock"].digest.removeprefix("sha256:")
+    good = blob.read_bytes()
+    blob.unlink()
+    os.mkfifo(blob)
+    env = {"DOCKER_CONFIG": str(tmp_path), "REGISTRY_AUTH_FILE": ""}
+    again = run_bounded(["pull", "-q", "--store", str(store), name], env=env)
+    assert again.returncode == 0, again.stderr
+    assert blob.read_bytes() == good
+    (store / "index.json").unlink()
+    os.mkfifo(store / "index.json")
+    refused = run_bounded(["pull", "-q", "--store", str(store), name], env=env)
+    assert "index.json: is a FIFO, not a regular file" in assert_one_error_line(refused)
+    assert stat.S_ISFIFO((store / "index.json").lstat().st_mode)

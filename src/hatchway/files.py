@@ -7,6 +7,11 @@
 * :class:`KernelCopy` copies byte ranges between descriptors without passing them through
   Python: ``copy_file_range``, else ``sendfile``, else ``pread`` + write — remembering per
   destination which one works.
+* :func:`open_regular` and :func:`read_regular` are how every file of a store is opened:
+  without blocking (a FIFO put where a blob should be cannot hang the open), refusing
+  anything that is not a regular file (a FIFO, ``/dev/urandom`` behind a symlink, a socket, a
+  directory) and never reading past the size ``fstat`` reported, so no store entry can make a
+  read block or go on forever.
 
 Blocking functions here are meant for worker threads (``anyio.to_thread``); none of them
 touches the event loop.
@@ -17,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,6 +38,122 @@ from hatchway.limits import CHUNK_SIZE
 _NO_KERNEL_COPY = frozenset(
     {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF, errno.ETXTBSY}
 )
+
+
+class NotRegularFile(OSError):
+    """A path that should be a regular file is a FIFO, a device, a socket or a directory."""
+
+    def __init__(self, path: str | os.PathLike[str], kind: str) -> None:
+        super().__init__(errno.EINVAL, f"is {kind}, not a regular file", os.fspath(path))
+        self.kind = kind
+
+
+class FileTooLarge(OSError):
+    """A file is larger than the most its reader accepts."""
+
+    def __init__(self, path: str | os.PathLike[str], size: int, limit: int) -> None:
+        super().__init__(
+            errno.EFBIG, f"too large ({size} bytes; the limit is {limit})", os.fspath(path)
+        )
+        self.size = size
+        self.limit = limit
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
+
+
+def open_regular(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """Blocking: open the regular file ``path`` for reading; return ``(fd, size)``.
+
+    Opened with ``O_NONBLOCK``, so that opening a FIFO returns at once instead of waiting for a
+    writer, then checked with ``fstat``: anything but a regular file raises
+    :class:`NotRegularFile` (the descriptor closed).  ``O_NONBLOCK`` changes nothing for
+    regular files.  The caller owns the descriptor and should read at most ``size`` bytes.
+    Raises :class:`OSError` (``FileNotFoundError``, ``PermissionError``, ...).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a socket (or a FIFO's missing peer): say what it is
+            raise NotRegularFile(path, _kind(os.stat(path).st_mode)) from None
+        raise
+    try:
+        info = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise NotRegularFile(path, _kind(info.st_mode))
+    return fd, info.st_size
+
+
+def read_regular(path: str | os.PathLike[str], limit: int) -> bytes:
+    """Blocking: the bytes of the regular file ``path``, refusing one larger than ``limit``.
+
+    The size is judged from ``fstat`` before anything is read (:class:`FileTooLarge`), and no
+    more than that many bytes are read, so a file that grows meanwhile cannot make this read
+    more.  Raises :class:`OSError` as :func:`open_regular` does.
+    """
+    fd, size = open_regular(path)
+    try:
+        if size > limit:
+            raise FileTooLarge(path, size, limit)
+        parts: list[bytes] = []
+        remaining = size
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, CHUNK_SIZE))
+            if not chunk:
+                break
+            parts.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
+class RegularFileReader:
+    """A blocking, file-like reader of ``size`` bytes from ``offset`` of a regular file (to
+    its end when ``size`` is ``None``), for :meth:`hatchway.decode.LayerDecoder.feed_file`.
+
+    Opened with :func:`open_regular`, and never reads past the end the file had when opened,
+    so a file that grows meanwhile cannot make it read more.  ``size`` is how many bytes it
+    will deliver at most.  Owns its descriptor.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], offset: int = 0, size: int | None = None
+    ) -> None:
+        self.fd, file_size = open_regular(path)
+        self.name = os.fspath(path)
+        available = max(0, file_size - offset)
+        self.size = available if size is None else min(size, available)
+        self._position = offset
+        self._remaining = self.size
+
+    def read(self, n: int) -> bytes:
+        if self._remaining <= 0 or n <= 0:
+            return b""
+        data = os.pread(self.fd, min(n, self._remaining), self._position)
+        self._position += len(data)
+        self._remaining -= len(data)
+        return data
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
 
 
 class KernelCopy:

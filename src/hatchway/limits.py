@@ -47,6 +47,16 @@ WRITE_BUFFER = 1 << 20
 #: (while reading, not after) instead of eating memory.
 MAX_DOCUMENT_SIZE = 16 << 20
 
+#: How deeply arrays and objects may nest in a JSON document read from a store or registry.
+#: Real manifests and configs nest fewer than ten levels; Python's parser and encoder recurse
+#: once per level, so a document nested near the interpreter's recursion limit could parse and
+#: then fail when it is written into an archive.  Deeper documents are refused as malformed.
+MAX_JSON_DEPTH = 200
+
+#: The most a registry's token endpoint may answer, read as it arrives; a token server that
+#: sends more is refused instead of filling memory.
+MAX_TOKEN_RESPONSE = 1 << 20
+
 #: A registry's blob bytes are handed on in chunks of this size: a cut connection loses at
 #: most this much (a resume restarts after the last chunk handed on).
 STREAM_CHUNK = 256 << 10

@@ -17,6 +17,7 @@ from enum import Enum
 from typing import Any
 
 from hatchway.errors import MalformedContent, UnsupportedMediaType
+from hatchway.limits import MAX_JSON_DEPTH
 
 # Media types (OCI image spec v1.1, Docker image manifest v2 schema 2).
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -33,6 +34,7 @@ DOCKER_SCHEMA1 = (
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 CONFIG_TYPES = frozenset({OCI_CONFIG, DOCKER_CONFIG})
+_DOCUMENT_TYPES = INDEX_TYPES | MANIFEST_TYPES
 
 
 class Compression(Enum):
@@ -200,11 +202,41 @@ class ImageConfig:
         return Platform(self.os, self.architecture, self.variant)
 
 
-def parse_json_object(raw: bytes, what: str) -> dict[str, Any]:
+def parse_json(raw: bytes | str, what: str) -> Any:
+    """Parse untrusted JSON: any failure, including nesting so deep that the parser would
+    overflow the stack or that re-encoding the document later would (deeper than
+    ``MAX_JSON_DEPTH``), raises :class:`MalformedContent` — never ``RecursionError``."""
     try:
         obj = json.loads(raw)
+    except RecursionError:
+        raise MalformedContent(f"{what}: JSON nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedContent(f"{what}: not valid JSON ({exc})") from None
+    if json_depth(obj) > MAX_JSON_DEPTH:
+        raise MalformedContent(f"{what}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return obj
+
+
+def json_depth(obj: Any) -> int:
+    """How deeply arrays and objects nest in ``obj`` (a scalar is 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
+def parse_json_object(raw: bytes, what: str) -> dict[str, Any]:
+    obj = parse_json(raw, what)
     if not isinstance(obj, dict):
         raise MalformedContent(f"{what}: not a JSON object")
     return obj
@@ -239,32 +271,42 @@ class Manifest:
     layers: tuple[Descriptor, ...]
 
 
-def _media_type(obj: dict[str, Any], fallback: str | None) -> str:
-    mt = obj.get("mediaType") or fallback
-    if not isinstance(mt, str) or not mt:
-        raise MalformedContent("document has no mediaType")
-    return mt
-
-
 def document_kind(raw: bytes, descriptor_type: str, what: str) -> tuple[str, dict[str, Any]]:
     """Parse a manifest-or-index document and say which it is (its media type).
 
-    The document's own ``mediaType`` wins over the descriptor's; schema 1 and anything that is
-    neither a manifest nor an index raises :class:`UnsupportedMediaType`.
+    As containerd decides (``images.Manifest`` and ``validateMediaType``): the document is
+    what its media type says, never what its shape suggests.  The document's own
+    ``mediaType`` is used when present (it must then be a known manifest or index type, of
+    the same kind as a known descriptor type); OCI allows it to be absent, and then the
+    descriptor's type decides.  Anything else — an unknown type, or no type at all — raises
+    :class:`UnsupportedMediaType`; so does Docker schema 1.  A document whose fields belong to
+    the other kind (a "manifest" with ``manifests``, an "index" with ``layers``) is malformed.
     """
     obj = parse_json_object(raw, what)
-    mt = _media_type(obj, descriptor_type)
-    if mt in DOCKER_SCHEMA1 or obj.get("schemaVersion") == 1:
-        raise UnsupportedMediaType(what, mt, "a Docker schema 1 manifest (unsupported)")
-    if mt not in INDEX_TYPES and mt not in MANIFEST_TYPES:
-        # OCI allows an absent mediaType; guess from the shape.
-        if "manifests" in obj and "layers" not in obj:
-            mt = OCI_INDEX
-        elif "layers" in obj and "config" in obj:
-            mt = OCI_MANIFEST
-        else:
-            raise UnsupportedMediaType(what, mt, "a manifest")
-    return mt, obj
+    body_type = obj.get("mediaType")
+    if body_type is not None and not isinstance(body_type, str):
+        raise MalformedContent(f"{what}: mediaType is not a string")
+    declared = descriptor_type.split(";")[0].strip()  # a Content-Type may carry parameters
+    if body_type in DOCKER_SCHEMA1 or declared in DOCKER_SCHEMA1 or obj.get("schemaVersion") == 1:
+        shown = body_type or declared or "schemaVersion 1"
+        raise UnsupportedMediaType(what, shown, "a Docker schema 1 manifest (unsupported)")
+    if body_type:
+        if body_type not in _DOCUMENT_TYPES:
+            raise UnsupportedMediaType(what, body_type, "an image manifest or index")
+        if declared in _DOCUMENT_TYPES and (declared in INDEX_TYPES) != (body_type in INDEX_TYPES):
+            raise MalformedContent(
+                f"{what}: the descriptor says {declared} but the document says {body_type}"
+            )
+        media_type = body_type
+    elif declared in _DOCUMENT_TYPES:
+        media_type = declared
+    else:
+        raise UnsupportedMediaType(what, declared, "an image manifest or index")
+    if media_type in MANIFEST_TYPES and "manifests" in obj:
+        raise MalformedContent(f"{what}: {media_type} holds an index's manifests")
+    if media_type in INDEX_TYPES and ("layers" in obj or "config" in obj):
+        raise MalformedContent(f"{what}: {media_type} holds a manifest's config and layers")
+    return media_type, obj
 
 
 def parse_manifest(obj: dict[str, Any], media_type: str, what: str) -> Manifest:

@@ -14,6 +14,7 @@ import pytest
 from tests.peers.containerd_daemon import Containerd, start_containerd
 from tests.peers.docker_daemon import DockerDaemon, start_dockerd
 from tests.peers.image_tools import OciImageTool, Skopeo
+from tests.peers.podman_tool import Podman
 from tests.peers.process import PeerError
 from tests.peers.registry_server import Registry, start_registry
 
@@ -81,6 +82,18 @@ def skopeo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Skopeo]:
     try:
         yield Skopeo(workdir)
     finally:
+        _remove_tree(workdir)
+
+
+@pytest.fixture(scope="session")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
+    """``podman(*args)``: daemonless podman with all its state in a private temp dir."""
+    workdir = tmp_path_factory.mktemp("podman")
+    handle = Podman(workdir)
+    try:
+        yield handle
+    finally:
+        handle.stop()
         _remove_tree(workdir)
 
 

@@ -1,9 +1,17 @@
 """Running a command on trio: signals, and turning every outcome into one line and a code.
 
 Exit status: 0 success, 1 error (one ``hatchway: error:`` line on stderr), 2 usage error
-(click's), 130 interrupted (Ctrl-C), 128+N terminated by signal N (SIGTERM, SIGHUP).  Every
-signal cancels the operation, so its shielded cleanup — staging directory, temp files — runs
-before the process exits.
+(click's), 130 interrupted (Ctrl-C), 128+N terminated by signal N (SIGTERM, SIGHUP).
+
+Signals: the first SIGINT, SIGTERM or SIGHUP cancels the operation, whatever it is doing
+(reads and writes run in bounded steps on worker threads, so cancellation takes effect within
+one step), and its shielded cleanup — staging directory, temp files — runs to the end.  Every
+further signal is absorbed until that cleanup has finished (a second Ctrl-C, or the SIGTERM
+that follows a SIGHUP when a terminal closes, must not cut it short); then the process exits
+with the first signal's status.
+
+Anything else that escapes the operation is a bug: it is reported as one ``internal error``
+line with a hint, after cleanup, and ``HATCHWAY_DEBUG=1`` shows its traceback instead.
 """
 
 from __future__ import annotations
@@ -14,8 +22,13 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import anyio
+import click
 
 from hatchway import HatchwayError
+
+#: The signals that stop a command: Ctrl-C, ``kill``/``timeout``/``docker stop``, and a
+#: closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 T = TypeVar("T")
 
@@ -34,8 +47,12 @@ def error(message: object) -> Exit:
     return Exit(1, f"hatchway: error: {message}")
 
 
+#: Outcomes that are not failures of the operation: they pass through with their own meaning.
+_PASSED_ON = (SystemExit, click.ClickException, click.exceptions.Exit, click.exceptions.Abort)
+
+
 class _Terminated(Exception):
-    """SIGTERM or SIGHUP arrived: the operation was cancelled (and cleaned up) on purpose."""
+    """A stop signal arrived: the operation was cancelled (and cleaned up) on purpose."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -43,25 +60,35 @@ class _Terminated(Exception):
 
 
 async def _cancel_on_signals(fn: Callable[[], Awaitable[T]]) -> T:
-    """Run ``fn``, cancelling it (so its shielded cleanup runs) on SIGTERM or SIGHUP —
-    what ``timeout``, ``docker stop`` and a closed terminal send.  Ctrl-C is trio's own."""
+    """Run ``fn``, cancelling it (so that its shielded cleanup runs) on the first stop signal.
+
+    The signal receiver stays open until ``fn`` has returned or raised — its cleanup included
+    — so later signals are absorbed instead of killing the process half-way through cleanup.
+    Once a signal arrived, how ``fn`` ended does not matter: the command was stopped.
+    """
     received: list[int] = []
     result: list[T] = []
-    try:
-        async with anyio.create_task_group() as tg:
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        work = anyio.CancelScope()
+        try:
+            async with anyio.create_task_group() as tg:
 
-            async def watch() -> None:
-                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+                async def watch() -> None:
                     async for signum in signals:
-                        received.append(signum)
-                        tg.cancel_scope.cancel()
-                        return
+                        if not received:
+                            received.append(signum)
+                            work.cancel()
 
-            tg.start_soon(watch)
-            result.append(await fn())
-            tg.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        raise _single(group) from None
+                tg.start_soon(watch)
+                with work:
+                    result.append(await fn())
+                tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            if not received:
+                raise _single(group) from None
+        except BaseException:
+            if not received:
+                raise
     if received:
         raise _Terminated(received[0])
     return result[0]
@@ -80,8 +107,11 @@ def run(fn: Callable[[], Awaitable[T]]) -> T:
     except HatchwayError as exc:
         raise error(exc) from None
     except _Terminated as exc:
+        _ignore_stop_signals()  # cleanup is done; nothing may cut the last line short
+        if exc.signum == signal.SIGINT:
+            raise Exit(130, "hatchway: interrupted") from None
         raise Exit(128 + exc.signum, f"hatchway: terminated ({exc})") from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C before the signal receiver was installed
         raise Exit(130, "hatchway: interrupted") from None
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
@@ -89,11 +119,34 @@ def run(fn: Callable[[], Awaitable[T]]) -> T:
     except BaseExceptionGroup as group:  # an unexpected failure inside a task group
         if group.subgroup(KeyboardInterrupt) is not None:
             raise Exit(130, "hatchway: interrupted") from None
+        passed_on = group.subgroup(_PASSED_ON)
+        if passed_on is not None:  # an exit asked for keeps its status
+            raise _first_leaf(passed_on) from None
+        ours, rest = group.split(HatchwayError)
+        if ours is not None and rest is None:  # only errors of ours: report the first
+            raise error(_first_leaf(ours)) from None
         if os.environ.get("HATCHWAY_DEBUG"):
             raise
-        raise error(
-            f"internal error: {_first_leaf(group)!r} (HATCHWAY_DEBUG=1 shows the traceback)"
-        ) from None
+        raise _internal(_first_leaf(group)) from None
+    except _PASSED_ON:
+        raise  # click's own outcomes keep their meaning (usage errors exit 2)
+    except Exception as exc:  # the last resort: a bug, never a traceback
+        if os.environ.get("HATCHWAY_DEBUG"):
+            raise
+        raise _internal(exc) from None
+
+
+def _internal(exc: BaseException) -> Exit:
+    """The one line for an error hatchway did not expect."""
+    return error(
+        f"internal error: {exc!r}; this is a bug in hatchway, please report it "
+        "(HATCHWAY_DEBUG=1 shows the traceback)"
+    )
+
+
+def _ignore_stop_signals() -> None:
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -35,6 +35,7 @@ from hatchway.concurrency import KeyedOnce, collapse_errors
 from hatchway.decode import LayerDecoder
 from hatchway.engine.resolve import assemble, resolve_all
 from hatchway.errors import HatchwayError, StoreError
+from hatchway.files import RegularFileReader
 from hatchway.limits import CHUNK_SIZE, SMALL_BLOB, STEP_BYTES
 from hatchway.model import Layer, Platform
 from hatchway.progress import (
@@ -200,7 +201,7 @@ class _Mover:
             try:
                 while n := await anyio.to_thread.run_sync(
                     decoder.feed_file,
-                    file,
+                    cast(IO[bytes], file),
                     STEP_BYTES if end is None else min(STEP_BYTES, end - decoder.consumed),
                     anyio.from_thread.check_cancelled,
                 ):
@@ -229,19 +230,19 @@ def _decode_small(decoder: LayerDecoder, local: LocalBlob, store: str) -> int:
     file = _open_blob_file(local, store)
     try:
         end = local.size if local.size is not None else decoder.layer.blob.size + 1
-        decoder.feed_file(file, end)
+        decoder.feed_file(cast(IO[bytes], file), end)
     finally:
         file.close()
     return decoder.finish()
 
 
-def _open_blob_file(local: LocalBlob, store: str) -> IO[bytes]:
+def _open_blob_file(local: LocalBlob, store: str) -> RegularFileReader:
+    """The local blob (a file, or a range of one), opened without blocking: a FIFO or a
+    device in its place is refused (:func:`hatchway.files.open_regular`), and reading stops
+    at the end the file had when it was opened."""
     try:
-        file = open(local.path, "rb")  # noqa: SIM115 - the caller closes it on a worker thread
+        return RegularFileReader(local.path, local.offset, local.size)
     except FileNotFoundError:
         raise StoreError(store, f"blob file {local.path} not found") from None
     except OSError as exc:
-        raise StoreError(store, f"{local.path}: {exc.strerror}") from None
-    if local.offset:
-        file.seek(local.offset)
-    return file
+        raise StoreError(store, f"{local.path}: {exc.strerror or exc}") from None

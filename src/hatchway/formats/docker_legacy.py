@@ -19,8 +19,9 @@ from hatchway.formats.v1 import v1_members
 
 
 def plan(images: list[ExportImage], sizes: dict[str, int]) -> tuple[Member, ...]:
-    members, per_image = v1_members(images, sizes)
-    repos = repositories(images, {cid: ids[-1] for cid, ids in per_image.items() if ids})
+    v1 = v1_members(images, sizes)
+    members = list(v1.members)
+    repos = repositories(images, {cid: ids[-1] for cid, ids in v1.ids.items() if ids})
     if repos:
         members.append(data_file("repositories", repositories_json(repos), 0))
     return walk_order(members)

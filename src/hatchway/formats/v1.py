@@ -68,14 +68,29 @@ def v1_layers(image: ExportImage) -> list[V1Layer]:
     return out
 
 
-def v1_members(
-    images: list[ExportImage], sizes: dict[str, int]
-) -> tuple[list[Member], dict[str, list[str]]]:
-    """The members of every image's v1 directories, each directory once, each layer's bytes
-    once (later copies are symlinks ``../<id>/layer.tar`` to the lowest id that holds them).
+@dataclass(frozen=True, slots=True)
+class V1Directories:
+    """The v1 directories of an archive: their members, each image's v1 ids (base first),
+    and per diffID the ``<id>/layer.tar`` that holds its bytes (every other directory with
+    that content has a symlink to it)."""
 
-    Returns the members and, per image ID, its v1 ids base first.
-    """
+    members: list[Member]
+    ids: dict[str, list[str]]
+    content: dict[str, str]
+
+    def layer_paths(self, image: ExportImage) -> list[str]:
+        """What ``manifest.json`` lists as ``Layers`` for ``image``: the file that holds each
+        layer's bytes, never a symlink.  A symlinked ``layer.tar`` would load in Docker, but
+        containers/image (podman, ``skopeo copy`` into containers-storage) sizes a layer by
+        the tar header of the path the manifest names — 0 for a symlink — and then fails with
+        "blob size mismatch", wherever the real file is placed."""
+        return [self.content[diff_id] for diff_id in image.diff_ids]
+
+
+def v1_members(images: list[ExportImage], sizes: dict[str, int]) -> V1Directories:
+    """The members of every image's v1 directories, each directory once, each layer's bytes
+    once: in the directory with the lowest id, which comes first in the archive's walk order;
+    later copies are symlinks ``../<id>/layer.tar`` to it."""
     dirs: dict[str, V1Layer] = {}
     per_image: dict[str, list[str]] = {}
     for image in images:
@@ -100,7 +115,8 @@ def v1_members(
             )
         else:
             members.append(symlink(f"{v1_id}/layer.tar", f"../{first}/layer.tar", layer.mtime))
-    return members, per_image
+    content = {diff_id: f"{v1_id}/layer.tar" for diff_id, v1_id in holder.items()}
+    return V1Directories(members, per_image, content)
 
 
 def config_name(image: ExportImage) -> str:

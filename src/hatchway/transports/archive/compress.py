@@ -40,7 +40,7 @@ from hatchway.files import write_all
 from hatchway.limits import CHUNK_SIZE, COPY_STEP, WRITE_BUFFER
 from hatchway.model import Compression
 from hatchway.transports.archive.staging import StagedLayer
-from hatchway.transports.archive.writers import Advance
+from hatchway.transports.archive.writers import Advance, open_adopted
 
 #: Bytes handed to a compressor at once (also the threaded gzip writer's block size).
 BLOCK = 1 << 20
@@ -315,7 +315,10 @@ class _Feeder:
 
 def _open_layer_file(body: StagedLayer) -> IO[bytes]:
     """The layer's file, positioned at its first byte (and read no further than its size by
-    the callers)."""
+    the callers).  A source's file adopted unverified is opened as every store file is: it
+    cannot block, and must be a regular file (:func:`open_adopted`)."""
+    if body.pending_check is not None:
+        return cast(IO[bytes], open_adopted(body))
     try:
         file = open(body.path, "rb")  # noqa: SIM115 - closed by the caller, on a worker thread
     except OSError as exc:

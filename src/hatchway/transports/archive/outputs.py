@@ -133,14 +133,20 @@ def output_for(
     bad one fails before anything is fetched.
 
     A symlink is followed (the file it names is replaced, the link stays).  An existing FIFO,
-    character device or socket is written in place, front to back.  ``compression`` ``None``
-    means: as a path's suffix says (none for descriptors and streams).
+    character device or socket is written in place, front to back.  A path ending in ``/``
+    names a directory and is refused, as ``cp`` and ``tar`` refuse it.  ``compression``
+    ``None`` means: as a path's suffix says (none for descriptors and streams).
     """
     how = OutputCompression.choose(target, compression, level)
     if isinstance(target, int):
         return FdOutput(target, how)
     if isinstance(target, str | os.PathLike):
+        raw = os.fspath(target)
         path = Path(target)
+        if raw.endswith("/"):  # Path() drops the slash that says "a directory", as cp reads it
+            if path.is_dir():
+                raise OutputError(f"{raw} is a directory")
+            raise OutputError(f"cannot write {raw}: a trailing slash names a directory")
         if path.is_symlink():
             path = path.resolve()
         if path.exists() and not path.is_file():

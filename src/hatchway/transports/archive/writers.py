@@ -29,10 +29,11 @@ from anyio.abc import ByteSendStream
 from hatchway import tarstream
 from hatchway.concurrency import collapse_errors
 from hatchway.decode import LayerDecoder
-from hatchway.errors import OutputError
-from hatchway.files import KernelCopy, pwrite_all, write_all
+from hatchway.errors import OutputError, StoreError
+from hatchway.files import KernelCopy, RegularFileReader, open_regular, pwrite_all, write_all
 from hatchway.formats import Member, member_header
 from hatchway.limits import CHUNK_SIZE, COPY_STEP, RUN_LIMIT, WRITE_BUFFER
+from hatchway.model import Layer
 from hatchway.transports.archive.staging import StagedLayer
 
 Advance = Callable[[int], None]
@@ -136,25 +137,11 @@ class _PositionalFile:
 
     async def copy_body(self, offset: int, body: StagedLayer, advance: Advance) -> None:
         """Copy ``body`` to ``offset``, verifying it on the way if its check is pending."""
+        if body.pending_check is not None:
+            await self._copy_checked(offset, body, body.pending_check, advance)
+            return
         src = await anyio.to_thread.run_sync(_open_staged, body.path)
         try:
-            if body.pending_check is not None:
-                decoder = LayerDecoder(
-                    body.pending_check,
-                    cast(IO[bytes], _MovingOffset(self, offset)),
-                    store=body.store,
-                )
-                with os.fdopen(os.dup(src), "rb", buffering=0) as file:
-                    file.seek(body.offset)
-                    while n := await anyio.to_thread.run_sync(
-                        decoder.feed_file,
-                        file,
-                        min(COPY_STEP, body.size - decoder.consumed),
-                        anyio.from_thread.check_cancelled,
-                    ):
-                        advance(n)
-                await anyio.to_thread.run_sync(decoder.finish)
-                return
             done = 0
             while done < body.size:
                 step = min(COPY_STEP, body.size - done)
@@ -168,6 +155,28 @@ class _PositionalFile:
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(os.close, src)
+
+    async def _copy_checked(
+        self, offset: int, body: StagedLayer, layer: Layer, advance: Advance
+    ) -> None:
+        """Copy a source's local file (adopted unverified) while verifying it: one read."""
+        reader = await anyio.to_thread.run_sync(open_adopted, body)
+        try:
+            decoder = LayerDecoder(
+                layer, cast(IO[bytes], _MovingOffset(self, offset)), store=body.store
+            )
+            file = cast(IO[bytes], reader)
+            while n := await anyio.to_thread.run_sync(
+                decoder.feed_file,
+                file,
+                min(COPY_STEP, body.size - decoder.consumed),
+                anyio.from_thread.check_cancelled,
+            ):
+                advance(n)
+            await anyio.to_thread.run_sync(decoder.finish)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(reader.close)
 
     def _copy(self, src: int, src_offset: int, dst_offset: int, count: int) -> int:
         done = 0
@@ -350,8 +359,20 @@ class StreamWriter:
                 advance(len(chunk))
 
 
+def open_adopted(body: StagedLayer) -> RegularFileReader:
+    """Blocking: the source's local file of an adopted layer (``body.size`` bytes from
+    ``body.offset``), opened without blocking and refused unless it is a regular file
+    (:func:`hatchway.files.open_regular`); failures name the source, not the output."""
+    try:
+        return RegularFileReader(body.path, body.offset, body.size)
+    except FileNotFoundError:
+        raise StoreError(body.store, f"blob file {body.path} not found") from None
+    except OSError as exc:
+        raise StoreError(body.store, f"{body.path}: {exc.strerror or exc}") from None
+
+
 def _open_staged(path: str) -> int:
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return open_regular(path)[0]
     except OSError as exc:
-        raise OutputError(f"cannot read staged layer {path}: {exc.strerror}") from None
+        raise OutputError(f"cannot read staged layer {path}: {exc.strerror or exc}") from None

@@ -35,8 +35,8 @@ from typing import Any
 import anyio
 
 from hatchway.errors import DigestMismatch, OutputError, StoreError
-from hatchway.files import atomic_write, write_all
-from hatchway.limits import CHUNK_SIZE
+from hatchway.files import RegularFileReader, atomic_write, read_regular, write_all
+from hatchway.limits import CHUNK_SIZE, MAX_DOCUMENT_SIZE
 from hatchway.model import Descriptor, Layer, hex_of, sha256_digest
 from hatchway.reference import Reference
 from hatchway.transports.base import CopyContext, CopyPlan, LayerForm, LocalBlob
@@ -106,13 +106,19 @@ class LayoutWriter:
         path = self.blob_path(descriptor.digest)
         hasher = hashlib.sha256()
         try:
-            if path.stat().st_size != descriptor.size:
-                return False
-            with open(path, "rb") as file:
-                while chunk := file.read(CHUNK_SIZE):
-                    hasher.update(chunk)
+            # Not a regular file (a FIFO, a device): not intact, fetched again and replaced.
+            reader = RegularFileReader(path)
         except OSError:
             return False
+        try:
+            if reader.size != descriptor.size:
+                return False
+            while chunk := reader.read(CHUNK_SIZE):
+                hasher.update(chunk)
+        except OSError:
+            return False
+        finally:
+            reader.close()
         return "sha256:" + hasher.hexdigest() == descriptor.digest
 
     def _mkstemp(self) -> tuple[int, str]:
@@ -147,12 +153,16 @@ class LayoutWriter:
     def _read_index_locked(self) -> dict[str, Any]:
         path = self.root / INDEX_NAME
         try:
-            raw = path.read_bytes()
+            raw = read_regular(path, MAX_DOCUMENT_SIZE)
         except FileNotFoundError:
             return index_document([])
+        except OSError as exc:
+            raise StoreError(
+                self.description, f"index.json: {exc.strerror or exc}; not overwriting it"
+            ) from None
         try:
             doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             doc = None
         if not isinstance(doc, dict) or not isinstance(doc.get("manifests", []), list):
             raise StoreError(self.description, "index.json is malformed; not overwriting it")

@@ -4,6 +4,10 @@ Layout: ``oci-layout``, ``index.json`` and ``blobs/<alg>/<hex>`` (OCI image-spec
 image-layout.md).  Entries are named by the naming rule of :mod:`.spec`.  The image ID is the
 config digest; ``repo@sha256:...`` names a manifest digest (the index entry's, or the platform
 manifest's inside it).
+
+Every file is opened with :func:`hatchway.files.open_regular`: an entry that is not a regular
+file (a FIFO, a device behind a symlink) is refused at once instead of blocking, and documents
+are refused above ``MAX_DOCUMENT_SIZE`` before they are read.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from hatchway.errors import (
     PlatformNotFound,
     StoreError,
 )
+from hatchway.files import RegularFileReader, read_regular
 from hatchway.limits import CHUNK_SIZE, MAX_DOCUMENT_SIZE
 from hatchway.model import (
     INDEX_TYPES,
@@ -126,14 +131,14 @@ class OCILayoutStore:
     async def open_blob(self, descriptor: Descriptor) -> AsyncIterator[AsyncIterator[bytes]]:
         path = self._blob_path(descriptor.digest)
         with self._translate(descriptor.digest):
-            file = await anyio.open_file(path, "rb")
-        chunks = self._chunks(file, descriptor.digest)
+            reader = await anyio.to_thread.run_sync(RegularFileReader, path)
+        chunks = self._chunks(reader, descriptor.digest)
         try:
             yield chunks
         finally:
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()
-                await file.aclose()
+                await anyio.to_thread.run_sync(reader.close)
 
     def local_file(self, descriptor: Descriptor) -> LocalBlob | None:
         return LocalBlob(str(self._blob_path(descriptor.digest)))
@@ -265,11 +270,21 @@ class OCILayoutStore:
     async def _load_index(self) -> list[IndexEntry]:
         root = anyio.Path(self.root)
         if not await root.is_dir():
+            if await root.exists():
+                raise StoreError(
+                    self.description,
+                    "is a file, not a store directory (an OCI image layout); to read an "
+                    f"archive, name it docker-archive:{self.root} or use `hatchway load`",
+                )
             raise StoreError(self.description, "no such directory (set --store or $HATCHWAY_STORE)")
         with self._translate("oci-layout"):
-            layout = await (root / "oci-layout").read_bytes()
+            layout = await anyio.to_thread.run_sync(
+                read_regular, self.root / "oci-layout", MAX_DOCUMENT_SIZE
+            )
         with self._translate(INDEX_NAME):
-            raw = await (root / INDEX_NAME).read_bytes()
+            raw = await anyio.to_thread.run_sync(
+                read_regular, self.root / INDEX_NAME, MAX_DOCUMENT_SIZE
+            )
         with self._malformed():
             version = parse_json_object(layout, "oci-layout").get("imageLayoutVersion")
             if version != LAYOUT_VERSION:
@@ -284,7 +299,9 @@ class OCILayoutStore:
                 f"{descriptor.digest}: document of {descriptor.size} bytes is too large",
             )
         with self._translate(descriptor.digest):
-            raw = await anyio.Path(self._blob_path(descriptor.digest)).read_bytes()
+            raw = await anyio.to_thread.run_sync(
+                read_regular, self._blob_path(descriptor.digest), MAX_DOCUMENT_SIZE
+            )
         actual = sha256_digest(raw)
         if actual != descriptor.digest:
             raise DigestMismatch(
@@ -301,10 +318,10 @@ class OCILayoutStore:
         algorithm, _, encoded = digest.partition(":")
         return self.root / "blobs" / algorithm / encoded
 
-    async def _chunks(self, file: anyio.AsyncFile[bytes], digest: str) -> AsyncGenerator[bytes]:
+    async def _chunks(self, reader: RegularFileReader, digest: str) -> AsyncGenerator[bytes]:
         while True:
             with self._translate(digest):
-                chunk = await file.read(CHUNK_SIZE)
+                chunk = await anyio.to_thread.run_sync(reader.read, CHUNK_SIZE)
             if not chunk:
                 return
             yield chunk

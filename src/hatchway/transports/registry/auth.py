@@ -33,6 +33,7 @@ import anyio
 import httpx
 
 from hatchway.errors import RegistryError
+from hatchway.limits import MAX_TOKEN_RESPONSE
 from hatchway.transports.registry.credentials import Credentials
 from hatchway.transports.registry.options import RegistryOptions, is_loopback
 from hatchway.transports.registry.protocol import Challenge, parse_challenges, pull_scope
@@ -42,7 +43,6 @@ from hatchway.transports.registry.trust import diagnose
 EXPIRY_MARGIN = 10.0
 #: The distribution spec's default lifetime when a token response names none.
 DEFAULT_TOKEN_LIFETIME = 60.0
-MAX_TOKEN_RESPONSE = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,31 +146,54 @@ class Authenticator:
                 form |= {"client_id": "hatchway", "scope": " ".join(scopes)}
                 if service:
                     form["service"] = service
-                response = await self._http.post(realm, data=form)
+                request = self._http.build_request("POST", realm, data=form)
             else:
                 params = [("service", service)] if service else []
                 params += [("scope", scope) for scope in scopes]
                 headers = {"Authorization": creds.basic_header()} if creds is not None else {}
-                response = await self._http.get(realm, params=tuple(params), headers=headers)
+                # The realm's own query parameters stay (httpx's params= would replace them).
+                url = httpx.URL(realm).copy_merge_params(tuple(params))
+                request = self._http.build_request("GET", url, headers=headers)
+            response = await self._http.send(request, stream=True)
+            try:
+                if response.status_code != 200:
+                    verdict = "rejected the credentials" if creds else "refused an anonymous token"
+                    raise RegistryError(
+                        self.registry,
+                        repository,
+                        f"token server {_host(realm)} {verdict}",
+                        status=response.status_code,
+                    )
+                body = await self._read_capped(response, realm, repository)
+            finally:
+                await response.aclose()
         except (httpx.HTTPError, ssl.SSLError) as exc:
             reason = diagnose(exc).reason or repr(exc)
             raise RegistryError(
                 self.registry, repository, f"token server {_host(realm)} unreachable ({reason})"
             ) from None
-        if response.status_code != 200:
-            verdict = "rejected the credentials" if creds else "refused an anonymous token"
-            raise RegistryError(
-                self.registry,
-                repository,
-                f"token server {_host(realm)} {verdict}",
-                status=response.status_code,
-            )
-        return self._parse_token(response.content[:MAX_TOKEN_RESPONSE], started, repository)
+        return self._parse_token(body, started, repository)
+
+    async def _read_capped(
+        self, response: httpx.Response, realm: str, repository: str | None
+    ) -> bytes:
+        """The reply's body, refused as soon as it grows past ``MAX_TOKEN_RESPONSE`` (read as
+        it arrives, so an endless reply costs at most that much memory)."""
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_TOKEN_RESPONSE:
+                raise RegistryError(
+                    self.registry,
+                    repository,
+                    f"token server {_host(realm)} sent more than {MAX_TOKEN_RESPONSE} bytes",
+                )
+        return bytes(body)
 
     def _parse_token(self, body: bytes, started: float, repository: str | None) -> _Token:
         try:
             doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             doc = None
         value = None
         if isinstance(doc, dict):

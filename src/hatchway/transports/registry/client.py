@@ -362,7 +362,14 @@ class RegistryClient:
                 request = self._http.build_request(method, path, headers=headers, content=content)
             if authorization is not None and self._own_origin(request.url):
                 request.headers["Authorization"] = authorization
-            response = await self._send(request)
+            try:
+                response = await self._send(request)
+            except httpx.TooManyRedirects:  # not a TransportError: no retry would end it
+                raise RegistryError(
+                    self.domain,
+                    repository,
+                    f"GET {path}: too many redirects (the registry redirects in a loop)",
+                ) from None
             if response.status_code != 401 or attempt == 1:
                 return response
             if not self.auth.rejected(response, authorization, repository):

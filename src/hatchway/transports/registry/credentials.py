@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hatchway.files import read_regular
+from hatchway.limits import MAX_DOCUMENT_SIZE
 from hatchway.reference import DOCKER_HUB
 
 _HUB_KEYS = frozenset(
@@ -193,8 +195,9 @@ def lookup(domain: str, repository: str, files: list[Path] | None = None) -> Cre
 
 def _read_config(path: Path) -> dict[str, Any]:
     try:
-        doc = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        # Never blocks on a FIFO, never reads a device or a huge file (files.read_regular).
+        doc = json.loads(read_regular(path, MAX_DOCUMENT_SIZE))
+    except (OSError, ValueError, RecursionError):
         return {}
     return doc if isinstance(doc, dict) else {}
 

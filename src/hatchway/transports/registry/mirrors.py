@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from hatchway.errors import ConfigError, InvalidReference, RegistryError
+from hatchway.files import FileTooLarge, read_regular
 from hatchway.reference import DEFAULT_TAG, Reference, parse_reference
 from hatchway.transports.registry.options import RegistryOptions
 
@@ -216,16 +217,16 @@ def load_registries_conf(
     if path is None:
         return RegistriesConf()
     try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_REGISTRIES_CONF + 1)
+        # Never blocks on a FIFO nor reads a device (files.read_regular).
+        data = read_regular(path, MAX_REGISTRIES_CONF)
     except FileNotFoundError:
         if required:
             raise ConfigError(path, "no such file") from None
         return RegistriesConf()
+    except FileTooLarge:
+        raise ConfigError(path, f"larger than {MAX_REGISTRIES_CONF} bytes") from None
     except OSError as exc:
         raise ConfigError(path, f"cannot read: {exc.strerror or exc}") from None
-    if len(data) > MAX_REGISTRIES_CONF:
-        raise ConfigError(path, f"larger than {MAX_REGISTRIES_CONF} bytes")
     return parse_registries_conf(data, path)
 
 
@@ -235,6 +236,8 @@ def parse_registries_conf(data: bytes, path: str) -> RegistriesConf:
         doc = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(path, f"not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(path, "not valid TOML: nested too deeply") from None
     v1 = doc.get("registries")
     tables = doc.get("registry", [])
     if v1 is not None and tables:

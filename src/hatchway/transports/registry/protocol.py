@@ -83,7 +83,7 @@ def parse_error_body(body: bytes) -> RegistryErrorBody:
     """The registry's own error code and message, when the body is distribution error JSON."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # nested too deeply: not ours
         return RegistryErrorBody(None, None)
     errors = doc.get("errors") if isinstance(doc, dict) else None
     if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
