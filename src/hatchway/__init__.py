@@ -4,6 +4,7 @@ The public API, re-exported once here (``tests/test_public_api.py`` keeps this l
 
     await hatchway.save(names, output, store=..., format=..., platform=..., jobs=..., progress=...)
     await hatchway.pull(names, store=..., registry=hatchway.RegistryOptions(...))
+    await hatchway.load(archives, store=...)
     await hatchway.list_images(store)
     hatchway.open_store(path)        # an OCI image layout store, a Source
 
@@ -13,6 +14,8 @@ for tests.
 """
 
 from hatchway.api import (
+    LoadedImage,
+    LoadResult,
     Output,
     PulledImage,
     PullResult,
@@ -20,6 +23,7 @@ from hatchway.api import (
     SaveResult,
     default_store_path,
     list_images,
+    load,
     open_store,
     pull,
     save,
@@ -74,6 +78,8 @@ __all__ = [
     "LayerAdvanced",
     "LayerDone",
     "LayerStarted",
+    "LoadResult",
+    "LoadedImage",
     "LocalBlob",
     "MalformedContent",
     "NoSuchImage",
@@ -101,6 +107,7 @@ __all__ = [
     "__version__",
     "default_store_path",
     "list_images",
+    "load",
     "open_store",
     "pull",
     "save",

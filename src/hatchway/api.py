@@ -1,9 +1,10 @@
-"""The library entry points: :func:`save`, :func:`pull`, :func:`list_images`, :func:`open_store`.
+"""The library entry points: :func:`save`, :func:`pull`, :func:`load`, :func:`list_images`,
+:func:`open_store`.
 
 Each operation is one copy through the one engine (``hatchway.engine.copy``): ``save`` copies
-from the local store and registries into an archive, ``pull`` from registries into the local
-store.  All run under asyncio and trio (anyio only).  Example (asyncio; trio is the same with
-``trio.run``)::
+from the local store, registries and archives into an archive, ``pull`` from registries into
+the local store, ``load`` from archives into the local store.  All run under asyncio and trio
+(anyio only).  Example (asyncio; trio is the same with ``trio.run``)::
 
     import asyncio, hatchway
 
@@ -33,6 +34,7 @@ from hatchway.progress import ProgressCallback, ignore_progress
 from hatchway.reference import Transport, parse_query
 from hatchway.transports.archive.destination import ArchiveDestination
 from hatchway.transports.archive.outputs import output_for
+from hatchway.transports.archive.source import ArchiveStore
 from hatchway.transports.base import Source
 from hatchway.transports.layout.destination import LayoutDestination
 from hatchway.transports.layout.source import ImageSummary, OCILayoutStore
@@ -121,6 +123,7 @@ async def save(
     """
     archive_format = ArchiveFormat(format) if isinstance(format, str) else format
     the_platform = _platform(platform)
+    queries = [parse_query(name) for name in names]
     output_target = output_for(
         output,
         fsync=fsync,
@@ -128,8 +131,7 @@ async def save(
         level=compression_level,
     )
     destination = ArchiveDestination(output_target, archive_format, tmpdir=tmpdir)
-    queries = [parse_query(name) for name in names]
-    async with _sources(store, registry) as source:
+    async with _sources(store, registry, tmpdir) as source:
         report = await copy(
             queries,
             source,
@@ -185,6 +187,67 @@ async def pull(
     return PullResult(pulled, report.blobs_fetched, report.bytes_fetched)
 
 
+@dataclass(frozen=True, slots=True)
+class LoadedImage:
+    """One name a load stored: as written into ``index.json`` (``None`` for an image the
+    archive records no name for, stored unnamed and reachable by its ID), the manifest digest
+    and the image ID."""
+
+    name: str | None
+    digest: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """What a load did: the names stored, and how many layer blobs and bytes it copied
+    into the store (blobs the store already held intact are not copied again)."""
+
+    images: tuple[LoadedImage, ...]
+    blobs_stored: int
+    bytes_stored: int
+
+
+async def load(
+    archives: Sequence[str | os.PathLike[str]],
+    *,
+    store: str | os.PathLike[str] | None = None,
+    platform: Platform | str | None = None,
+    jobs: int = DEFAULT_JOBS,
+    tmpdir: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> LoadResult:
+    """Import every image of ``archives`` into the OCI layout ``store`` (default
+    :func:`default_store_path`, created if missing), as ``docker load`` does.
+
+    Each item is a path — a ``docker save`` archive of any era, an OCI archive (tar), plain,
+    gzip or zstd, or an OCI layout directory; its kind is recognised by its content — or a
+    transport name (``docker-archive:PATH[:REF]``, ``oci-archive:PATH[:REF]``,
+    ``oci:DIR[:REF]``) to pick one image.  ``/dev/stdin`` works too.  Compressed archives
+    are unpacked once under ``tmpdir`` (default: the system's temp directory) and removed.
+    Every blob is stored once, verified, atomically; then ``index.json`` is updated once,
+    atomically under a lock (as :func:`pull`), with each image's recorded names; an untagged
+    image gets an unnamed entry.  A bad archive fails before the store is touched.
+    """
+    the_platform = _platform(platform)
+    destination = LayoutDestination(Path(store) if store is not None else default_store_path())
+    archive_store = ArchiveStore(tmpdir)
+    try:
+        queries = [await archive_store.query_for(os.fspath(a)) for a in archives]
+        report = await copy(
+            queries,
+            archive_store,
+            destination,
+            platform=the_platform,
+            jobs=jobs,
+            progress=progress or ignore_progress,
+        )
+    finally:
+        await archive_store.aclose()
+    loaded = tuple(LoadedImage(s.name, s.digest, s.id) for s in report.result)
+    return LoadResult(loaded, report.blobs_fetched, report.bytes_fetched)
+
+
 async def list_images(
     store: str | os.PathLike[str] | None = None, *, platform: Platform | str | None = None
 ) -> list[ImageSummary]:
@@ -217,17 +280,23 @@ def open_store(path: str | os.PathLike[str] | None = None) -> OCILayoutStore:
 
 @asynccontextmanager
 async def _sources(
-    store: Source | str | os.PathLike[str] | None, registry: RegistryOptions | None
+    store: Source | str | os.PathLike[str] | None,
+    registry: RegistryOptions | None,
+    tmpdir: str | os.PathLike[str] | None,
 ) -> AsyncIterator[Source]:
-    """The source for a save: the caller's (left open), or the store at ``store`` plus the
-    registries, each opened on first use and closed at the end."""
+    """The source for a copy: the caller's (left open), or the store at ``store``, the
+    registries and the archives, each opened on first use and closed at the end."""
     if isinstance(store, Source):
         yield store
         return
+    archives = ArchiveStore(tmpdir)
     router = Router(
         {
             Transport.STORE: lambda: open_store(store),
             Transport.DOCKER: lambda: _registry_source(registry),
+            Transport.DOCKER_ARCHIVE: archives,
+            Transport.OCI_ARCHIVE: archives,
+            Transport.OCI: archives,
         }
     )
     try:
