@@ -5,6 +5,7 @@ The public API, re-exported once here (``tests/test_public_api.py`` keeps this l
     await hatchway.save(names, output, store=..., format=..., platform=..., jobs=..., progress=...)
     await hatchway.pull(names, store=..., registry=hatchway.RegistryOptions(...))
     await hatchway.load(archives, store=...)
+    await hatchway.verify(archive)   # a VerifyReport
     await hatchway.list_images(store)
     hatchway.open_store(path)        # an OCI image layout store, a Source
 
@@ -27,6 +28,7 @@ from hatchway.api import (
     open_store,
     pull,
     save,
+    verify,
 )
 from hatchway.errors import (
     AmbiguousReference,
@@ -56,6 +58,7 @@ from hatchway.progress import (
     WriteAdvanced,
     WriteStarted,
 )
+from hatchway.transports.archive.verify import VerifiedImage, VerifyReport
 from hatchway.transports.base import BlobSource, LocalBlob, ResolvedImage, Source
 from hatchway.transports.layout.source import ImageSummary, OCILayoutStore
 from hatchway.transports.registry.options import RegistryOptions, RetryPolicy, Timeouts
@@ -102,6 +105,8 @@ __all__ = [
     "StoreError",
     "Timeouts",
     "UnsupportedMediaType",
+    "VerifiedImage",
+    "VerifyReport",
     "WriteAdvanced",
     "WriteStarted",
     "__version__",
@@ -111,4 +116,5 @@ __all__ = [
     "open_store",
     "pull",
     "save",
+    "verify",
 ]

@@ -1,9 +1,10 @@
-"""The library entry points: :func:`save`, :func:`pull`, :func:`load`, :func:`list_images`,
-:func:`open_store`.
+"""The library entry points: :func:`save`, :func:`pull`, :func:`load`, :func:`verify`,
+:func:`list_images`, :func:`open_store`.
 
 Each operation is one copy through the one engine (``hatchway.engine.copy``): ``save`` copies
 from the local store, registries and archives into an archive, ``pull`` from registries into
-the local store, ``load`` from archives into the local store.  All run under asyncio and trio
+the local store, ``load`` from archives into the local store, ``verify`` from an archive
+into a destination that keeps nothing.  All run under asyncio and trio
 (anyio only).  Example (asyncio; trio is the same with ``trio.run``)::
 
     import asyncio, hatchway
@@ -35,6 +36,7 @@ from hatchway.reference import Transport, parse_query
 from hatchway.transports.archive.destination import ArchiveDestination
 from hatchway.transports.archive.outputs import output_for
 from hatchway.transports.archive.source import ArchiveStore
+from hatchway.transports.archive.verify import VerifyReport, verify_archive
 from hatchway.transports.base import Source
 from hatchway.transports.layout.destination import LayoutDestination
 from hatchway.transports.layout.source import ImageSummary, OCILayoutStore
@@ -246,6 +248,31 @@ async def load(
         await archive_store.aclose()
     loaded = tuple(LoadedImage(s.name, s.digest, s.id) for s in report.result)
     return LoadResult(loaded, report.blobs_fetched, report.bytes_fetched)
+
+
+async def verify(
+    archive: str | os.PathLike[str],
+    *,
+    jobs: int = DEFAULT_JOBS,
+    tmpdir: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> VerifyReport:
+    """Check the archive at ``archive`` (plain, gzip or zstd; ``/dev/stdin`` works) as every
+    loader would, and more (docs/bundles.md, "Verifying a bundle"): the tar, every layout it
+    carries and their agreement, every document's and every layer's digests.  Returns a
+    report whose ``ok`` says whether all passed and whose ``problem`` names the first
+    failure; an unreadable or damaged archive is a report too, not an exception.  A compressed
+    archive is unpacked once under ``tmpdir`` (default: the system's) and removed.
+    """
+    if jobs < 1:
+        raise HatchwayError(f"jobs must be at least 1, not {jobs}")
+    return await verify_archive(
+        os.fspath(archive),
+        jobs=jobs,
+        tmpdir=None if tmpdir is None else os.fspath(tmpdir),
+        platform=None,
+        progress=progress or ignore_progress,
+    )
 
 
 async def list_images(

@@ -11,6 +11,7 @@ from hatchway.cli.images import images_command
 from hatchway.cli.load import load_command
 from hatchway.cli.pull import pull_command
 from hatchway.cli.save import save_command
+from hatchway.cli.verify import verify_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,4 +34,5 @@ def main() -> None:
 main.add_command(save_command)
 main.add_command(pull_command)
 main.add_command(load_command)
+main.add_command(verify_command)
 main.add_command(images_command)

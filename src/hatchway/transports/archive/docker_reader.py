@@ -332,3 +332,33 @@ def _legacy_config(v1: dict[str, dict[str, Any]], chain: list[str], diff_ids: li
         history.append(entry)
     config["history"] = history
     return compact_json(config, sort_keys=True)
+
+
+# -- for verify ---------------------------------------------------------------------------------
+
+
+def check_v1_directories(index: TarIndex) -> int:
+    """Check every ``<id>/json`` (its id, its parent present, no loop, a ``layer.tar``);
+    return how many v1 directories there are."""
+    v1 = _v1_images(index)
+    for v1_id in v1:
+        _chain(index, v1, v1_id)
+        index.file(f"{v1_id}/layer.tar")
+    return len(v1)
+
+
+def raw_repositories(index: TarIndex) -> list[tuple[str, str]]:
+    """``repositories`` as ``(repo:tag, value)`` pairs, as written (none without the file)."""
+    where = "repositories"
+    if where not in index:
+        return []
+    try:
+        doc = parse_json_object(index.read(where), where)
+    except MalformedContent as exc:
+        raise ArchiveDamage(index.description, str(exc), where) from None
+    pairs = []
+    for repo, tags in doc.items():
+        if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+            raise ArchiveDamage(index.description, f"{where}: {repo} is not a tag map", where)
+        pairs += [(f"{repo}:{tag}", top) for tag, top in tags.items()]
+    return pairs

@@ -113,12 +113,12 @@ class ArchiveStore:
                 return parse_query(text)
         if await anyio.Path(text).is_dir():
             return ImageQuery(f"oci:{text}", None, None, Transport.OCI, text, None)
-        index = await self._index(text)
+        index = await self.index(text)
         docker = "manifest.json" in index or "index.json" not in index
         transport = Transport.DOCKER_ARCHIVE if docker else Transport.OCI_ARCHIVE
         return ImageQuery(text, None, None, transport, text, None)
 
-    async def _index(self, path: str) -> TarIndex:
+    async def index(self, path: str) -> TarIndex:
         """The tar at ``path``, indexed (and unpacked, if compressed) once per copy."""
         key = await anyio.to_thread.run_sync(os.path.realpath, path)
 
@@ -137,7 +137,7 @@ class ArchiveStore:
             if not await anyio.Path(path).is_dir():
                 raise StoreError(files.description, "no such directory")
             return await anyio.to_thread.run_sync(OCILayout, files)
-        index = await self._index(path)
+        index = await self.index(path)
         if transport is Transport.DOCKER_ARCHIVE:
             return await anyio.to_thread.run_sync(DockerArchive, index)
         return await anyio.to_thread.run_sync(OCILayout, TarFiles(index), index)
