@@ -1,4 +1,5 @@
-"""Real peer components (registry, skopeo, containerd, dockerd, oci-image-tool) for tests.
+"""Real peer components (registry, skopeo, containerd, dockerd, podman, oci-image-tool) for
+tests.
 
 Every server listens only on 127.0.0.1 or on a unix socket inside its own temporary
 directory, is started lazily by the first test that asks for it, and is stopped by PID
@@ -18,6 +19,7 @@ Import everything from ``tests.peers``; the modules hold one concern each:
 - ``content``: what the tests put into images (``static_busybox``);
 - ``registry_server``, ``containerd_daemon``, ``docker_daemon``: the servers;
 - ``image_tools``: skopeo and oci-image-tool, which run once per call;
+- ``podman_tool``: podman, daemonless, its state in a private directory;
 - ``fixtures``: the session fixtures, re-exported here so that ``pytest_plugins =
   ["tests.peers"]`` in tests/conftest.py registers them (and has their asserts rewritten).
 
@@ -30,8 +32,9 @@ from __future__ import annotations
 from tests.peers.containerd_daemon import CTR_NAMESPACE, Containerd, start_containerd
 from tests.peers.content import static_busybox
 from tests.peers.docker_daemon import DockerDaemon, start_dockerd
-from tests.peers.fixtures import containerd, dockerd, oci_image_tool, registry, skopeo
+from tests.peers.fixtures import containerd, dockerd, oci_image_tool, podman, registry, skopeo
 from tests.peers.image_tools import OciImageTool, Skopeo
+from tests.peers.podman_tool import Podman
 from tests.peers.process import (
     ManagedProcess,
     PeerCommandError,
@@ -52,12 +55,14 @@ __all__ = [
     "OciImageTool",
     "PeerCommandError",
     "PeerError",
+    "Podman",
     "Registry",
     "Skopeo",
     "containerd",
     "dockerd",
     "free_port",
     "oci_image_tool",
+    "podman",
     "registry",
     "require_binary",
     "run_command",

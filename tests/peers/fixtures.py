@@ -14,6 +14,7 @@ import pytest
 from tests.peers.containerd_daemon import Containerd, start_containerd
 from tests.peers.docker_daemon import DockerDaemon, start_dockerd
 from tests.peers.image_tools import OciImageTool, Skopeo
+from tests.peers.podman_tool import Podman
 from tests.peers.process import PeerError
 from tests.peers.registry_server import Registry, start_registry
 
@@ -88,3 +89,15 @@ def skopeo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Skopeo]:
 def oci_image_tool() -> OciImageTool:
     """``oci_image_tool.validate(layout_dir)`` or ``oci_image_tool(*args)``."""
     return OciImageTool()
+
+
+@pytest.fixture(scope="session")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
+    """``podman(*args)`` with its root, run root and temp dir in a private directory."""
+    workdir = tmp_path_factory.mktemp("podman")
+    handle = Podman(workdir)
+    try:
+        yield handle
+    finally:
+        handle.remove_all_images()
+        _remove_tree(workdir)

@@ -38,6 +38,7 @@ DEBIAN_PACKAGES: dict[str, str] = {
     "oci-image-tool": "oci-image-tool",
     "busybox": "busybox-static",
     "htpasswd": "apache2-utils",
+    "podman": "podman",
 }
 
 #: Preferred absolute paths: the Debian packages' binaries win over anything earlier on PATH
