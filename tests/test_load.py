@@ -136,3 +136,9 @@ def test_cli_load_from_stdin_and_images(family: Family, tmp_path: Path) -> None:
     assert "app " in listing and "tools " in listing
     assert "load" in run("--help").stdout.decode()
     assert "docker-archive:PATH" in run("load", "--help").stdout.decode()
+
+
+async def test_pull_takes_archive_names_too(family: Family, tmp_path: Path) -> None:
+    bundle = await save(family, tmp_path / "b.tar.zst", ["tools"])
+    result = await hatchway.pull([f"docker-archive:{bundle}"], store=tmp_path / "s")
+    assert [i.name for i in result.images] == ["docker.io/library/tools:latest"]

@@ -168,12 +168,21 @@ async def pull(
     it is renamed into place; then one ``index.json`` entry per name (``host/repo:tag``, or
     ``host/repo@sha256:...`` for a digest), replacing an entry of the same name.  Blob writes
     are atomic and ``index.json`` is replaced atomically under a lock, so pulls may run side
-    by side; a failed pull adds no entry.  See docs/registry.md.
+    by side; a failed pull adds no entry.  Archive names (``docker-archive:PATH[:REF]``, ...)
+    are accepted too and stored as :func:`load` stores them.  See docs/registry.md.
     """
     the_platform = _platform(platform)
     destination = LayoutDestination(Path(store) if store is not None else default_store_path())
     queries = [parse_query(name, default=Transport.DOCKER) for name in names]
-    source = Router({Transport.DOCKER: lambda: _registry_source(registry)})
+    archives = ArchiveStore()
+    source = Router(
+        {
+            Transport.DOCKER: lambda: _registry_source(registry),
+            Transport.DOCKER_ARCHIVE: archives,
+            Transport.OCI_ARCHIVE: archives,
+            Transport.OCI: archives,
+        }
+    )
     try:
         report = await copy(
             queries,

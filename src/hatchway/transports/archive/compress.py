@@ -16,8 +16,7 @@ What is promised, and how:
   each block; each compressor keeps a few blocks in flight.
 
 Levels: zstd ``1``-``19`` (default 3, as the ``zstd`` tool); gzip is ISA-L's ``0``-``3``
-(default 2; ISA-L's 1 compresses about like ``gzip -1``, 3 about like ``gzip -6``, all much
-faster).
+(default 2; higher levels compress more and run slower, all much faster than zlib).
 """
 
 from __future__ import annotations
