@@ -270,3 +270,50 @@ async def test_unpacked_copies_are_removed(family: Family, tmp_path: Path) -> No
     scratch.mkdir()
     await hatchway.save([f"docker-archive:{packed}"], tmp_path / "o.tar", tmpdir=scratch)
     assert files_under(scratch) == []
+
+
+async def test_cancelling_while_unpacking_leaves_nothing(tmp_path: Path) -> None:
+    """A copy cancelled while a compressed archive is being unpacked does not wait for the
+    unpacking to finish, and its scratch file is gone at once.  The archive arrives through a
+    FIFO that is never finished, so an unpacking the copy waited for would never end."""
+    import os
+
+    import anyio
+    import zstandard
+
+    from hatchway.files import write_all
+
+    b = LayoutBuilder(tmp_path / "store")
+    b.tag(b.image([b.layer({"big": os.urandom(1 << 20)}, compression="none")]), "big:1")
+    b.save()
+    plain = tmp_path / "big.tar"
+    await hatchway.save(["big:1"], plain, store=b.root)
+    packed = zstandard.ZstdCompressor(level=1).compress(plain.read_bytes())
+    fifo = tmp_path / "in.tar.zst"
+    os.mkfifo(fifo)
+    scratch, out = tmp_path / "scratch", tmp_path / "out"
+    scratch.mkdir()
+    out.mkdir()
+    writer: list[int] = []
+
+    def feed_part() -> None:
+        # Returns once the reader took all but a pipe buffer (64 KiB) of it: by then it has
+        # created its scratch file and is unpacking.
+        writer.append(os.open(fifo, os.O_WRONLY))
+        write_all(writer[0], packed[: 512 << 10])
+
+    async def save() -> None:
+        await hatchway.save([f"docker-archive:{fifo}"], out / "o.tar", tmpdir=scratch)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(save)
+            with anyio.fail_after(30):
+                await anyio.to_thread.run_sync(feed_part)
+            assert [p.name[:18] for p in scratch.iterdir()] == [".hatchway-archive-"]
+            tg.cancel_scope.cancel()
+        assert files_under(scratch) == []
+        assert files_under(out) == []
+    finally:
+        for fd in writer:
+            os.close(fd)

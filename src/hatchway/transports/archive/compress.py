@@ -137,16 +137,19 @@ class Compressor:
     def feed(self, data: bytes | memoryview) -> None:
         """Compress ``data`` (output becomes available to :meth:`take`)."""
         self.consumed += len(data)
-        self._pending += data
-        if len(self._pending) >= BLOCK:
-            view = memoryview(self._pending)
-            whole = len(view) - len(view) % BLOCK
-            try:
-                for start in range(0, whole, BLOCK):
-                    self._write(view[start : start + BLOCK])
-            finally:
-                view.release()
-            del self._pending[:whole]
+        view = memoryview(data)
+        if self._pending:  # complete the block begun by an earlier call first
+            take = min(BLOCK - len(self._pending), len(view))
+            self._pending += view[:take]
+            view = view[take:]
+            if len(self._pending) < BLOCK:
+                return
+            self._write(self._pending)
+            self._pending = bytearray()
+        whole = len(view) - len(view) % BLOCK
+        for start in range(0, whole, BLOCK):  # whole blocks straight from the caller's bytes
+            self._write(view[start : start + BLOCK])
+        self._pending += view[whole:]
 
     def take(self) -> bytes:
         """The compressed bytes produced since the last call."""

@@ -66,7 +66,7 @@ from hatchway.transports.archive.docker_reader import (
     synthesize_manifest,
 )
 from hatchway.transports.archive.files import DirFiles, LayoutFiles, TarFiles, blob_name
-from hatchway.transports.archive.tarindex import ArchiveDamage, TarIndex
+from hatchway.transports.archive.tarindex import ArchiveDamage, Scratch, TarIndex
 from hatchway.transports.base import LocalBlob, ResolvedImage
 from hatchway.transports.images import load_image
 from hatchway.transports.layout.spec import (
@@ -90,6 +90,7 @@ class ArchiveStore:
         self.description = "archives"
         self._opened: KeyedOnce[tuple[Transport, str], OpenedArchive] = KeyedOnce()
         self._indexes: KeyedOnce[str, TarIndex] = KeyedOnce()
+        self._scratch = Scratch(self.tmpdir)
         self._closed = False
 
     async def resolve(self, query: ImageQuery, platform: Platform | None) -> list[ResolvedImage]:
@@ -125,7 +126,10 @@ class ArchiveStore:
         async def index() -> TarIndex:
             if self._closed:
                 raise StoreError(self.description, "closed")
-            return await anyio.to_thread.run_sync(TarIndex.open, path, path, self.tmpdir)
+            # Abandoned on cancellation: the scratch stops the unpacking and removes its file.
+            return await anyio.to_thread.run_sync(
+                TarIndex.open, path, path, self._scratch, abandon_on_cancel=True
+            )
 
         return await self._indexes.run(key, index)
 
@@ -150,6 +154,7 @@ class ArchiveStore:
         with anyio.CancelScope(shield=True):
             for index in indexes:
                 await anyio.to_thread.run_sync(index.close)
+            await anyio.to_thread.run_sync(self._scratch.close)
 
 
 class _Blobs:

@@ -7,8 +7,8 @@ file, read with ``pread`` or handed to the engine as a :class:`~hatchway.transpo
 LocalBlob` (and copied by ``copy_file_range`` into an output).
 
 A compressed archive (gzip or zstd, recognised by its magic bytes, not its name) is first
-decompressed once into a private file under the caller's temp directory; the
-:class:`TarIndex` that owns that file removes it in :meth:`TarIndex.close`.
+decompressed once into a private file under the caller's temp directory (a :class:`Scratch`,
+which removes it when the copy ends, even while the unpacking still runs).
 
 What makes an archive unreadable, each reported naming the member (:class:`ArchiveDamage`):
 a header that does not parse, a member whose body runs past the end of the file, a name that
@@ -24,6 +24,7 @@ import posixpath
 import stat
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -49,6 +50,51 @@ class ArchiveDamage(StoreError):
     def __init__(self, store: str, message: str, member: str | None = None) -> None:
         self.member = member
         super().__init__(store, message)
+
+
+class Scratch:
+    """The unpacked copies of one copy's archives, removed by :meth:`close` — also those
+    whose unpacking is still running in an abandoned worker thread (a cancelled copy does not
+    wait for a gigabyte to be decompressed): such a thread finds the scratch closed at its
+    next step, stops, and removes its own file.  Thread-safe."""
+
+    def __init__(self, tmpdir: str | None) -> None:
+        self.tmpdir = tmpdir
+        self._lock = threading.Lock()
+        self._paths: list[str] = []
+        self.closed = False
+
+    def create(self, description: str) -> tuple[int, str]:
+        """A new private file (descriptor, path), registered for removal."""
+        try:
+            fd, path = tempfile.mkstemp(prefix=".hatchway-archive-", suffix=".tar", dir=self.tmpdir)
+        except OSError as exc:
+            where = self.tmpdir or tempfile.gettempdir()
+            raise StoreError(description, f"cannot unpack into {where}: {exc.strerror}") from None
+        with self._lock:
+            if not self.closed:
+                self._paths.append(path)
+                return fd, path
+        os.close(fd)
+        _unlink(path)
+        raise StoreError(description, "cancelled")
+
+    def check(self, description: str) -> None:
+        """Raise if the scratch was closed (the copy ended) while unpacking."""
+        if self.closed:
+            raise StoreError(description, "cancelled")
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            paths, self._paths = self._paths, []
+        for path in paths:
+            _unlink(path)
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +153,7 @@ class TarIndex:
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str, description: str, tmpdir: str | None) -> TarIndex:
+    def open(cls, path: str, description: str, scratch: Scratch) -> TarIndex:
         """Index the archive at ``path``.  A compressed archive is first decompressed into
         ``tmpdir`` (default: the system's); so is anything that is not a regular file (a pipe,
         ``/dev/stdin``), which can be read only once."""
@@ -129,7 +175,7 @@ class TarIndex:
             if compression is Compression.NONE and regular:
                 index = cls(path, description)
             else:
-                plain = _spool(_Prefixed(head, file), description, compression, tmpdir)
+                plain = _spool(_Prefixed(head, file), description, compression, scratch)
                 index = cls(plain, description, compression=compression, owned=True)
         try:
             index._scan()
@@ -142,8 +188,7 @@ class TarIndex:
         """Remove the decompressed copy, if this index made one.  Idempotent."""
         if self.owned:
             self.owned = False
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
+            _unlink(self.path)
 
     def _scan(self) -> None:
         self.file_size = os.stat(self.path).st_size
@@ -303,7 +348,7 @@ class _Prefixed:
         return len(data)
 
 
-def _unzstd(source: _Prefixed, dst: IO[bytes]) -> None:
+def _unzstd(source: _Prefixed, dst: _Checked) -> None:
     """Decompress every zstd frame of ``source`` into ``dst``; a frame cut short is an error
     (python-zstandard's stream reader would end silently)."""
     dobj = zstandard.ZstdDecompressor().decompressobj()
@@ -321,28 +366,22 @@ def _unzstd(source: _Prefixed, dst: IO[bytes]) -> None:
         raise EOFError("the zstd data ends early (truncated)")
 
 
-def _spool(
-    source: _Prefixed, description: str, compression: Compression, tmpdir: str | None
-) -> str:
-    """Copy ``source`` (decompressing it) into a new private file under ``tmpdir``."""
-    try:
-        fd, plain = tempfile.mkstemp(prefix=".hatchway-archive-", suffix=".tar", dir=tmpdir)
-    except OSError as exc:
-        where = tmpdir or tempfile.gettempdir()
-        raise StoreError(description, f"cannot unpack into {where}: {exc.strerror}") from None
+def _spool(source: _Prefixed, description: str, compression: Compression, scratch: Scratch) -> str:
+    """Copy ``source`` (decompressing it) into a new file of ``scratch``."""
+    fd, plain = scratch.create(description)
     try:
         with os.fdopen(fd, "wb") as dst:
+            sink = _Checked(dst, scratch, description)
             if compression is Compression.ZSTD:
-                _unzstd(source, dst)
+                _unzstd(source, sink)
             else:
                 reader: Any = source
                 if compression is Compression.GZIP:
                     reader = igzip.IGzipFile(fileobj=source, mode="rb")  # type: ignore[no-untyped-call]
                 while chunk := reader.read(CHUNK_SIZE):
-                    dst.write(chunk)
+                    sink.write(chunk)
     except (zstandard.ZstdError, OSError, EOFError, ValueError) as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(plain)
+        _unlink(plain)
         if compression is Compression.NONE:
             reason = getattr(exc, "strerror", None) or str(exc)
             raise StoreError(description, f"cannot read: {reason}") from None
@@ -350,7 +389,19 @@ def _spool(
         reason = str(exc) or type(exc).__name__
         raise ArchiveDamage(description, f"damaged {what} compression ({reason})") from None
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(plain)
+        _unlink(plain)
         raise
     return plain
+
+
+class _Checked:
+    """A file written while unpacking, which stops the unpacking once the copy has ended."""
+
+    def __init__(self, file: IO[bytes], scratch: Scratch, description: str) -> None:
+        self._file = file
+        self._scratch = scratch
+        self._description = description
+
+    def write(self, data: bytes) -> None:
+        self._scratch.check(self._description)
+        self._file.write(data)
