@@ -169,7 +169,7 @@ class Compressor:
         with contextlib.suppress(Exception):
             self._close_writer()
 
-    def _write(self, block: bytes | memoryview) -> None:
+    def _write(self, block: bytes | bytearray | memoryview) -> None:
         try:
             self._writer.write(block)
         except zstandard.ZstdError as exc:
