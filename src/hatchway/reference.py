@@ -241,9 +241,9 @@ def parse_query(text: str, *, default: Transport = Transport.STORE) -> ImageQuer
     A name without a transport prefix belongs to ``default`` (the local store for ``save``,
     a registry for ``pull``).
     """
-    for prefix, transport in _PATH_PREFIXES:
-        if text.startswith(prefix):
-            return _parse_path_query(text, text[len(prefix) :], transport)
+    archive = parse_archive_name(text)
+    if archive is not None:
+        return archive
     if text.startswith(DOCKER_TRANSPORT):
         rest = text[len(DOCKER_TRANSPORT) :]
         return ImageQuery(text, parse_reference(rest, registry=True), None, Transport.DOCKER)
@@ -264,6 +264,16 @@ def parse_query(text: str, *, default: Transport = Transport.STORE) -> ImageQuer
     ref = parse_reference(text)
     id_prefix = text if _HEX.fullmatch(text) else None
     return ImageQuery(text, ref, id_prefix)
+
+
+def parse_archive_name(text: str) -> ImageQuery | None:
+    """The query for ``text`` if it is written with a path transport (``docker-archive:``,
+    ``oci-archive:``, ``oci:``), else ``None`` — for arguments that are paths unless they say
+    otherwise (``load``, ``verify``).  Raises :class:`InvalidReference` as :func:`parse_query`."""
+    for prefix, transport in _PATH_PREFIXES:
+        if text.startswith(prefix):
+            return _parse_path_query(text, text[len(prefix) :], transport)
+    return None
 
 
 def _parse_path_query(text: str, rest: str, transport: Transport) -> ImageQuery:

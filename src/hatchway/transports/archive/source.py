@@ -57,7 +57,7 @@ from hatchway.reference import (
     ImageQuery,
     Reference,
     Transport,
-    parse_query,
+    parse_archive_name,
     parse_stored_name,
 )
 from hatchway.transports.archive.docker_reader import (
@@ -109,9 +109,9 @@ class ArchiveStore:
         (``docker-archive:PATH[:REF]``, ...), or a bare path, whose kind is found by looking:
         a directory is an OCI layout; a tar with ``manifest.json`` (or a legacy
         ``repositories``) a docker archive, else one with ``index.json`` an OCI archive."""
-        for prefix in ("docker-archive:", "oci-archive:", "oci:"):
-            if text.startswith(prefix):
-                return parse_query(text)
+        named = parse_archive_name(text)
+        if named is not None:
+            return named
         if await anyio.Path(text).is_dir():
             return ImageQuery(f"oci:{text}", None, None, Transport.OCI, text, None)
         index = await self.index(text)
