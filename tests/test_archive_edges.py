@@ -205,3 +205,37 @@ async def test_an_archive_kind_that_is_neither(tmp_path: Path) -> None:
     assert not report.ok and "not an image archive" in (report.problem or "")
     with pytest.raises(hatchway.StoreError, match="not a docker archive"):
         await hatchway.load([odd], store=tmp_path / "s")
+
+
+def test_zstd_frames_walk() -> None:
+    """The frame walker accepts every well-formed stream however it is cut into pieces, and
+    rejects one cut short or followed by anything that is not a frame."""
+    import os
+
+    import zstandard
+
+    from hatchway.transports.archive.unpack import ArchiveStreamError, ZstdFrames
+
+    payload = os.urandom(200_000) + b"a" * 300_000
+    skippable = (0x184D2A53).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"hello"
+    good = [
+        zstandard.ZstdCompressor(level=3).compress(payload),
+        zstandard.ZstdCompressor(write_checksum=True, write_content_size=False).compress(payload),
+        zstandard.ZstdCompressor(level=1, threads=2).compress(payload * 4),
+    ]
+    good += [good[0] + good[1], skippable + good[2] + skippable]
+
+    def walk(data: bytes, step: int) -> None:
+        frames = ZstdFrames()
+        for i in range(0, len(data), step):
+            frames.feed(data[i : i + step])
+        frames.finish()
+
+    for data in good:
+        for step in (1, 3, 4096, len(data)):
+            if step == 1 and len(data) > 100_000:
+                continue
+            walk(data, step)
+        for bad in (data[:-1], data[: len(data) // 3], data + b"x", data + b"garbage!", b""):
+            with pytest.raises(ArchiveStreamError):
+                walk(bad, 4096)

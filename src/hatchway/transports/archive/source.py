@@ -66,7 +66,8 @@ from hatchway.transports.archive.docker_reader import (
     synthesize_manifest,
 )
 from hatchway.transports.archive.files import DirFiles, LayoutFiles, TarFiles, blob_name
-from hatchway.transports.archive.tarindex import ArchiveDamage, Scratch, TarIndex
+from hatchway.transports.archive.tarindex import ArchiveDamage, TarIndex
+from hatchway.transports.archive.unpack import Scratch
 from hatchway.transports.base import LocalBlob, ResolvedImage
 from hatchway.transports.images import load_image
 from hatchway.transports.layout.spec import (

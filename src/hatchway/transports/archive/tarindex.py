@@ -23,24 +23,17 @@ import os
 import posixpath
 import stat
 import tarfile
-import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any
-
-import zstandard
-from isal import igzip
 
 from hatchway.errors import StoreError
 from hatchway.limits import CHUNK_SIZE, MAX_DOCUMENT_SIZE
 from hatchway.model import Compression
+from hatchway.transports.archive.unpack import Scratch, unpack
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _MAX_LINK_DEPTH = 8
-#: Compressed bytes decompressed at once (small: each step's output is held in memory).
-_ZSTD_STEP = 64 << 10
 
 
 class ArchiveDamage(StoreError):
@@ -50,51 +43,6 @@ class ArchiveDamage(StoreError):
     def __init__(self, store: str, message: str, member: str | None = None) -> None:
         self.member = member
         super().__init__(store, message)
-
-
-class Scratch:
-    """The unpacked copies of one copy's archives, removed by :meth:`close` — also those
-    whose unpacking is still running in an abandoned worker thread (a cancelled copy does not
-    wait for a gigabyte to be decompressed): such a thread finds the scratch closed at its
-    next step, stops, and removes its own file.  Thread-safe."""
-
-    def __init__(self, tmpdir: str | None) -> None:
-        self.tmpdir = tmpdir
-        self._lock = threading.Lock()
-        self._paths: list[str] = []
-        self.closed = False
-
-    def create(self, description: str) -> tuple[int, str]:
-        """A new private file (descriptor, path), registered for removal."""
-        try:
-            fd, path = tempfile.mkstemp(prefix=".hatchway-archive-", suffix=".tar", dir=self.tmpdir)
-        except OSError as exc:
-            where = self.tmpdir or tempfile.gettempdir()
-            raise StoreError(description, f"cannot unpack into {where}: {exc.strerror}") from None
-        with self._lock:
-            if not self.closed:
-                self._paths.append(path)
-                return fd, path
-        os.close(fd)
-        _unlink(path)
-        raise StoreError(description, "cancelled")
-
-    def check(self, description: str) -> None:
-        """Raise if the scratch was closed (the copy ended) while unpacking."""
-        if self.closed:
-            raise StoreError(description, "cancelled")
-
-    def close(self) -> None:
-        with self._lock:
-            self.closed = True
-            paths, self._paths = self._paths, []
-        for path in paths:
-            _unlink(path)
-
-
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +123,7 @@ class TarIndex:
             if compression is Compression.NONE and regular:
                 index = cls(path, description)
             else:
-                plain = _spool(_Prefixed(head, file), description, compression, scratch)
+                plain = unpack(head, file, description, compression, scratch)
                 index = cls(plain, description, compression=compression, owned=True)
         try:
             index._scan()
@@ -188,7 +136,8 @@ class TarIndex:
         """Remove the decompressed copy, if this index made one.  Idempotent."""
         if self.owned:
             self.owned = False
-            _unlink(self.path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
 
     def _scan(self) -> None:
         self.file_size = os.stat(self.path).st_size
@@ -325,83 +274,3 @@ def _members(tar: tarfile.TarFile, description: str) -> Iterator[tarfile.TarInfo
         if info is None:
             return
         yield info
-
-
-class _Prefixed:
-    """A file read from its start again, after its first bytes were read to sniff them."""
-
-    def __init__(self, head: bytes, file: IO[bytes]) -> None:
-        self._head = head
-        self._file = file
-
-    def read(self, n: int = -1) -> bytes:
-        if self._head:
-            head, self._head = self._head[:n] if n >= 0 else self._head, b""
-            if n >= 0 and len(head) < n:
-                head += self._file.read(n - len(head))
-            return head
-        return self._file.read(n)
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-
-def _unzstd(source: _Prefixed, dst: _Checked) -> None:
-    """Decompress every zstd frame of ``source`` into ``dst``; a frame cut short is an error
-    (python-zstandard's stream reader would end silently)."""
-    dobj = zstandard.ZstdDecompressor().decompressobj()
-    started = False
-    while chunk := source.read(_ZSTD_STEP):
-        while chunk:
-            if dobj.eof:
-                if not chunk.startswith(ZSTD_MAGIC[: len(chunk)]):
-                    raise ValueError("trailing garbage after the zstd data")
-                dobj = zstandard.ZstdDecompressor().decompressobj()
-            started = True
-            dst.write(dobj.decompress(chunk))
-            chunk = dobj.unused_data if dobj.eof else b""
-    if not started or not dobj.eof:
-        raise EOFError("the zstd data ends early (truncated)")
-
-
-def _spool(source: _Prefixed, description: str, compression: Compression, scratch: Scratch) -> str:
-    """Copy ``source`` (decompressing it) into a new file of ``scratch``."""
-    fd, plain = scratch.create(description)
-    try:
-        with os.fdopen(fd, "wb") as dst:
-            sink = _Checked(dst, scratch, description)
-            if compression is Compression.ZSTD:
-                _unzstd(source, sink)
-            else:
-                reader: Any = source
-                if compression is Compression.GZIP:
-                    reader = igzip.IGzipFile(fileobj=source, mode="rb")  # type: ignore[no-untyped-call]
-                while chunk := reader.read(CHUNK_SIZE):
-                    sink.write(chunk)
-    except (zstandard.ZstdError, OSError, EOFError, ValueError) as exc:
-        _unlink(plain)
-        if compression is Compression.NONE:
-            reason = getattr(exc, "strerror", None) or str(exc)
-            raise StoreError(description, f"cannot read: {reason}") from None
-        what = compression.value
-        reason = str(exc) or type(exc).__name__
-        raise ArchiveDamage(description, f"damaged {what} compression ({reason})") from None
-    except BaseException:
-        _unlink(plain)
-        raise
-    return plain
-
-
-class _Checked:
-    """A file written while unpacking, which stops the unpacking once the copy has ended."""
-
-    def __init__(self, file: IO[bytes], scratch: Scratch, description: str) -> None:
-        self._file = file
-        self._scratch = scratch
-        self._description = description
-
-    def write(self, data: bytes) -> None:
-        self._scratch.check(self._description)
-        self._file.write(data)
