@@ -97,6 +97,11 @@ async def test_each_class_of_damage(family: Family, tmp_path: Path, fmt: str) ->
         at = tar.getmember(layer).offset_data
     (tmp_path / "cut.tar").write_bytes(data[: at + 100])
     await expect_damage(tmp_path / "cut.tar", layer, "truncated")
+    with tarfile.open(good) as tar:
+        after = tar.getmember(layer)
+        boundary = after.offset_data + after.size + (-after.size % 512)
+    (tmp_path / "boundary.tar").write_bytes(data[:boundary])
+    await expect_damage(tmp_path / "boundary.tar", layer, "end-of-archive")
     renamed = json_edit(config, lambda c: {**c, "author": "x"})  # type: ignore[dict-item]
     await expect_damage(rewrite(good, tmp_path / "c2.tar", renamed), config, "digest mismatch")
 

@@ -97,6 +97,8 @@ class TarIndex:
         self.members: dict[str, TarMember] = {}
         self.order: list[str] = []
         self.file_size = 0
+        #: Where the end-of-archive blocks begin (after the last member).
+        self.end = 0
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -145,6 +147,7 @@ class TarIndex:
             with tarfile.open(self.path, "r:", errorlevel=2) as tar:
                 for info in _members(tar, self.description):
                     self._add(info)
+                self.end = tar.offset
         except tarfile.ReadError as exc:
             if not self.members:
                 raise ArchiveDamage(self.description, f"not a tar archive ({exc})") from None
@@ -234,6 +237,13 @@ class TarIndex:
                 self.description, f"member {name}: {member.size} bytes is too large", name
             )
         return self.read_range(member.offset, member.size, name)
+
+    def ends_properly(self) -> bool:
+        """Whether the two zero blocks that end a tar follow the last member (a tar cut
+        exactly between two members reads as complete, and lacks them)."""
+        if self.file_size < self.end + 1024:
+            return False
+        return self.read_range(self.end, 1024, "end of archive") == bytes(1024)
 
     def read_range(self, offset: int, size: int, name: str) -> bytes:
         try:

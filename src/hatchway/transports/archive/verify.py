@@ -158,6 +158,13 @@ async def _verify(
 ) -> None:
     index = await store.index(state.path)
     state.index = index
+    if not await anyio.to_thread.run_sync(index.ends_properly):
+        last = index.order[-1]
+        raise ArchiveDamage(
+            index.description,
+            f"the tar ends after member {last} without its end-of-archive blocks (truncated?)",
+            last,
+        )
     state.checks.append("tar")
     images: list[ResolvedImage] = []
     docker: DockerArchive | None = None
