@@ -11,7 +11,9 @@ import pytest
 from tests.support import Family, build_family
 
 if TYPE_CHECKING:
+    from tests.peers import Registry
     from tests.registry_support import Lab
+    from tests.tls_support import TlsLab
 
 pytest_plugins = ["tests.peers"]
 
@@ -35,3 +37,36 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     from tests.registry_support import lab_session
 
     yield from lab_session(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tls_lab(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsLab]:
+    """TLS registries serving the lab's images, started on first use (tls_support.TlsLab)."""
+    from tests.tls_support import TlsLab
+
+    tls = TlsLab(tmp_path_factory.mktemp("tls-lab"), lab.registry.root)
+    try:
+        yield tls
+    finally:
+        tls.close()
+
+
+@pytest.fixture(scope="session")
+def push_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """An empty registry to push into (its access log says what it was sent); each test
+    pushes under its own ``prefix``."""
+    from tests.peers import start_registry
+
+    registry = start_registry(tmp_path_factory.mktemp("push-target"))
+    try:
+        yield registry
+    finally:
+        registry.stop()
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> str:
+    """A repository prefix no other test uses (see ``push_support.unique_prefix``)."""
+    from tests.push_support import unique_prefix
+
+    return unique_prefix(request)

@@ -6,21 +6,28 @@ upstream HTTP server it can add:
 
 * ``latency`` — one-way delay in seconds, each direction, as a delay line (throughput is not
   divided by it: bytes in flight stay in flight);
-* ``bandwidth`` — a cap in bytes per second per connection, server → client;
+* ``bandwidth`` — a cap in bytes per second per connection, in each direction;
 * ``fail_next`` — answer the next N requests ``503`` itself (``fail_status`` to change it),
-  with a distribution error body, then close the connection;
+  with a distribution error body, then close the connection; with ``fail_only`` only requests
+  whose ``METHOD path`` contains it count, and the first ``fail_skip`` of those pass;
 * ``drop_after`` — cut the connection after ``drop_after`` bytes of a blob GET's response, for
   the next ``drop_times`` responses long enough to be cut;
-* ``strip_range`` — remove ``Range`` headers (a server that cannot resume).
+* ``strip_range`` — remove ``Range`` headers (a server that cannot resume);
+* ``cut_upload_after`` — cut the connection after ``cut_upload_after`` bytes of an upload's
+  request body (a ``PATCH`` or ``PUT`` to ``/blobs/uploads/``), for the next ``cut_times``
+  uploads long enough to be cut: the registry sees a body that ends early, the client a
+  connection that breaks while it sends.
 
-It parses request heads (GET/HEAD without bodies — the read side of the registry API) to count
-requests: ``requests`` lists ``(method, path)`` in arrival order.
+It parses request heads and frames request bodies (``Content-Length`` or chunked) to count
+requests: ``requests`` lists ``(method, path)`` in arrival order; ``peak_connections`` is the
+most client connections open at once.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -39,13 +46,19 @@ class Faults:
     bandwidth: float | None = None
     fail_next: int = 0
     fail_status: int = 503
+    fail_only: str = ""
+    fail_skip: int = 0
     drop_after: int | None = None
     drop_times: int = 0
     strip_range: bool = False
+    cut_upload_after: int | None = None
+    cut_times: int = 0
     requests: list[tuple[str, str]] = field(default_factory=list)
     injected: int = 0
     dropped: int = 0
     ranged: int = 0
+    cut: int = 0
+    peak_connections: int = 0
 
 
 class _Connection:
@@ -63,12 +76,25 @@ class FaultProxy:
         self._lock = threading.Lock()
         self.port = 0
         self.host = ""
+        self._active = 0
 
     def reset(self, **changes: object) -> Faults:
         """Fresh faults (and counters) for the next run."""
         with self._lock:
             self.faults = Faults(**changes)  # type: ignore[arg-type]
             return self.faults
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Block until no client connection is open (the last run's have all closed)."""
+        deadline = time.monotonic() + timeout
+        while self._active and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self._active:
+            raise AssertionError(f"{self._active} connections still open after {timeout:g} s")
+
+    def count(self, method: str, fragment: str = "") -> int:
+        """Requests with ``method`` whose path contains ``fragment``."""
+        return sum(1 for m, path in self.faults.requests if m == method and fragment in path)
 
     def blob_requests(self) -> dict[str, int]:
         """GET requests per blob digest (across repositories)."""
@@ -87,6 +113,16 @@ class FaultProxy:
             await listener.serve(self._handle)
 
     async def _handle(self, client: anyio.abc.SocketStream) -> None:
+        with self._lock:
+            self._active += 1
+            self.faults.peak_connections = max(self.faults.peak_connections, self._active)
+        try:
+            await self._serve_connection(client)
+        finally:
+            with self._lock:
+                self._active -= 1
+
+    async def _serve_connection(self, client: anyio.abc.SocketStream) -> None:
         async with client:
             try:
                 upstream = await anyio.connect_tcp("127.0.0.1", self.upstream_port)
@@ -98,7 +134,7 @@ class FaultProxy:
                 down_send, down_recv = anyio.create_memory_object_stream[tuple[float, bytes]](1000)
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._requests, client, up_send, down_send, conn, tg)
-                    tg.start_soon(self._deliver, up_recv, upstream, None, None)
+                    tg.start_soon(self._deliver, up_recv, upstream, self.faults.bandwidth, None)
                     tg.start_soon(self._responses, upstream, down_send, conn)
                     tg.start_soon(self._deliver, down_recv, client, self.faults.bandwidth, tg)
 
@@ -133,7 +169,10 @@ class FaultProxy:
                     faults.requests.append((method, path))
                     if any(ln.lower().startswith("range:") for ln in lines):
                         faults.ranged += 1
-                    inject = faults.fail_next > 0
+                    inject = faults.fail_next > 0 and faults.fail_only in f"{method} {path}"
+                    if inject and faults.fail_skip > 0:
+                        faults.fail_skip -= 1
+                        inject = False
                     if inject:
                         faults.fail_next -= 1
                         faults.injected += 1
@@ -157,6 +196,23 @@ class FaultProxy:
                 conn.drop_budget = faults.drop_after if drop else None
                 data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
                 await up.send((anyio.current_time() + faults.latency, data))
+                headers = _headers(lines)
+                cut = None
+                if method in ("PATCH", "PUT") and "/blobs/uploads/" in path:
+                    cut = faults.cut_upload_after
+                body = _Body(client, buffer, up, faults.latency, cut, self._take_cut)
+                try:
+                    if "chunked" in headers.get("transfer-encoding", "").lower():
+                        await body.chunked()
+                    else:
+                        await body.forward(int(headers.get("content-length") or 0))
+                except _Cut:
+                    tg.cancel_scope.cancel()
+                    return
+                except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                    tg.cancel_scope.cancel()
+                    return
+                buffer = body.buffer
 
     async def _passthrough(
         self,
@@ -190,6 +246,15 @@ class FaultProxy:
                         return
                     conn.drop_budget -= len(data)
                 await down.send((anyio.current_time() + self.faults.latency, data))
+
+    def _take_cut(self) -> bool:
+        """Count one cut upload, if the budget of cuts allows it."""
+        with self._lock:
+            if self.faults.cut_times <= 0:
+                return False
+            self.faults.cut_times -= 1
+            self.faults.cut += 1
+            return True
 
     def _take_drop(self) -> bool:
         """Count one cut, if the budget of cuts allows it."""
@@ -233,6 +298,75 @@ class FaultProxy:
         # The source ended (EOF, an injected reply or a drop): close the whole connection.
         if tg is not None:
             tg.cancel_scope.cancel()
+
+
+class _Cut(Exception):
+    """The proxy cut an upload's body short on purpose."""
+
+
+def _headers(lines: list[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            found[name.strip().lower()] = value.strip()
+    return found
+
+
+class _Body:
+    """Forwards one request body upstream as it arrives (framed by length or chunks), cutting
+    the connection after ``cut`` bytes when ``take_cut()`` allows it."""
+
+    def __init__(
+        self,
+        client: anyio.abc.SocketStream,
+        buffer: bytes,
+        up: MemoryObjectSendStream[tuple[float, bytes]],
+        latency: float,
+        cut: int | None,
+        take_cut: Callable[[], bool],
+    ) -> None:
+        self.client = client
+        self.buffer = buffer
+        self.up = up
+        self.latency = latency
+        self.cut = cut
+        self.take_cut = take_cut
+        self.sent = 0
+
+    async def forward(self, n: int) -> None:
+        while n > 0:
+            if not self.buffer:
+                self.buffer = await self.client.receive()
+            piece, self.buffer = self.buffer[:n], self.buffer[n:]
+            n -= len(piece)
+            await self._send(piece)
+
+    async def line(self) -> bytes:
+        while b"\r\n" not in self.buffer:
+            self.buffer += await self.client.receive()
+        line, _, self.buffer = self.buffer.partition(b"\r\n")
+        await self._send(line + b"\r\n")
+        return line
+
+    async def chunked(self) -> None:
+        while True:
+            size = int((await self.line()).split(b";")[0] or b"0", 16)
+            if size == 0:
+                while await self.line():
+                    pass  # trailers, up to the empty line
+                return
+            await self.forward(size)
+            await self.line()
+
+    async def _send(self, piece: bytes) -> None:
+        if self.cut is not None and self.sent + len(piece) > self.cut and self.take_cut():
+            keep = piece[: max(0, self.cut - self.sent)]
+            if keep:
+                await self.up.send((anyio.current_time() + self.latency, keep))
+            raise _Cut
+        self.sent += len(piece)
+        await self.up.send((anyio.current_time() + self.latency, piece))
 
 
 @contextmanager

@@ -202,7 +202,8 @@ class TokenServer:
     ``users`` maps user → password; right credentials get ``pull``/``push`` on any repository,
     anonymous requests get no access unless ``anonymous_pull``.  ``lifetime`` sets
     ``expires_in``.  ``requests`` counts token requests; ``last_auth`` records whether the
-    last one carried credentials.
+    last one carried credentials.  ``refresh_tokens`` maps identity (refresh) tokens to users,
+    exchanged with the OAuth2 ``refresh_token`` grant (``POST``); ``posts`` counts those.
     """
 
     SERVICE = "hatchway-test-registry"
@@ -215,6 +216,8 @@ class TokenServer:
         self.anonymous_pull = False
         self.requests = 0
         self.failures = 0
+        self.posts = 0
+        self.refresh_tokens: dict[str, str] = {}
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hatchway test token CA")])
         now = datetime.datetime.now(datetime.UTC)
@@ -270,8 +273,9 @@ class TokenServer:
         signature = self._key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
         return signing_input + "." + _b64url(signature)
 
-    def _grant(self, authorization: str | None, scopes: list[str]) -> tuple[int, str | None]:
-        subject = ""
+    def _grant(
+        self, authorization: str | None, scopes: list[str], subject: str = ""
+    ) -> tuple[int, str | None]:
         if authorization:
             try:
                 user, _, password = (
@@ -310,6 +314,25 @@ class TokenServer:
                     body = json.dumps(
                         {"token": token, "access_token": token, "expires_in": server.lifetime}
                     ).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                server.posts += 1
+                length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(self.rfile.read(length).decode())
+                user = server.refresh_tokens.get(form.get("refresh_token", [""])[0])
+                ok = form.get("grant_type") == ["refresh_token"] and user is not None
+                scopes = " ".join(form.get("scope", [])).split()
+                status, token = server._grant(None, scopes, user or "") if ok else (401, None)
+                body = (
+                    json.dumps({"access_token": token, "expires_in": server.lifetime}).encode()
+                    if token
+                    else b'{"error":"invalid_grant"}'
+                )
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

@@ -13,6 +13,9 @@ from hatchway.progress import (
     LayerAdvanced,
     LayerDone,
     LayerStarted,
+    UploadAdvanced,
+    UploadDone,
+    UploadStarted,
     WriteAdvanced,
     WriteStarted,
 )
@@ -35,3 +38,22 @@ def test_staging_bar_completes_and_writing_bar_follows() -> None:
         assert [(t.description, t.completed) for t in renderer._progress.tasks] == [
             ("writing archive", 1024)
         ]
+
+
+def test_uploads_get_their_own_bars_and_an_uploading_total() -> None:
+    renderer = RichProgress(Console(file=io.StringIO(), force_terminal=True, width=100))
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    with renderer:
+        renderer(CopyStarted(images=1, layers=2, fetch_bytes=300))
+        renderer(UploadStarted(a, 100))
+        renderer(UploadAdvanced(a, 60))
+        renderer(UploadStarted(b, 50))
+        bars = {t.description.strip(): (t.completed, t.total) for t in renderer._progress.tasks}
+        assert bars["uploading"] == (60, 150)
+        assert bars[f"↑ {a[7:19]}"] == (60, 100) and bars[f"↑ {b[7:19]}"] == (0, 50)
+        renderer(UploadAdvanced(a, 40))
+        renderer(UploadDone(a, 100))
+        renderer(UploadAdvanced(b, 50))
+        renderer(UploadDone(b, 50))
+        bars = {t.description.strip(): (t.completed, t.total) for t in renderer._progress.tasks}
+        assert bars["uploading"] == (150, 150) and not any("↑" in d for d in bars)

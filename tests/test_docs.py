@@ -106,6 +106,68 @@ def test_sample_store_script_explains_its_arguments() -> None:
     assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr
 
 
+def _walkthrough(doc: str, heading: str) -> tuple[str, list[str]]:
+    """The registry config and the ``hatchway`` command lines of a walk-through section."""
+    section = doc.split(heading, 1)[1]
+    block = section.split("```", 2)[1]
+    config = block.split("<<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
+    commands = [ln.strip() for ln in block.splitlines() if ln.startswith("hatchway ")]
+    return config, commands
+
+
+@pytest.mark.peers
+def test_push_walkthrough_runs_as_written(sample_store: Path, tmp_path: Path) -> None:
+    """docs/registry.md: start a registry with the config shown, push the sample store into
+    it twice (the second uploads nothing), save a pushed image back."""
+    import shlex
+    import urllib.request
+
+    from tests.peers import ManagedProcess, free_port, require_binary, wait_until_ready
+    from tests.test_cli import run
+
+    doc = (ROOT / "docs" / "registry.md").read_text()
+    config, commands = _walkthrough(doc, "### Push the sample store into a local registry")
+    assert len(commands) == 3
+    host = f"127.0.0.1:{free_port()}"
+    config = config.replace("127.0.0.1:5000", host).replace("/tmp/registry-data", str(tmp_path))
+    (tmp_path / "registry.yml").write_text(config)
+    registry = ManagedProcess(
+        "docker-registry",
+        [require_binary("docker-registry"), "serve", tmp_path / "registry.yml"],
+        tmp_path / "registry.log",
+    )
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{host}/v2/", timeout=2) as response:
+                return int(response.status) == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until_ready(registry, ready, what="answer on /v2/")
+        results = []
+        for line in commands:
+            argv = shlex.split(line.replace("127.0.0.1:5000", host))[1:]
+            argv = [str(sample_store) if a == "sample/store" else a for a in argv]
+            results.append(run(*argv, cwd=tmp_path))
+        for result in results:
+            assert result.returncode == 0, result.stderr
+        first, second, _ = (r.stderr.decode() for r in results)
+        assert "1 mounted" in first and "0 blob(s) uploaded" in second
+        pushed = [ln.split()[0] for ln in results[0].stdout.decode().splitlines()]
+        assert pushed == [
+            f"{host}/mirror/sample/app:1.0",
+            f"{host}/mirror/sample/app:2.0",
+            f"{host}/mirror/sample/app:latest",
+            f"{host}/mirror/sample/tools:latest",
+        ]
+        tags = read_archive((tmp_path / "pushed.tar").read_bytes()).json("manifest.json")
+        assert tags[0]["RepoTags"] == [f"{host}/mirror/sample/app:2.0"]
+    finally:
+        registry.stop()
+
+
 def test_bundles_walk_through(sample_store: Path, tmp_path: Path) -> None:
     """The sample walk-through of docs/bundles.md, command by command, as written there."""
     text = (ROOT / "docs" / "bundles.md").read_text()

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.fault_proxy import FaultProxy, fault_proxy
+from tests.peers import Registry
+from tests.push_support import tags_of
 from tests.registry_support import Lab
 from tests.support import Family, read_archive
 from tests.test_cli import HATCHWAY, run
@@ -109,3 +111,32 @@ def test_closed_stdout_is_a_one_line_error(family: Family) -> None:
     assert result.returncode == 1
     lines = result.stderr.decode().splitlines()
     assert len(lines) == 1 and lines[0].startswith("hatchway: error: cannot write standard output")
+
+
+@pytest.mark.peers
+def test_sigterm_mid_push_leaves_no_staging_and_no_tag(
+    lab: Lab, push_target: Registry, tmp_path: Path, prefix: str
+) -> None:
+    """A push stopped while it uploads exits 143, removes its staging directory and writes no
+    tag: the manifests go last, after every blob."""
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    with fault_proxy(push_target.port) as slow:
+        slow.reset(bandwidth=100_000.0)  # uploads of the 1.5 MB layers take many seconds
+        proc = subprocess.Popen(
+            [*HATCHWAY, "push", "-q", "--tmpdir", str(stage), "--to", f"{slow.host}/{prefix}",
+             f"docker://{lab.registry.host}/hw/big:1"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            _wait_for(lambda: slow.count("PUT", "/blobs/uploads/") > 0, "an upload to start")
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143
+    assert stderr.decode().strip().splitlines() == ["hatchway: terminated (SIGTERM)"]
+    assert list(stage.iterdir()) == []
+    assert tags_of(push_target, f"{prefix}/hw/big") == []

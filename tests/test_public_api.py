@@ -17,6 +17,7 @@ PURE = [
     "hatchway.progress",
     "hatchway.limits",
     "hatchway.transports.layout.spec",
+    "hatchway.transports.registry.targets",
 ]
 
 
@@ -54,6 +55,7 @@ def test_pure_core_imports_no_io_library() -> None:
         src / "transports" / "__init__.py",
         src / "transports" / "layout" / "__init__.py",
         src / "transports" / "layout" / "spec.py",
+        src / "transports" / "registry" / "targets.py",
         *sorted((src / "formats").glob("*.py")),
     ]
     for path in files:

@@ -18,7 +18,7 @@ from hatchway.limits import STREAM_CHUNK
 from hatchway.model import DOCKER_SCHEMA1, OCI_MANIFEST, Descriptor
 from hatchway.reference import parse_query
 from hatchway.transports.registry.credentials import Credentials, lookup
-from hatchway.transports.registry.options import is_loopback
+from hatchway.transports.registry.options import Security, api_host, is_loopback
 from hatchway.transports.registry.protocol import (
     MANIFEST_ACCEPT,
     parse_challenges,
@@ -109,14 +109,21 @@ def test_error_bodies_retry_after_and_content_range() -> None:
     assert parse_content_range("bytes 5-9/*") == (5, 9, None)
 
 
-def test_loopback_hosts_get_plain_http_and_others_https() -> None:
-    opts = RegistryOptions(insecure_registries=frozenset({"reg.lan:5000"}))
+def test_every_host_gets_https_first_and_only_loopback_and_insecure_hosts_may_fall_back() -> None:
+    opts = RegistryOptions(insecure_registries=frozenset({"reg.lan:5000", "127.0.0.2"}))
     assert [is_loopback(h) for h in ("localhost:5000", "127.8.9.1", "[::1]:5000")] == [True] * 3
     assert not is_loopback("example.com:5000")
-    assert opts.base_url("127.0.0.1:5000") == "http://127.0.0.1:5000"
-    assert opts.base_url("reg.lan:5000") == "http://reg.lan:5000"
-    assert opts.base_url("ghcr.io") == "https://ghcr.io"
-    assert opts.base_url("docker.io") == "https://registry-1.docker.io"
+    assert opts.security("127.0.0.1:5000") is Security.HTTPS_OR_HTTP
+    assert opts.security("localhost") is Security.HTTPS_OR_HTTP
+    assert opts.security("reg.lan:5000") is Security.INSECURE
+    assert opts.security("127.0.0.2") is Security.INSECURE  # named: no verification either
+    assert opts.security("reg.lan:5001") is Security.HTTPS
+    assert opts.security("ghcr.io") is Security.HTTPS
+    assert [s.verify for s in Security] == [True, True, False]
+    assert [s.may_fall_back for s in Security] == [False, True, True]
+    assert api_host("docker.io") == "registry-1.docker.io" and api_host("ghcr.io") == "ghcr.io"
+    assert opts.with_insecure("ghcr.io").security("ghcr.io") is Security.INSECURE
+    assert opts.with_insecure("reg.lan:5000") is opts
 
 
 def test_backoff_grows_exponentially_with_jitter_and_honours_retry_after() -> None:

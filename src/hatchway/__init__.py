@@ -4,35 +4,23 @@ The public API, re-exported once here (``tests/test_public_api.py`` keeps this l
 
     await hatchway.save(names, output, store=..., format=..., platform=..., jobs=..., progress=...)
     await hatchway.pull(names, store=..., registry=hatchway.RegistryOptions(...))
+    await hatchway.push(names, "registry.example:5000/mirror", store=..., registry=...)
     await hatchway.load(archives, store=...)
     await hatchway.verify(archive)   # a VerifyReport
     await hatchway.list_images(store)
     hatchway.open_store(path)        # an OCI image layout store, a Source
+    async with hatchway.Session(...) as session: ...   # many operations, sharing fetches
 
 Everything else (``hatchway.engine``, ``hatchway.transports``, ...) is implementation; the
 command line uses only what is exported here.  ``hatchway.testing`` holds documented helpers
 for tests.
 """
 
-from hatchway.api import (
-    LoadedImage,
-    LoadResult,
-    Output,
-    PulledImage,
-    PullResult,
-    SavedImage,
-    SaveResult,
-    default_store_path,
-    list_images,
-    load,
-    open_store,
-    pull,
-    save,
-    verify,
-)
+from hatchway.api import list_images, load, open_store, pull, push, save, verify
 from hatchway.errors import (
     AmbiguousReference,
     BlobNotFound,
+    ConfigError,
     DigestMismatch,
     HatchwayError,
     InvalidReference,
@@ -55,9 +43,24 @@ from hatchway.progress import (
     LayerStarted,
     ProgressCallback,
     ProgressEvent,
+    UploadAdvanced,
+    UploadDone,
+    UploadStarted,
     WriteAdvanced,
     WriteStarted,
 )
+from hatchway.results import (
+    LoadedImage,
+    LoadResult,
+    PulledImage,
+    PullResult,
+    PushedImage,
+    PushResult,
+    SavedImage,
+    SaveResult,
+)
+from hatchway.session import Progress, Session, default_store_path, progress_stream
+from hatchway.transports.archive.outputs import Output
 from hatchway.transports.archive.verify import VerifiedImage, VerifyReport
 from hatchway.transports.base import BlobSource, LocalBlob, ResolvedImage, Source
 from hatchway.transports.layout.source import ImageSummary, OCILayoutStore
@@ -72,6 +75,7 @@ __all__ = [
     "BlobNotFound",
     "BlobSource",
     "Compression",
+    "ConfigError",
     "CopyFinished",
     "CopyStarted",
     "DigestMismatch",
@@ -91,20 +95,27 @@ __all__ = [
     "OutputError",
     "Platform",
     "PlatformNotFound",
+    "Progress",
     "ProgressCallback",
     "ProgressEvent",
     "PullResult",
     "PulledImage",
+    "PushResult",
+    "PushedImage",
     "RegistryError",
     "RegistryOptions",
     "ResolvedImage",
     "RetryPolicy",
     "SaveResult",
     "SavedImage",
+    "Session",
     "Source",
     "StoreError",
     "Timeouts",
     "UnsupportedMediaType",
+    "UploadAdvanced",
+    "UploadDone",
+    "UploadStarted",
     "VerifiedImage",
     "VerifyReport",
     "WriteAdvanced",
@@ -114,7 +125,9 @@ __all__ = [
     "list_images",
     "load",
     "open_store",
+    "progress_stream",
     "pull",
+    "push",
     "save",
     "verify",
 ]

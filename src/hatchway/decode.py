@@ -15,6 +15,7 @@ as hashlib does, so two layers decode on two cores.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import IO, Any, cast
 
 import zstandard
@@ -95,10 +96,18 @@ class LayerDecoder:
         except zstandard.ZstdError as exc:
             raise self._corrupt(f"corrupt zstd data ({exc})") from None
 
-    def feed_file(self, source: IO[bytes], budget: int) -> int:
-        """Feed up to ``budget`` bytes read from ``source``; return how many (0 at its end)."""
+    def feed_file(
+        self, source: IO[bytes], budget: int, checkpoint: Callable[[], object] | None = None
+    ) -> int:
+        """Feed up to ``budget`` bytes read from ``source``; return how many (0 at its end).
+
+        ``checkpoint`` runs before every ``CHUNK_SIZE`` read: the engine passes
+        :func:`anyio.from_thread.check_cancelled`, so a cancelled operation stops within one
+        chunk's work instead of at the end of the step."""
         fed = 0
         while fed < budget:
+            if checkpoint is not None:
+                checkpoint()
             chunk = source.read(min(CHUNK_SIZE, budget - fed))
             if not chunk:
                 break

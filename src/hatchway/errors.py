@@ -16,7 +16,9 @@
     │   ├── UnsupportedMediaType   a manifest, index or layer type hatchway cannot export
     │   └── RegistryError          a registry refused or failed a request (registry,
     │                              repository, status, code, message)
-    └── OutputError                the archive cannot be written where it was asked to go
+    ├── OutputError                the archive cannot be written where it was asked to go
+    └── ConfigError                a configuration file that cannot be used (path, message):
+                                   registries.conf
 
 Every error carries its facts as attributes; ``str(error)`` is the one line the CLI prints.
 Foreign errors (``OSError``, ``json.JSONDecodeError``, ``zlib.error``) are translated into this
@@ -43,11 +45,15 @@ class InvalidReference(HatchwayError):
 
 
 class NoSuchImage(HatchwayError):
-    """The store holds nothing under ``name`` (worded as ``docker save`` words it)."""
+    """The store holds nothing under ``name`` (worded as ``docker save`` words it).
 
-    def __init__(self, name: str) -> None:
+    ``detail`` adds what else was tried (the mirrors of a registry name), if anything.
+    """
+
+    def __init__(self, name: str, detail: str | None = None) -> None:
         self.name = name
-        super().__init__(f"No such image: {name}")
+        self.detail = detail
+        super().__init__(f"No such image: {name}" + (f" ({detail})" if detail else ""))
 
 
 class AmbiguousReference(HatchwayError):
@@ -147,3 +153,12 @@ class RegistryError(StoreError):
 
 class OutputError(HatchwayError):
     """The archive cannot be written to the requested destination."""
+
+
+class ConfigError(HatchwayError):
+    """A configuration file hatchway follows (registries.conf) cannot be used."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}")

@@ -20,6 +20,7 @@ import os
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -89,6 +90,14 @@ def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
         view, offset = view[n:], offset + n
 
 
+@dataclass(frozen=True, slots=True)
+class TempFile:
+    """The temp file of :func:`atomic_temp`: its descriptor and its path."""
+
+    fd: int
+    path: str
+
+
 @asynccontextmanager
 async def atomic_file(
     path: Path, *, fsync: bool = False, mode: int | None = None
@@ -99,20 +108,60 @@ async def atomic_file(
     The file gets ``mode``, else the mode ``path`` has, else ``0666`` less the umask (what a
     plain ``open`` would give), and is flushed to disk first when ``fsync``.
     """
+    async with atomic_temp(path, fsync=fsync, mode=mode) as temp:
+        yield temp.fd
+
+
+@asynccontextmanager
+async def atomic_temp(
+    path: Path, *, fsync: bool = False, mode: int | None = None
+) -> AsyncIterator[TempFile]:
+    """:func:`atomic_file`, yielding the temp file's path too (to read back what was written)."""
+    atomic = AtomicTemp(path, fsync=fsync, mode=mode)
+    temp = await atomic.open()
     try:
-        fd, temp = await anyio.to_thread.run_sync(_mkstemp, path)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
-    open_fd: int | None = fd
-    try:
-        yield fd
-        await anyio.to_thread.run_sync(_finish, fd, path, fsync, mode)
-        open_fd = None  # _finish closed it, also when it failed
-        await anyio.to_thread.run_sync(_rename, temp, path)
+        yield temp
+        await atomic.finish()
     except BaseException:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(_discard, open_fd, temp)
+        await atomic.discard()
         raise
+
+
+class AtomicTemp:
+    """A temp file beside ``path``: :meth:`finish` renames it over ``path`` (see
+    :func:`atomic_file`), :meth:`discard` removes it.  For a caller whose decision to keep the
+    file is made elsewhere than where it was opened."""
+
+    def __init__(self, path: Path, *, fsync: bool = False, mode: int | None = None) -> None:
+        self.path = path
+        self._fsync = fsync
+        self._mode = mode
+        self._fd: int | None = None
+        self._temp: str | None = None
+
+    async def open(self) -> TempFile:
+        try:
+            fd, temp = await anyio.to_thread.run_sync(_mkstemp, self.path)
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {exc.strerror}") from None
+        self._fd, self._temp = fd, temp
+        return TempFile(fd, temp)
+
+    async def finish(self) -> None:
+        """Give the file its mode, flush it if asked, and rename it over the target."""
+        assert self._fd is not None
+        assert self._temp is not None
+        fd, self._fd = self._fd, None
+        await anyio.to_thread.run_sync(_finish, fd, self.path, self._fsync, self._mode)
+        await anyio.to_thread.run_sync(_rename, self._temp, self.path)
+        self._temp = None
+
+    async def discard(self) -> None:
+        """Remove the temp file (idempotent; never raises; runs shielded)."""
+        fd, temp, self._fd, self._temp = self._fd, self._temp, None, None
+        if temp is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_discard, fd, temp)
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:

@@ -24,8 +24,18 @@ CHUNK_SIZE = 1 << 20
 #: responsive.
 STEP_BYTES = 16 << 20
 
+#: A local blob at most this large is read, verified and written in a single worker-thread
+#: call: for the many tiny layers of real images, thread hand-offs would cost more than the work.
+SMALL_BLOB = 256 << 10
+
+#: A layer of at most this many uncompressed bytes is staged in memory, not in a file, while
+#: the copy's ``MEMORY_STAGING`` budget lasts: no file, no rename, and its bytes are written
+#: into the archive with the metadata around them.
+SMALL_STAGED = 256 << 10
+MEMORY_STAGING = 16 << 20
+
 #: Bytes copied per worker-thread step when a staged layer moves into the output.
-COPY_STEP = 32 << 20
+COPY_STEP = 8 << 20
 
 #: Metadata written in one ``pwrite`` when an archive's headers and small files are laid out.
 RUN_LIMIT = 1 << 20
@@ -40,3 +50,14 @@ MAX_DOCUMENT_SIZE = 16 << 20
 #: A registry's blob bytes are handed on in chunks of this size: a cut connection loses at
 #: most this much (a resume restarts after the last chunk handed on).
 STREAM_CHUNK = 256 << 10
+
+#: A blob up to this size is uploaded in one request (``POST`` then ``PUT`` with the body); a
+#: larger one in ``PATCH`` chunks, so that a cut connection costs at most one chunk — the
+#: registry says how much it holds and the upload resumes there.  Small enough that a retried
+#: whole upload is cheap, large enough that the round trip of a third request stays invisible.
+UPLOAD_MONOLITHIC_MAX = 8 << 20
+
+#: Bytes sent per ``PATCH`` of a chunked upload: each is a checkpoint (a resume restarts at the
+#: last one the registry acknowledged) and costs one round trip, which at this size is well
+#: under a percent of the transfer on any link fast enough to matter.
+UPLOAD_CHUNK = 64 << 20

@@ -285,6 +285,29 @@ def parse_index(obj: dict[str, Any], what: str) -> tuple[Descriptor, ...]:
     return tuple(Descriptor.from_json(d, f"{what} entry") for d in manifests)
 
 
+def replace_layers(raw: bytes, replaced: Mapping[str, Descriptor]) -> bytes:
+    """A manifest's bytes with the layers whose digest ``replaced`` maps given the new media
+    type, digest and size (other fields of those layers, and everything else, kept).
+
+    Without a replacement the bytes are returned unchanged, so the manifest keeps its digest;
+    with one they are serialised compactly, keys in their original order, so the same input
+    always gives the same bytes (and digest).
+    """
+    doc = parse_json_object(raw, "manifest")
+    layers = doc.get("layers")
+    if not isinstance(layers, list):
+        raise MalformedContent("manifest: layers is not a list")
+    changed = False
+    for layer in layers:
+        new = replaced.get(str(layer.get("digest"))) if isinstance(layer, dict) else None
+        if new is not None:
+            layer.update(mediaType=new.media_type, digest=new.digest, size=new.size)
+            changed = True
+    if not changed:
+        return raw
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def layer_compression(descriptor: Descriptor, what: str) -> Compression:
     try:
         return _LAYER_TYPES[descriptor.media_type]

@@ -4,7 +4,10 @@ The events are the same whatever the source and the destination.  A copy reports
 :class:`CopyStarted` once its names are resolved, then per layer :class:`LayerStarted`,
 :class:`LayerAdvanced` and :class:`LayerDone`, then — when the destination writes one output
 at the end, as an archive does — :class:`WriteStarted` and :class:`WriteAdvanced`, and finally
-:class:`CopyFinished`.
+:class:`CopyFinished`.  A destination that sends blobs elsewhere (a registry, for ``push``)
+also reports each upload — :class:`UploadStarted`, :class:`UploadAdvanced`,
+:class:`UploadDone` — while layers move and while it commits (configs); blobs it skips or
+mounts are not uploads.
 
 A layer is identified by ``digest``: its diffID when the destination keeps layers
 uncompressed (an archive), the digest of the stored blob when it keeps them as the source
@@ -71,6 +74,32 @@ class WriteAdvanced:
 
 
 @dataclass(frozen=True, slots=True)
+class UploadStarted:
+    """A blob started going up to the destination: ``size`` bytes (compressed, when the layer
+    was compressed on the way), identified by the ``digest`` of what is sent."""
+
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class UploadAdvanced:
+    """``advanced`` more bytes of an upload were sent (bytes sent again after a broken
+    connection are not counted twice)."""
+
+    digest: str
+    advanced: int
+
+
+@dataclass(frozen=True, slots=True)
+class UploadDone:
+    """An upload is complete: the destination holds the blob under its digest."""
+
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class CopyFinished:
     """The copy is complete and visible: ``blobs_fetched`` layers of ``bytes_fetched`` stored
     bytes were read from their sources (layers the destination held already are not)."""
@@ -86,6 +115,9 @@ ProgressEvent = (
     | LayerDone
     | WriteStarted
     | WriteAdvanced
+    | UploadStarted
+    | UploadAdvanced
+    | UploadDone
     | CopyFinished
 )
 ProgressCallback = Callable[[ProgressEvent], None]

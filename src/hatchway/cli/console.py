@@ -1,7 +1,9 @@
 """What the CLI draws: progress bars for :mod:`hatchway.progress` events, tables, sizes.
 
 The progress renderer shows one overall bar (stored bytes moved against the known total,
-then archive bytes written against the exact archive size) and one bar per layer in flight.
+then archive bytes written against the exact archive size) and one bar per layer in flight;
+when blobs are uploaded (``push``), an "uploading" bar (bytes sent against the blobs started so
+far) and one bar per upload in flight.
 It draws on stderr only; the CLI uses it only when stderr is a terminal and ``-q`` was not
 given.  rich is imported by this module alone, and only when bars are drawn.
 """
@@ -20,6 +22,9 @@ from hatchway import (
     LayerDone,
     LayerStarted,
     ProgressEvent,
+    UploadAdvanced,
+    UploadDone,
+    UploadStarted,
     WriteAdvanced,
     WriteStarted,
 )
@@ -53,6 +58,9 @@ class RichProgress:
             transient=True,
         )
         self._overall: TaskID | None = None
+        self._uploading: TaskID | None = None
+        self._upload_total = 0
+        self._uploads: dict[str, TaskID] = {}
         self._layers: dict[str, TaskID] = {}
         self._remaining: dict[str, int] = {}  # stored bytes of each layer not yet reported
 
@@ -102,6 +110,22 @@ class RichProgress:
             case WriteAdvanced(advanced=n):
                 if self._overall is not None:
                     p.advance(self._overall, n)
+            case UploadStarted(digest=digest, size=size):
+                self._upload_total += size
+                if self._uploading is None:
+                    self._uploading = p.add_task("uploading", total=self._upload_total)
+                else:
+                    p.update(self._uploading, total=self._upload_total)
+                self._uploads[digest] = p.add_task(f"  ↑ {digest[7:19]}", total=size)
+            case UploadAdvanced(digest=digest, advanced=n):
+                if digest in self._uploads:
+                    p.advance(self._uploads[digest], n)
+                if self._uploading is not None:
+                    p.advance(self._uploading, n)
+            case UploadDone(digest=digest):
+                task = self._uploads.pop(digest, None)
+                if task is not None:
+                    p.remove_task(task)
             case CopyFinished():
                 pass
 

@@ -54,26 +54,73 @@ jobs_option = click.option(
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 
 
+_TRUST_KEY = "hatchway.registry-trust"
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Keep a trust/mirror option in the context for :func:`registry_settings` (these options
+    are not passed to the command function, so every command with ``registry_options``
+    gets them without naming them)."""
+    ctx.meta.setdefault(_TRUST_KEY, {})[param.name] = value
+    return value
+
+
 def registry_options(fn: Command) -> Command:
-    """The options that configure registry access, shared by ``save`` and ``pull``."""
+    """The options that configure registry access, shared by ``save``, ``pull`` and ``push``.
+
+    ``--creds``, ``--insecure-registry`` and ``--ca-cert`` are passed to the command as
+    ``creds``, ``insecure``, ``ca_cert``; ``--client-cert``, ``--client-key`` and
+    ``--registries-conf`` are not — :func:`registry_settings` picks them up from the context.
+    """
+    fn = click.option(
+        "--registries-conf",
+        metavar="FILE",
+        type=click.Path(exists=True, dir_okay=False),
+        expose_value=False,
+        callback=_remember,
+        help="Follow the mirrors, rewrites and blocks of this containers-registries.conf "
+        "instead of $CONTAINERS_REGISTRIES_CONF, ~/.config/containers/registries.conf or "
+        "/etc/containers/registries.conf.",
+    )(fn)
+    fn = click.option(
+        "--client-key",
+        metavar="FILE",
+        type=click.Path(exists=True, dir_okay=False),
+        expose_value=False,
+        callback=_remember,
+        help="The private key of --client-cert (PEM).",
+    )(fn)
+    fn = click.option(
+        "--client-cert",
+        metavar="FILE",
+        type=click.Path(exists=True, dir_okay=False),
+        expose_value=False,
+        callback=_remember,
+        help="Present this client certificate (PEM) to registries that demand one (mutual "
+        "TLS). Default: a NAME.cert + NAME.key pair in a certs.d directory of the registry.",
+    )(fn)
     fn = click.option(
         "--ca-cert",
         metavar="FILE",
         type=click.Path(exists=True, dir_okay=False),
-        help="Also trust the CA certificates in this PEM file for HTTPS registries.",
+        help="Also trust the CA certificates in this PEM file. Always trusted: the system's "
+        "CAs and the *.crt files in ~/.config/containers/certs.d/HOST:PORT/, "
+        "/etc/containers/certs.d/HOST:PORT/ and /etc/docker/certs.d/HOST:PORT/.",
     )(fn)
     fn = click.option(
         "--insecure-registry",
         "insecure",
         metavar="HOST[:PORT]",
         multiple=True,
-        help="Talk plain HTTP to this registry (loopback registries always are). Repeatable.",
+        help="Do not verify this registry's TLS certificate, and use plain HTTP if it does "
+        "not speak TLS (as loopback registries may). Repeatable.",
     )(fn)
     fn = click.option(
         "--creds",
         metavar="USER:PASSWORD",
         envvar="HATCHWAY_CREDS",
-        help="Registry credentials (default: $REGISTRY_AUTH_FILE, then ~/.docker/config.json).",
+        help="Registry credentials (default: $REGISTRY_AUTH_FILE, then ~/.docker/config.json "
+        "and its credential helpers).",
     )(fn)
     return fn
 
@@ -81,9 +128,21 @@ def registry_options(fn: Command) -> Command:
 def registry_settings(
     creds: str | None, insecure: tuple[str, ...], ca_cert: str | None
 ) -> RegistryOptions:
+    """The :class:`RegistryOptions` the command line asks for (see :func:`registry_options`)."""
     if creds is not None and ":" not in creds:
         raise click.BadParameter("expected USER:PASSWORD", param_hint="--creds")
-    return RegistryOptions(creds=creds, insecure_registries=frozenset(insecure), ca_cert=ca_cert)
+    extra: dict[str, str | None] = click.get_current_context().meta.get(_TRUST_KEY, {})
+    client_cert, client_key = extra.get("client_cert"), extra.get("client_key")
+    if (client_cert is None) != (client_key is None):
+        raise click.UsageError("--client-cert and --client-key go together: give both")
+    return RegistryOptions(
+        creds=creds,
+        insecure_registries=frozenset(insecure),
+        ca_cert=ca_cert,
+        client_cert=client_cert,
+        client_key=client_key,
+        registries_conf=extra.get("registries_conf"),
+    )
 
 
 def execute(

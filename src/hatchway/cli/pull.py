@@ -49,6 +49,10 @@ def pull_command(
     for --platform (default: this host's). Blobs are written atomically and index.json is
     replaced atomically under a lock, so pulls may run side by side. --images-from FILE
     adds the names listed in FILE (one per line, '#' comments; '-' reads stdin).
+
+    Registries are reached over HTTPS, trusting the system's CAs, --ca-cert and the
+    certs.d directories; a loopback registry that does not speak TLS gets plain HTTP.
+    Mirrors in registries.conf are followed; the store records the names given.
     """
     all_names = collect_names(names, images_from)
     registry = registry_settings(creds, insecure, ca_cert)

@@ -94,6 +94,10 @@ def save_command(
     Local and registry names may be mixed in one save. --images-from FILE adds the names
     listed in FILE (one per line, '#' comments; '-' reads stdin).
 
+    Registries are reached over HTTPS, trusting the system's CAs, --ca-cert and the
+    certs.d directories; a loopback registry that does not speak TLS gets plain HTTP.
+    Mirrors in registries.conf are followed; the archive records the names given.
+
     Without -o (or with -o -) the archive goes to standard output, which must not be a
     terminal. -o NAME.tar.gz / .tgz / .tar.zst / .tar.zstd compresses the whole archive
     (--compress overrides, and compresses stdout). On any error nothing is written and the

@@ -25,8 +25,8 @@ destination opened — which keeps it only after every check passed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import IO, Generic, TypeVar, cast
 
 import anyio
@@ -35,7 +35,7 @@ from hatchway.concurrency import KeyedOnce, collapse_errors
 from hatchway.decode import LayerDecoder
 from hatchway.engine.resolve import assemble, resolve_all
 from hatchway.errors import HatchwayError, StoreError
-from hatchway.limits import CHUNK_SIZE, STEP_BYTES
+from hatchway.limits import CHUNK_SIZE, SMALL_BLOB, STEP_BYTES
 from hatchway.model import Layer, Platform
 from hatchway.progress import (
     CopyFinished,
@@ -96,14 +96,14 @@ async def copy(
     if jobs < 1:
         raise HatchwayError(f"jobs must be at least 1, not {jobs}")
     resolved = await resolve_all(queries, source, platform)
-    plan = assemble(queries, resolved)
+    plan = _with_local_files(assemble(queries, resolved))
     form = destination.layer_form
     distinct = {form.key(la): la for i in plan.images for la in i.image.layers}
     progress(
         CopyStarted(len(plan.images), len(distinct), sum(la.blob.size for la in distinct.values()))
     )
     async with destination.receive(plan, CopyContext(jobs, progress)) as receiver:
-        mover = _Mover(receiver, form, jobs, progress)
+        mover = _Mover(receiver, form, jobs, progress, plan.local_files)
         with collapse_errors():
             async with anyio.create_task_group() as tg:
                 for image in plan.images:
@@ -115,13 +115,31 @@ async def copy(
     return CopyReport(plan, len(distinct), len(fetched), sum(fetched), result)
 
 
+def _with_local_files(plan: CopyPlan) -> CopyPlan:
+    """The plan, with each layer's local file as its (first) source describes it."""
+    local_files: dict[str, LocalBlob] = {}
+    for image in plan.images:
+        for layer in image.image.layers:
+            if layer.blob.digest not in local_files:
+                local = image.image.source.local_file(layer.blob)
+                if local is not None:
+                    local_files[layer.blob.digest] = local
+    return replace(plan, local_files=local_files)
+
+
 class _Mover:
     """The layer moves of one copy: each key once, at most ``jobs`` at a time."""
 
     def __init__(
-        self, receiver: Receiver[object], form: LayerForm, jobs: int, progress: ProgressCallback
+        self,
+        receiver: Receiver[object],
+        form: LayerForm,
+        jobs: int,
+        progress: ProgressCallback,
+        local_files: Mapping[str, LocalBlob],
     ) -> None:
         self.receiver = receiver
+        self.local_files = local_files
         self.form = form
         self.progress = progress
         self.slots = anyio.CapacityLimiter(jobs)
@@ -137,7 +155,7 @@ class _Mover:
             self.progress(LayerStarted(key, layer.blob.size))
             self.progress(LayerDone(key, layer.blob.size))
             return 0
-        local = source.local_file(layer.blob)
+        local = self.local_files.get(layer.blob.digest)
         if local is not None and await self.receiver.adopt_file(layer, local, source.description):
             self.progress(LayerStarted(key, layer.blob.size))
             self.progress(LayerDone(key, layer.blob.size))
@@ -169,16 +187,22 @@ class _Mover:
             store=source.description,
             decompress=self.form is LayerForm.UNCOMPRESSED,
         )
+        if local is not None and layer.blob.size <= SMALL_BLOB:
+            # A small file is read, verified and written in one worker-thread call.
+            size = await anyio.to_thread.run_sync(_decode_small, decoder, local, source.description)
+            self.progress(LayerAdvanced(key, layer.blob.size))
+            return size
         if local is not None:
             file = await anyio.to_thread.run_sync(_open_blob_file, local, source.description)
             # A range ends where the blob does; a whole file is read to its end, so that a file
             # longer than its descriptor is caught.
-            end = None if local.size is None else local.size
+            end = local.size
             try:
                 while n := await anyio.to_thread.run_sync(
                     decoder.feed_file,
                     file,
                     STEP_BYTES if end is None else min(STEP_BYTES, end - decoder.consumed),
+                    anyio.from_thread.check_cancelled,
                 ):
                     self.progress(LayerAdvanced(key, n))
             finally:
@@ -199,6 +223,16 @@ class _Mover:
                 await anyio.to_thread.run_sync(decoder.feed, b"".join(pending))
                 self.progress(LayerAdvanced(key, buffered))
         return await anyio.to_thread.run_sync(decoder.finish)
+
+
+def _decode_small(decoder: LayerDecoder, local: LocalBlob, store: str) -> int:
+    file = _open_blob_file(local, store)
+    try:
+        end = local.size if local.size is not None else decoder.layer.blob.size + 1
+        decoder.feed_file(file, end)
+    finally:
+        file.close()
+    return decoder.finish()
 
 
 def _open_blob_file(local: LocalBlob, store: str) -> IO[bytes]:

@@ -36,7 +36,7 @@ around another one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -175,10 +175,16 @@ class CopyName:
 
 @dataclass(frozen=True, slots=True)
 class CopyPlan:
-    """The images of one copy (first-mention order, each once) and the names it records."""
+    """The images of one copy (first-mention order, each once) and the names it records.
+
+    ``local_files`` holds, by blob digest, where a layer's blob lies in a local file when its
+    source said so (asked once per layer, before anything moves; absent: not a local file):
+    the engine reads those files itself, and a destination may use them to plan ahead.
+    """
 
     images: tuple[CopyImage, ...]
     names: tuple[CopyName, ...]
+    local_files: Mapping[str, LocalBlob] = field(default_factory=dict)
 
 
 class LayerForm(Enum):

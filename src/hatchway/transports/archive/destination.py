@@ -7,6 +7,10 @@ registry can fail on the last layer of the last image, and stdout cannot take ba
 gigabyte.  Only an output that discards everything on error (the temp file of ``-o FILE``)
 adopts a source's local uncompressed files without copying them: it verifies them in the pass
 that copies them into the archive.
+
+Into such an output, when every layer's uncompressed size can be predicted (see
+:mod:`.pipeline`), there is no staging at all: the archive is planned first and each layer is
+decoded straight to its offset in the temp file while the others move.
 """
 
 from __future__ import annotations
@@ -17,17 +21,24 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
+
 from hatchway.errors import OutputError
-from hatchway.formats import ArchiveFormat, ExportImage, archive_size, plan_archive
+from hatchway.files import AtomicTemp, TempFile, pwrite_all
+from hatchway.formats import ArchiveFormat, ExportImage, Member, archive_size, plan_archive
+from hatchway.limits import MEMORY_STAGING
 from hatchway.model import Compression, Layer
 from hatchway.progress import WriteAdvanced, WriteStarted
 from hatchway.transports.archive.outputs import ArchiveOutput
+from hatchway.transports.archive.pipeline import Placed, PlacedTarget, predict_sizes
 from hatchway.transports.archive.staging import (
+    MemoryBudget,
     StagedLayer,
     StagingFile,
     make_staging_dir,
     remove_staging_dir,
 )
+from hatchway.transports.archive.writers import lay_out
 from hatchway.transports.base import CopyContext, CopyPlan, LayerForm, LocalBlob
 
 
@@ -61,13 +72,47 @@ class ArchiveDestination:
     @asynccontextmanager
     async def receive(
         self, plan: CopyPlan, context: CopyContext
-    ) -> AsyncIterator[_ArchiveReceiver]:
+    ) -> AsyncIterator[_ArchiveReceiver | _PipelinedReceiver]:
         parent = self.tmpdir if self.tmpdir is not None else self.output.staging_parent
         directory = await make_staging_dir(parent)
         try:
-            yield _ArchiveReceiver(self, plan, directory, context)
+            pipelined = await self._pipelined(plan, directory, context)
+            if pipelined is None:
+                yield _ArchiveReceiver(self, plan, directory, context)
+                return
+            try:
+                yield pipelined
+            finally:
+                await pipelined.temp.discard()  # a no-op once it became the archive
         finally:
             await remove_staging_dir(directory)
+
+    async def _pipelined(
+        self, plan: CopyPlan, directory: Path, context: CopyContext
+    ) -> _PipelinedReceiver | None:
+        """A receiver writing layers in place, if the output allows it and every layer's
+        size can be predicted."""
+        temp = self.output.placement()
+        if temp is None:
+            return None
+        local = plan.local_files
+        layers = [(la, local.get(la.blob.digest)) for i in plan.images for la in i.image.layers]
+        sizes = await anyio.to_thread.run_sync(predict_sizes, layers)
+        if sizes is None:
+            return None
+        images = _export_images(plan)
+        laid_out = await anyio.to_thread.run_sync(
+            _lay_out_in_place, self.archive_format, images, sizes
+        )
+        file = await temp.open()
+        return _PipelinedReceiver(self, plan, directory, context, temp, file, laid_out)
+
+
+def _plan(
+    archive_format: ArchiveFormat, images: list[ExportImage], sizes: dict[str, int]
+) -> tuple[tuple[Member, ...], int]:
+    members = plan_archive(archive_format, images, sizes)
+    return members, archive_size(members)
 
 
 class _ArchiveReceiver:
@@ -83,6 +128,7 @@ class _ArchiveReceiver:
         self._directory = directory
         self._context = context
         self._staged: dict[str, StagedLayer] = {}
+        self._memory = MemoryBudget(MEMORY_STAGING)
 
     async def has_layer(self, layer: Layer) -> bool:
         return False
@@ -103,28 +149,129 @@ class _ArchiveReceiver:
         return True
 
     async def open_layer(self, layer: Layer) -> StagingFile:
-        return await StagingFile(self._directory, layer, self._record).open()
+        return StagingFile(self._directory, layer, self._record, self._memory)
 
     def _record(self, staged: StagedLayer) -> None:
         self._staged[staged.diff_id] = staged
 
     async def commit(self) -> ArchiveWritten:
-        images = [ExportImage(i.image.config, i.image.layers, i.tags) for i in self._plan.images]
-        sizes = {diff_id: staged.size for diff_id, staged in self._staged.items()}
-        members = plan_archive(self._destination.archive_format, images, sizes)
-        total = archive_size(members)
+        return await _write_staged(self._destination, self._plan, self._staged, self._context)
+
+
+def _export_images(plan: CopyPlan) -> list[ExportImage]:
+    return [ExportImage(i.image.config, i.image.layers, i.tags) for i in plan.images]
+
+
+async def _write_staged(
+    destination: ArchiveDestination,
+    plan: CopyPlan,
+    staged: dict[str, StagedLayer],
+    context: CopyContext,
+) -> ArchiveWritten:
+    """Plan the archive with the staged layers' sizes and have the output write it."""
+    sizes = {diff_id: layer.size for diff_id, layer in staged.items()}
+    # Planning is pure but not free (thousands of members for a big bundle): a worker
+    # thread keeps the event loop responsive meanwhile.
+    members, total = await anyio.to_thread.run_sync(
+        _plan, destination.archive_format, _export_images(plan), sizes
+    )
+    progress = context.progress
+    progress(WriteStarted(total))
+    written = 0
+
+    def advance(n: int) -> None:
+        nonlocal written
+        written += n
+        progress(WriteAdvanced(n))
+
+    output_bytes = await destination.output.write(members, staged, advance, jobs=context.jobs)
+    if written != total:  # pragma: no cover - a planning bug, not a runtime condition
+        raise OutputError(f"wrote {written} bytes but planned {total}")
+    return ArchiveWritten(output_bytes, total)
+
+
+@dataclass(frozen=True, slots=True)
+class _InPlace:
+    """An archive planned with predicted sizes: its metadata runs, every layer body's
+    offset, and its total size."""
+
+    sizes: dict[str, int]
+    runs: list[tuple[int, bytes]]
+    offsets: dict[str, int]
+    total: int
+
+
+def _lay_out_in_place(
+    archive_format: ArchiveFormat, images: list[ExportImage], sizes: dict[str, int]
+) -> _InPlace:
+    members, total = _plan(archive_format, images, sizes)
+    runs, placed = lay_out(members, lambda diff_id: None)
+    return _InPlace(sizes, runs, {diff_id: offset for offset, diff_id in placed}, total)
+
+
+class _PipelinedReceiver:
+    """Layers decoded straight into the archive's temp file, at planned offsets."""
+
+    def __init__(
+        self,
+        destination: ArchiveDestination,
+        plan: CopyPlan,
+        directory: Path,
+        context: CopyContext,
+        temp: AtomicTemp,
+        file: TempFile,
+        laid_out: _InPlace,
+    ) -> None:
+        self._destination = destination
+        self._plan = plan
+        self._directory = directory
+        self._context = context
+        self.temp = temp
+        self._fd = file.fd
+        self._path = file.path
+        self._sizes = laid_out.sizes
+        self._laid_out = laid_out
+        self._done: dict[str, Placed | StagedLayer] = {}
+
+    async def has_layer(self, layer: Layer) -> bool:
+        return False
+
+    async def adopt_file(self, layer: Layer, local: LocalBlob, source: str) -> bool:
+        return False  # the engine moves it into place, verifying it on the way
+
+    async def open_layer(self, layer: Layer) -> PlacedTarget:
+        offset = self._laid_out.offsets[layer.diff_id]
+        predicted = self._sizes[layer.diff_id]
+        return PlacedTarget(self._fd, offset, predicted, layer, self._directory, self._record)
+
+    def _record(self, done: Placed | StagedLayer) -> None:
+        self._done[done.diff_id] = done
+
+    async def commit(self) -> ArchiveWritten:
         progress = self._context.progress
-        progress(WriteStarted(total))
-        written = 0
-
-        def advance(n: int) -> None:
-            nonlocal written
-            written += n
-            progress(WriteAdvanced(n))
-
-        output_bytes = await self._destination.output.write(
-            members, self._staged, advance, jobs=self._context.jobs
+        exact = all(
+            isinstance(d, Placed) and d.size == self._sizes[d.diff_id] for d in self._done.values()
         )
-        if written != total:  # pragma: no cover - a planning bug, not a runtime condition
-            raise OutputError(f"wrote {written} bytes but planned {total}")
-        return ArchiveWritten(output_bytes, total)
+        if not exact:
+            return await self._replan()
+        total = self._laid_out.total
+        progress(WriteStarted(total))
+        for offset, data in self._laid_out.runs:
+            await anyio.to_thread.run_sync(pwrite_all, self._fd, data, offset)
+            progress(WriteAdvanced(len(data)))
+        progress(WriteAdvanced(sum(self._sizes.values())))  # the layers, already in place
+        await self.temp.finish()
+        return ArchiveWritten(total, total)
+
+    async def _replan(self) -> ArchiveWritten:
+        """A prediction was wrong: write the archive again, with the real sizes, from where
+        the layers' bytes are (this temp file, or spill files); then drop this temp file."""
+        staged = {
+            diff_id: d
+            if isinstance(d, StagedLayer)
+            else StagedLayer(diff_id, d.size, self._path, offset=d.offset)
+            for diff_id, d in self._done.items()
+        }
+        written = await _write_staged(self._destination, self._plan, staged, self._context)
+        await self.temp.discard()
+        return written

@@ -35,7 +35,7 @@ import anyio
 from anyio.abc import ByteSendStream
 
 from hatchway.errors import OutputError
-from hatchway.files import atomic_file
+from hatchway.files import AtomicTemp, atomic_file
 from hatchway.formats import Member, archive_size
 from hatchway.model import Compression
 from hatchway.transports.archive.compress import (
@@ -53,6 +53,10 @@ from hatchway.transports.archive.writers import (
     write_sequential,
 )
 
+#: Where an archive may go: a path (written atomically), an anyio byte stream, or a file
+#: descriptor the caller owns.
+Output = str | os.PathLike[str] | ByteSendStream | int
+
 
 class ArchiveOutput(Protocol):
     """Where one archive is written."""
@@ -63,6 +67,11 @@ class ArchiveOutput(Protocol):
     discards_on_error: bool
     #: Where the staging area goes unless ``--tmpdir`` says otherwise.
     staging_parent: str
+
+    def placement(self) -> AtomicTemp | None:
+        """A temp file to decode layers straight into, at their offsets, before the archive
+        is written (``None``: this output is written front to back, or compressed)."""
+        ...
 
     async def write(
         self,
@@ -114,7 +123,7 @@ class OutputCompression:
 
 
 def output_for(
-    target: str | os.PathLike[str] | int | ByteSendStream,
+    target: Output,
     *,
     fsync: bool,
     compression: Compression | None = None,
@@ -169,6 +178,13 @@ class FileOutput:
         self._fsync = fsync
         self._compression = compression or OutputCompression()
 
+    def placement(self) -> AtomicTemp | None:
+        """The temp file layers may be decoded straight into (pipelined writing), when the
+        archive is not compressed: its bytes then sit at their final offsets."""
+        if self._compression.compression is not Compression.NONE:
+            return None
+        return AtomicTemp(self.path, fsync=self._fsync)
+
     async def write(
         self,
         members: Sequence[Member],
@@ -201,6 +217,9 @@ class FdOutput:
         self.staging_parent = tempfile.gettempdir()
         self._compression = compression or OutputCompression()
 
+    def placement(self) -> AtomicTemp | None:
+        return None  # written front to back, once every layer is verified
+
     async def write(
         self,
         members: Sequence[Member],
@@ -224,6 +243,9 @@ class DeviceOutput:
         self.description = str(path)
         self.staging_parent = tempfile.gettempdir()
         self._compression = compression or OutputCompression()
+
+    def placement(self) -> AtomicTemp | None:
+        return None  # written front to back, once every layer is verified
 
     async def write(
         self,
@@ -258,6 +280,9 @@ class StreamOutput:
         self._stream = stream
         self.staging_parent = tempfile.gettempdir()
         self._compression = compression or OutputCompression()
+
+    def placement(self) -> AtomicTemp | None:
+        return None  # written front to back, once every layer is verified
 
     async def write(
         self,

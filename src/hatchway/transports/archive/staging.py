@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import anyio
 
 from hatchway.errors import OutputError
 from hatchway.files import write_all
+from hatchway.limits import SMALL_STAGED
 from hatchway.model import Layer, hex_of
 
 
@@ -40,42 +42,88 @@ class StagedLayer:
     pending_check: Layer | None = None
     store: str = ""
     offset: int = 0
+    #: The layer's bytes themselves, for a small layer kept in memory (``path`` is then "").
+    data: bytes | None = None
+
+
+class MemoryBudget:
+    """How many bytes of small layers a copy may keep in memory instead of staging files.
+
+    Shared by the targets of one copy, which write from worker threads (hence the lock).
+    """
+
+    def __init__(self, total: int) -> None:
+        self._left = total
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        with self._lock:
+            if n > self._left:
+                return False
+            self._left -= n
+            return True
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self._left += n
 
 
 class StagingFile:
     """Where the engine writes one layer (a :class:`~hatchway.transports.base.LayerTarget`);
-    ``on_commit`` learns the staged layer once it is verified and in place."""
+    ``on_commit`` learns the staged layer once it is verified and in place.
+
+    A layer starts in memory — up to ``SMALL_STAGED`` bytes, while the copy's
+    :class:`MemoryBudget` lasts — and spills into ``<diffhex>.partial`` (created on a worker
+    thread, as part of the write that overflows) only when it grows past that.  The many tiny
+    layers of real images thus cost no file, no rename and no thread hop of their own.
+    """
 
     def __init__(
-        self, directory: Path, layer: Layer, on_commit: Callable[[StagedLayer], None]
+        self,
+        directory: Path,
+        layer: Layer,
+        on_commit: Callable[[StagedLayer], None],
+        budget: MemoryBudget,
     ) -> None:
         self._final = directory / hex_of(layer.diff_id)
         self._partial = self._final.with_name(self._final.name + ".partial")
         self._layer = layer
         self._on_commit = on_commit
+        self._budget = budget
+        self._memory: bytearray | None = bytearray()
         self._fd: int | None = None
         self.name = str(self._partial)
 
-    async def open(self) -> StagingFile:
-        try:
-            self._fd = await anyio.to_thread.run_sync(_create, self._partial)
-        except OSError as exc:
-            raise OutputError(
-                f"cannot write staging file {self._partial}: {exc.strerror}"
-            ) from None
-        return self
-
     def write(self, data: bytes | memoryview) -> int:
+        memory = self._memory
+        if memory is not None:
+            if len(memory) + len(data) <= SMALL_STAGED and self._budget.take(len(data)):
+                memory += data
+                return len(data)
+            self._spill()
         assert self._fd is not None
         try:
             write_all(self._fd, data)
         except OSError as exc:
-            raise OutputError(
-                f"cannot write staging file {self._partial}: {exc.strerror}"
-            ) from None
+            raise self._error(exc) from None
         return len(data)
 
+    def _spill(self) -> None:
+        """Move what is in memory into the staging file, and continue there."""
+        memory, self._memory = self._memory, None
+        assert memory is not None
+        self._budget.give(len(memory))
+        try:
+            self._fd = _create(self._partial)
+            write_all(self._fd, memoryview(memory))
+        except OSError as exc:
+            raise self._error(exc) from None
+
     async def commit(self, size: int) -> None:
+        if self._memory is not None:
+            data = bytes(self._memory)
+            self._on_commit(StagedLayer(self._layer.diff_id, size, "", data=data))
+            return
         await anyio.to_thread.run_sync(self._close)
         try:
             await anyio.Path(self._partial).rename(self._final)
@@ -84,6 +132,9 @@ class StagingFile:
         self._on_commit(StagedLayer(self._layer.diff_id, size, str(self._final)))
 
     async def discard(self) -> None:
+        memory, self._memory = self._memory, None
+        if memory is not None:
+            self._budget.give(len(memory))
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self._close)
 

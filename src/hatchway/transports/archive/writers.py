@@ -53,8 +53,40 @@ async def write_positional(
     """Write the archive into the regular file ``fd``: metadata runs in order, then layer
     bodies concurrently (at most ``jobs`` at once)."""
     out = _PositionalFile(fd, description)
+    # Laying out thousands of headers is CPU work: a worker thread, not the event loop.
+    runs, placed = await anyio.to_thread.run_sync(_lay_out, members, bodies)
+    for start, data in runs:
+        await anyio.to_thread.run_sync(out.write_at, start, data)
+        advance(len(data))
+    limiter = anyio.CapacityLimiter(jobs)
+
+    async def copy(at: int, body: StagedLayer) -> None:
+        async with limiter:
+            await out.copy_body(at, body, advance)
+
+    with collapse_errors():
+        async with anyio.create_task_group() as tg:
+            for at, body in placed:
+                tg.start_soon(copy, at, body)
+
+
+def _lay_out(
+    members: Sequence[Member], bodies: Mapping[str, StagedLayer]
+) -> tuple[list[tuple[int, bytes]], list[tuple[int, StagedLayer]]]:
+    """The archive as runs of metadata bytes at their offsets, and the offset of every body
+    (bodies kept in memory go into the runs)."""
+    runs, placed = lay_out(members, lambda diff_id: bodies[diff_id].data)
+    return runs, [(offset, bodies[diff_id]) for offset, diff_id in placed]
+
+
+def lay_out(
+    members: Sequence[Member], inline: Callable[[str], bytes | None]
+) -> tuple[list[tuple[int, bytes]], list[tuple[int, str]]]:
+    """The archive as runs of bytes at their offsets — headers, small files, padding, and the
+    layer bodies ``inline`` returns bytes for — and the offset of every other layer body
+    (by diffID).  Pure; the runs and bodies together cover the archive exactly."""
     runs: list[tuple[int, bytes]] = []
-    placed: list[tuple[int, StagedLayer]] = []
+    placed: list[tuple[int, str]] = []
     offset = 0
     run_start, run = 0, bytearray()
 
@@ -70,11 +102,12 @@ async def write_positional(
             run_start = offset
         run += header
         offset += len(header)
-        if member.data is not None:
-            run += member.data + tarstream.padding(member.size)
+        data = member.data if member.layer is None else inline(member.layer)
+        if data is not None:  # small files, and small layers kept in memory
+            run += data + tarstream.padding(member.size)
         elif member.layer is not None:
             close_run()
-            placed.append((offset, bodies[member.layer]))
+            placed.append((offset, member.layer))
             run_start = offset + member.size
             run += tarstream.padding(member.size)
         offset += member.size + len(tarstream.padding(member.size))
@@ -84,19 +117,7 @@ async def write_positional(
         run_start = offset
     run += tarstream.END_OF_ARCHIVE
     close_run()
-    for start, data in runs:
-        await anyio.to_thread.run_sync(out.write_at, start, data)
-        advance(len(data))
-    limiter = anyio.CapacityLimiter(jobs)
-
-    async def copy(at: int, body: StagedLayer) -> None:
-        async with limiter:
-            await out.copy_body(at, body, advance)
-
-    with collapse_errors():
-        async with anyio.create_task_group() as tg:
-            for at, body in placed:
-                tg.start_soon(copy, at, body)
+    return runs, placed
 
 
 class _PositionalFile:
@@ -126,7 +147,10 @@ class _PositionalFile:
                 with os.fdopen(os.dup(src), "rb", buffering=0) as file:
                     file.seek(body.offset)
                     while n := await anyio.to_thread.run_sync(
-                        decoder.feed_file, file, min(COPY_STEP, body.size - decoder.consumed)
+                        decoder.feed_file,
+                        file,
+                        min(COPY_STEP, body.size - decoder.consumed),
+                        anyio.from_thread.check_cancelled,
                     ):
                         advance(n)
                 await anyio.to_thread.run_sync(decoder.finish)
@@ -213,7 +237,11 @@ async def write_sequential(
             if body.pending_check is not None and not out.verifies_pending:  # pragma: no cover
                 # an engine invariant: only outputs that discard on error adopt files
                 raise OutputError(f"{body.path}: unverified layer sent to a sequential output")
-            await out.write_file(body, advance)
+            if body.data is not None:
+                await out.write(body.data)
+                advance(len(body.data))
+            else:
+                await out.write_file(body, advance)
             pad = tarstream.padding(member.size)
             await out.write(pad)
             advance(len(pad))

@@ -75,38 +75,51 @@ class ImageSummary:
         return self.image.manifest.config.size + sum(layers.values())
 
 
+class _Index:
+    """The entries of ``index.json``, and lookups by name that do not scan them all."""
+
+    def __init__(self, entries: list[IndexEntry]) -> None:
+        self.entries = entries
+        self.by_name: dict[Reference, IndexEntry] = {}
+        self.by_repository: dict[Reference, list[IndexEntry]] = {}
+        for entry in entries:
+            if entry.name is not None:
+                self.by_name.setdefault(entry.name, entry)  # the first entry of a name wins
+                self.by_repository.setdefault(entry.name.repository(), []).append(entry)
+
+
 class OCILayoutStore:
     """Images in an OCI image layout directory.  See the module docstring for naming."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.description = f"store {self.root}"
-        self._entries: list[IndexEntry] | None = None
+        self._entries: _Index | None = None
         self._entries_lock = anyio.Lock()
         self._resolved: dict[tuple[str, Platform | None], ResolvedImage] = {}
 
     # -- the Source protocol -----------------------------------------------------------
 
     async def resolve(self, query: ImageQuery, platform: Platform | None) -> list[ResolvedImage]:
-        entries = await self._index()
+        index = await self._index()
         ref = query.reference
         if ref is not None and ref.registry:
             raise StoreError(
                 self.description, f"{query.text}: registry names need a registry store"
             )
         if ref is not None and ref.digest is not None:
-            return [await self._by_digest(query.text, ref, entries, platform)]
+            return [await self._by_digest(query.text, ref, index, platform)]
         if ref is not None and ref.tag is not None:
-            for entry in entries:
-                if entry.name == ref:
-                    return [await self._image(entry.descriptor, query.text, platform, (ref,))]
-            raise NoSuchImage(query.text)
+            entry = index.by_name.get(ref)
+            if entry is None:
+                raise NoSuchImage(query.text)
+            return [await self._image(entry.descriptor, query.text, platform, (ref,))]
         if ref is not None:
-            tagged = [e for e in entries if e.name is not None and e.name.repository() == ref]
+            tagged = index.by_repository.get(ref)
             if tagged:
                 return await self._group_by_image(query.text, tagged, platform)
         if query.id_prefix is not None:
-            return [await self._by_id(query, entries, platform)]
+            return [await self._by_id(query, index.entries, platform)]
         raise NoSuchImage(query.text)
 
     @asynccontextmanager
@@ -134,7 +147,7 @@ class OCILayoutStore:
     async def list_images(self, platform: Platform | None) -> list[ImageSummary]:
         """Every index entry and what it resolves to; unreadable entries carry their error."""
         rows = []
-        for entry in await self._index():
+        for entry in (await self._index()).entries:
             annotation = stored_name(entry.descriptor.annotations)
             try:
                 image = await self._image(
@@ -161,15 +174,12 @@ class OCILayoutStore:
         return list(images.values())
 
     async def _by_digest(
-        self, text: str, ref: Reference, entries: list[IndexEntry], platform: Platform | None
+        self, text: str, ref: Reference, index: _Index, platform: Platform | None
     ) -> ResolvedImage:
         """``repo@digest``: an index entry's digest, or the digest of any platform's manifest
         inside an index (that manifest is then saved, whatever ``--platform`` says)."""
-        repo = ref.repository()
         assert ref.digest is not None
-        for entry in entries:
-            if entry.name is None or entry.name.repository() != repo:
-                continue
+        for entry in index.by_repository.get(ref.repository(), ()):
             if entry.descriptor.digest == ref.digest:
                 return await self._image(entry.descriptor, text, platform, ())
             child = await self._child(entry.descriptor, ref.digest)
@@ -246,10 +256,10 @@ class OCILayoutStore:
             loaded.descriptor, loaded.raw, loaded.manifest, loaded.config, loaded.layers, self
         )
 
-    async def _index(self) -> list[IndexEntry]:
+    async def _index(self) -> _Index:
         async with self._entries_lock:
             if self._entries is None:
-                self._entries = await self._load_index()
+                self._entries = _Index(await self._load_index())
             return self._entries
 
     async def _load_index(self) -> list[IndexEntry]:

@@ -6,11 +6,16 @@ front:
 
 * **Basic**: every request carries ``Authorization: Basic ...`` when credentials exist.
 * **Bearer** (Docker distribution token auth, as Docker Hub, GHCR and Quay use): a token is
-  requested from the challenge's ``realm`` for ``service`` and the scope
-  ``repository:NAME:pull`` (with Basic credentials when there are any, else anonymously),
-  cached per scope until shortly before it expires, fetched once however many requests need it,
-  and refreshed when the registry rejects it with another 401.
+  requested from the challenge's ``realm`` for ``service`` and the request's scopes — by default
+  ``repository:NAME:pull``; a push asks for ``repository:NAME:pull,push`` and, to mount a blob
+  from another repository, ``repository:FROM:pull`` too — with Basic credentials when there are
+  any, else anonymously; cached per set of scopes until shortly before it expires, fetched once
+  however many requests need it, and refreshed when the registry rejects it with another 401.
   (https://distribution.github.io/distribution/spec/auth/token/)
+* **Identity tokens** (credentials whose user is ``<token>``, as ``docker login`` stores them
+  for some registries): a refresh token, exchanged at the realm for an access token with the
+  OAuth2 ``refresh_token`` grant (https://distribution.github.io/distribution/spec/auth/oauth/).
+  A registry that asks for Basic auth cannot use one; that is refused with a clear error.
 
 Credentials are sent only over HTTPS or to hosts the user marked insecure or loopback; tokens
 and passwords never appear in errors.
@@ -19,7 +24,8 @@ and passwords never appear in errors.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -30,6 +36,7 @@ from hatchway.errors import RegistryError
 from hatchway.transports.registry.credentials import Credentials
 from hatchway.transports.registry.options import RegistryOptions, is_loopback
 from hatchway.transports.registry.protocol import Challenge, parse_challenges, pull_scope
+from hatchway.transports.registry.trust import diagnose
 
 #: A token is renewed this many seconds before it expires.
 EXPIRY_MARGIN = 10.0
@@ -62,16 +69,29 @@ class Authenticator:
         self._tokens: dict[str, _Token] = {}
         self._locks: dict[str, anyio.Lock] = {}
 
-    async def authorization(self, repository: str | None) -> str | None:
-        """The ``Authorization`` value for a request to ``repository`` (``None``: anonymous)."""
+    async def authorization(
+        self, repository: str | None, scopes: Sequence[str] | None = None
+    ) -> str | None:
+        """The ``Authorization`` value for a request to ``repository`` (``None``: anonymous).
+
+        ``scopes`` are the token scopes the request needs (default: pull on ``repository``).
+        """
         challenge = self._challenge
         if challenge is None:
             return None
         if challenge.scheme == "basic":
             creds = self._credentials(repository or "")
+            if creds is not None and creds.identity_token:
+                raise RegistryError(
+                    self.registry,
+                    repository,
+                    "the stored credentials are an identity token, which only a token server "
+                    "accepts, but this registry asks for Basic auth; log in with a password",
+                )
             return creds.basic_header() if creds is not None else None
-        scope = pull_scope(repository) if repository else ""
-        token = await self._token(scope, challenge, repository)
+        if scopes is None:
+            scopes = (pull_scope(repository),) if repository else ()
+        token = await self._token(tuple(scopes), challenge, repository)
         return f"Bearer {token.value}"
 
     def rejected(self, response: httpx.Response, sent: str | None, repository: str | None) -> bool:
@@ -96,36 +116,46 @@ class Authenticator:
     def has_credentials(self, repository: str | None) -> bool:
         return self._credentials(repository or "") is not None
 
-    async def _token(self, scope: str, challenge: Challenge, repository: str | None) -> _Token:
-        lock = self._locks.setdefault(scope, anyio.Lock())
+    async def _token(
+        self, scopes: tuple[str, ...], challenge: Challenge, repository: str | None
+    ) -> _Token:
+        key = " ".join(scopes)
+        lock = self._locks.setdefault(key, anyio.Lock())
         async with lock:
-            token = self._tokens.get(scope)
+            token = self._tokens.get(key)
             if token is not None and token.expires_at > anyio.current_time():
                 return token
-            token = await self._fetch_token(scope, challenge, repository)
-            self._tokens[scope] = token
+            token = await self._fetch_token(scopes, challenge, repository)
+            self._tokens[key] = token
             return token
 
     async def _fetch_token(
-        self, scope: str, challenge: Challenge, repository: str | None
+        self, scopes: tuple[str, ...], challenge: Challenge, repository: str | None
     ) -> _Token:
         realm = challenge.realm
         if not realm:
             raise RegistryError(self.registry, repository, "bearer challenge without a realm")
-        params = {k: v for k, v in (("service", challenge.params.get("service")),) if v}
-        if scope:
-            params["scope"] = scope
-        headers = {}
+        service = challenge.params.get("service")
         creds = self._credentials(repository or "")
         if creds is not None:
             self._check_realm_transport(realm, repository)
-            headers["Authorization"] = creds.basic_header()
         started = anyio.current_time()
         try:
-            response = await self._http.get(realm, params=params, headers=headers)
-        except httpx.HTTPError as exc:
+            if creds is not None and creds.identity_token:
+                form = {"grant_type": "refresh_token", "refresh_token": creds.password}
+                form |= {"client_id": "hatchway", "scope": " ".join(scopes)}
+                if service:
+                    form["service"] = service
+                response = await self._http.post(realm, data=form)
+            else:
+                params = [("service", service)] if service else []
+                params += [("scope", scope) for scope in scopes]
+                headers = {"Authorization": creds.basic_header()} if creds is not None else {}
+                response = await self._http.get(realm, params=tuple(params), headers=headers)
+        except (httpx.HTTPError, ssl.SSLError) as exc:
+            reason = diagnose(exc).reason or repr(exc)
             raise RegistryError(
-                self.registry, repository, f"token server {_host(realm)} unreachable ({exc!r})"
+                self.registry, repository, f"token server {_host(realm)} unreachable ({reason})"
             ) from None
         if response.status_code != 200:
             verdict = "rejected the credentials" if creds else "refused an anonymous token"

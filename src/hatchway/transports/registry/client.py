@@ -12,14 +12,32 @@ httpx runs on anyio, so this works under asyncio and trio alike.  Contracts:
   a redirect leaves the registry's origin.
 * Every request is authorised by :class:`~hatchway.transports.registry.auth.Authenticator`, holds
   one of the registry's ``max_connections_per_registry`` slots while it runs, and is retried
-  per :class:`~hatchway.transports.registry.options.RetryPolicy`.  Failures raise
+  per :class:`~hatchway.transports.registry.options.RetryPolicy` — but only when trying again
+  can succeed (timeouts, resets, cut bodies, 429, 502-504).  A certificate that fails
+  verification, a client certificate the registry demands or rejects, a refused connection or
+  a name that does not resolve fails at once, with the fix (:mod:`.trust`).  Failures raise
   :class:`~hatchway.errors.RegistryError` naming registry, repository and status.
+* Transport (:class:`~hatchway.transports.registry.options.Security`): HTTPS first; a loopback
+  or insecure host that turns out not to speak TLS is switched to plain HTTP on its first
+  request, once, for the client's lifetime.  Trust (system CAs, ``--ca-cert``, certs.d, client
+  certificates) is loaded in a worker thread before the first request (:meth:`prepare`).
+* :meth:`RegistryClient.request` is the same authorised, slotted request for any method, body
+  and token scopes, without retries or status checks: the write side (``upload``,
+  ``destination``) builds its own protocol on it and turns answers into errors with
+  :meth:`RegistryClient.failure`.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
@@ -31,8 +49,8 @@ from hatchway.errors import RegistryError
 from hatchway.limits import MAX_DOCUMENT_SIZE, STREAM_CHUNK
 from hatchway.model import Descriptor
 from hatchway.transports.registry.auth import Authenticator
-from hatchway.transports.registry.credentials import Credentials, lookup
-from hatchway.transports.registry.options import RegistryOptions
+from hatchway.transports.registry.credentials import CredentialLookup, Credentials
+from hatchway.transports.registry.options import RegistryOptions, api_host
 from hatchway.transports.registry.protocol import (
     MANIFEST_ACCEPT,
     RETRY_STATUSES,
@@ -40,9 +58,25 @@ from hatchway.transports.registry.protocol import (
     parse_error_body,
     parse_retry_after,
 )
+from hatchway.transports.registry.trust import (
+    Diagnosis,
+    Failure,
+    HostTrust,
+    certs_roots,
+    check_client_certificate,
+    configure,
+    diagnose,
+    explain,
+    host_trust,
+)
 
 T = TypeVar("T")
 _MAX_ERROR_BODY = 64 << 10
+#: A request body, made afresh for each attempt (an authorisation retry sends it again): bytes,
+#: or a stream (the caller sets ``Content-Length``).  A stream is an ``httpx.AsyncByteStream``
+#: whose iterator is an object, not an async generator: a generator abandoned mid-body when a
+#: connection breaks would be finalised by the garbage collector, which trio refuses.
+Body = Callable[[], bytes | httpx.AsyncByteStream]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,29 +103,58 @@ class RegistryClient:
     def __init__(self, domain: str, options: RegistryOptions) -> None:
         self.domain = domain
         self.options = options
-        self.base_url = options.base_url(domain)
+        self.api_host = api_host(domain)
+        self.security = options.security(domain)
+        # Loaded with the host's trust by prepare() (file reads belong in a thread, not here).
+        self._ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self._trust: HostTrust | None = None
+        self._trust_lock = anyio.Lock()
+        self._scheme_decided = not self.security.may_fall_back
+        self._answered = False  # any HTTP answer from this host yet
+        self._client_checked = False
         limit = options.max_connections_per_registry
         t = options.timeouts
         transport = options.transport
         if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
             raise TypeError("RegistryOptions.transport must be an httpx.AsyncBaseTransport")
         self._http = httpx.AsyncClient(
-            base_url=self.base_url,
+            base_url=f"https://{self.api_host}",
             headers={"User-Agent": options.user_agent},
             timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=None),
             limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
             follow_redirects=True,
-            verify=_ssl_context(domain, options.ca_cert),
+            verify=self._ssl,
             transport=transport,
             trust_env=False,
         )
         self._slots = anyio.CapacityLimiter(limit)
         explicit = Credentials.parse(options.creds) if options.creds else None
         self._creds_cache: dict[str, Credentials | None] = {}
+        self._creds_lock = anyio.Lock()
+        self._lookup = CredentialLookup()
         self._explicit = explicit
         self.auth = Authenticator(domain, options, self._credentials, self._http)
 
     # -- public API ----------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """``https://HOST`` — or ``http://HOST`` once a loopback or insecure host turned out
+        not to speak TLS."""
+        return str(self._http.base_url).rstrip("/")
+
+    async def prepare(self) -> HostTrust:
+        """Load this host's trust into the client's SSL context, once (in a worker thread).
+
+        Every request path calls it first; a request sent another way must too.  Raises
+        :class:`RegistryError` for a CA or client certificate that cannot be loaded.
+        """
+        if self._trust is not None:
+            return self._trust
+        async with self._trust_lock:
+            if self._trust is None:
+                self._trust = await anyio.to_thread.run_sync(self._load_trust)
+            return self._trust
 
     async def get_manifest(self, repository: str, reference: str) -> FetchedDocument:
         """``GET /v2/<repository>/manifests/<tag-or-digest>`` with every supported type."""
@@ -133,6 +196,51 @@ class RegistryClient:
         finally:
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()
+
+    @asynccontextmanager
+    async def request(
+        self,
+        method: str,
+        url: str,
+        repository: str,
+        *,
+        scopes: Sequence[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: Body | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """One authorised request holding a connection slot; the response (any status) is
+        streamed and closed when the context exits.  ``url`` is a path or an absolute URL (an
+        upload ``Location``); credentials go only to the registry's own origin.  ``scopes``
+        are the token scopes it needs (default: pull on ``repository``).  Transport errors
+        propagate as httpx's; nothing is retried except once on a 401 that new authorisation
+        may satisfy (so ``body`` must make a fresh body each call)."""
+        async with self._slots:
+            response = await self._send_authorised(
+                url, repository, dict(headers or {}), method=method, body=body, scopes=scopes
+            )
+            try:
+                yield response
+                await _drain(response)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+
+    async def failure(
+        self, response: httpx.Response, repository: str, what: str
+    ) -> tuple[RegistryError, bool, float | None]:
+        """The error a response means, whether retrying may help (429, 502-504) and the
+        seconds a 429's ``Retry-After`` asks for."""
+        error = await self._status_error(response, repository, what)
+        if isinstance(error, _Retry):
+            return error.error, True, error.retry_after
+        assert isinstance(error, RegistryError)
+        return error, False, None
+
+    def transport_failure(
+        self, exc: httpx.TransportError, repository: str, what: str
+    ) -> RegistryError:
+        """The error a request that got no answer ends with, once retries ran out."""
+        return self._transport_error(exc, repository, what, None)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -181,7 +289,8 @@ class RegistryClient:
                     raise retry.error from None
                 await policy.sleep(policy.delay(failures, retry.retry_after))
                 failures += 1
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, ssl.SSLError) as exc:
+                await self._raise_if_permanent(exc, repository, what)
                 if received > at_last_failure:
                     failures = 0
                 at_last_failure = received
@@ -228,20 +337,64 @@ class RegistryClient:
                     await response.aclose()
 
     async def _send_authorised(
-        self, path: str, repository: str, headers: dict[str, str]
+        self,
+        path: str,
+        repository: str,
+        headers: dict[str, str],
+        *,
+        method: str = "GET",
+        body: Body | None = None,
+        scopes: Sequence[str] | None = None,
     ) -> httpx.Response:
+        await self.prepare()
+        await self._prepare_credentials(repository)
         for attempt in range(2):
-            authorization = await self.auth.authorization(repository)
-            request = self._http.build_request("GET", path, headers=headers)
-            if authorization is not None:
+            authorization = await self.auth.authorization(repository, scopes)
+            content = body() if body is not None else None
+            if isinstance(content, httpx.AsyncByteStream):
+                # URL and default headers merged as for any request, the body ours as it is.
+                built = self._http.build_request(method, path, headers=headers)
+                request = httpx.Request(
+                    method, built.url, headers=built.headers, stream=content,
+                    extensions=built.extensions,
+                )  # fmt: skip
+            else:
+                request = self._http.build_request(method, path, headers=headers, content=content)
+            if authorization is not None and self._own_origin(request.url):
                 request.headers["Authorization"] = authorization
-            response = await self._http.send(request, stream=True)
+            response = await self._send(request)
             if response.status_code != 401 or attempt == 1:
                 return response
             if not self.auth.rejected(response, authorization, repository):
                 return response
             await response.aclose()
         raise AssertionError("unreachable")
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` (streaming).  The first answer from a loopback or insecure host
+        decides its scheme: if the server does not speak TLS, the client switches to plain
+        HTTP for good and sends the request again that way; any answer over TLS keeps HTTPS
+        (a host that spoke TLS once is never downgraded).
+        """
+        try:
+            response = await self._http.send(request, stream=True)
+        except (httpx.TransportError, ssl.SSLError) as exc:
+            if (
+                not self.security.may_fall_back
+                or request.url.scheme != "https"
+                or request.url.netloc != self._http.base_url.netloc
+                or (self._scheme_decided and self._http.base_url.scheme == "https")
+                or diagnose(exc).failure is not Failure.NOT_TLS
+            ):
+                raise
+            self._scheme_decided = True
+            self._http.base_url = f"http://{self.api_host}"
+            request.url = request.url.copy_with(scheme="http")
+            return await self._http.send(request, stream=True)
+        if request.url.netloc == self._http.base_url.netloc:
+            self._scheme_decided = True
+            self._answered = True
+        return response
 
     async def _status_error(
         self, response: httpx.Response, repository: str, what: str
@@ -258,10 +411,11 @@ class RegistryClient:
         status = response.status_code
         message = parsed.message or response.reason_phrase or "error"
         if status in (401, 403):
+            problem = self._lookup.problem(self.domain)
             who = (
                 "with the given credentials"
                 if self.auth.has_credentials(repository)
-                else ("anonymously (no credentials for this registry)")
+                else f"anonymously ({problem or 'no credentials for this registry'})"
             )
             message = f"{what}: access denied {who}: {message}"
         else:
@@ -294,14 +448,56 @@ class RegistryClient:
                 if n >= policy.retries:
                     raise retry.error from None
                 await policy.sleep(policy.delay(n, retry.retry_after))
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, ssl.SSLError) as exc:
+                await self._raise_if_permanent(exc, repository, what)
                 if n >= policy.retries:
                     raise self._transport_error(exc, repository, what, None) from None
                 await policy.sleep(policy.delay(n))
         raise AssertionError("unreachable")
 
+    async def _raise_if_permanent(self, exc: Exception, repository: str, what: str) -> None:
+        """Raise at once, with the fix, when retrying cannot help (see :mod:`.trust`)."""
+        diagnosis = diagnose(exc)
+        if not diagnosis.permanent:
+            found = await self._check_client_certificate(exc)
+            if found is None:
+                return
+            diagnosis = found
+        trust = self._trust or HostTrust(self.domain, self.security.verify)
+        message = explain(diagnosis, trust, self.api_host)
+        raise RegistryError(self.domain, repository, f"{what}: {message}") from None
+
+    async def _check_client_certificate(self, exc: Exception) -> Diagnosis | None:
+        """A TLS connection to a host that never answered was cut: once per client, check
+        whether the server refuses our client certificate (its alert can be lost in the
+        reset; :func:`.trust.check_client_certificate`)."""
+        if (
+            self._answered
+            or self._client_checked
+            or self.options.transport is not None
+            or self._http.base_url.scheme != "https"
+            or not isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError | httpx.WriteError)
+        ):
+            return None
+        self._client_checked = True
+        url = self._http.base_url
+        return await check_client_certificate(url.host, url.port or 443, self._ssl)
+
+    def _load_trust(self) -> HostTrust:
+        options = self.options
+        trust = host_trust(
+            self.domain,
+            verify=self.security.verify,
+            ca_cert=options.ca_cert,
+            client_cert=options.client_cert,
+            client_key=options.client_key,
+            roots=certs_roots(options.certs_dirs),
+        )
+        configure(self._ssl, trust)
+        return trust
+
     def _transport_error(
-        self, exc: httpx.TransportError, repository: str, what: str, received: int | None
+        self, exc: Exception, repository: str, what: str, received: int | None
     ) -> RegistryError:
         kind = type(exc).__name__
         detail = str(exc) or kind
@@ -313,14 +509,30 @@ class RegistryClient:
             f"{what}: {_describe(exc)}{after} ({detail}; gave up after {tries} attempts)",
         )
 
+    async def _prepare_credentials(self, repository: str) -> None:
+        """Look the repository's credentials up once, in a worker thread (a credential helper
+        is a program, and may take a while)."""
+        if self._explicit is not None or not self.options.use_credential_files:
+            return
+        if repository in self._creds_cache:
+            return
+        async with self._creds_lock:
+            if repository not in self._creds_cache:
+                found = await anyio.to_thread.run_sync(self._lookup.find, self.domain, repository)
+                self._creds_cache[repository] = found
+
     def _credentials(self, repository: str) -> Credentials | None:
         if self._explicit is not None:
             return self._explicit
         if not self.options.use_credential_files:
             return None
         if repository not in self._creds_cache:
-            self._creds_cache[repository] = lookup(self.domain, repository)
+            self._creds_cache[repository] = self._lookup.find(self.domain, repository)
         return self._creds_cache[repository]
+
+    def _own_origin(self, url: httpx.URL) -> bool:
+        base = self._http.base_url
+        return (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port)
 
 
 async def _raw(response: httpx.Response, chunk_size: int | None = None) -> AsyncIterator[bytes]:
@@ -335,7 +547,22 @@ async def _raw(response: httpx.Response, chunk_size: int | None = None) -> Async
         yield chunk
 
 
-def _describe(exc: httpx.TransportError) -> str:
+async def _drain(response: httpx.Response) -> None:
+    """Read what is left of a small body, so that the connection can carry the next request
+    (one closed with its body unread cannot be reused); a large rest is left to ``aclose``."""
+    if response.is_stream_consumed or response.is_closed:
+        return
+    read = 0
+    try:
+        async for chunk in response.aiter_raw():
+            read += len(chunk)
+            if read > _MAX_ERROR_BODY:
+                return
+    except httpx.HTTPError:
+        return
+
+
+def _describe(exc: Exception) -> str:
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return "cannot connect"
     if isinstance(exc, httpx.TimeoutException):
@@ -343,15 +570,3 @@ def _describe(exc: httpx.TransportError) -> str:
     if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
         return "connection lost"
     return "transport error"
-
-
-def _ssl_context(domain: str, ca_cert: str | None) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if ca_cert is not None:
-        try:
-            context.load_verify_locations(cafile=ca_cert)
-        except (OSError, ssl.SSLError) as exc:
-            raise RegistryError(
-                domain, None, f"cannot load CA certificate {ca_cert}: {exc}"
-            ) from None
-    return context

@@ -1,11 +1,13 @@
-"""Options for talking to registries: transport security, limits, timeouts and retries.
+"""Options for talking to registries: transport security, trust, limits, timeouts and retries.
 
-Pure values and small pure decisions (which scheme a host gets, how long to back off), so the
-client's behaviour can be read here and tested without a network.
+Pure values and small pure decisions (which security a host gets, how long to back off), so
+the client's behaviour can be read here and tested without a network.
 
-Transport rule (as Docker treats loopback registries): ``https`` for every host, except plain
-``http`` for loopback hosts (``localhost``, ``127.0.0.0/8``, ``::1``) and for hosts named in
-``insecure_registries``.  Docker Hub (``docker.io``) is served from ``registry-1.docker.io``.
+Transport rule (Docker's): HTTPS first for every host.  Only for loopback hosts (``localhost``,
+``127.0.0.0/8``, ``::1``) and hosts named in ``insecure_registries`` does the client fall back
+to plain HTTP, and only when the server turns out not to speak TLS at all; an insecure host's
+certificate is also not verified (:class:`Security`).  The client decides once per host.
+Docker Hub (``docker.io``) is served from ``registry-1.docker.io``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import Enum
 
 import anyio
 
@@ -67,6 +70,28 @@ class Timeouts:
     write: float = 60.0
 
 
+class Security(Enum):
+    """How the client connects to one registry host (see the module docstring)."""
+
+    #: TLS with the certificate verified; nothing else.
+    HTTPS = "https"
+    #: Loopback: verified TLS, or plain HTTP when the server does not speak TLS.
+    HTTPS_OR_HTTP = "https-or-http"
+    #: ``--insecure-registry``: TLS without verification, or plain HTTP when the server does
+    #: not speak TLS.
+    INSECURE = "insecure"
+
+    @property
+    def verify(self) -> bool:
+        """Whether the server's certificate is verified."""
+        return self is not Security.INSECURE
+
+    @property
+    def may_fall_back(self) -> bool:
+        """Whether plain HTTP is tried when the server does not speak TLS."""
+        return self is not Security.HTTPS
+
+
 @dataclass(frozen=True, slots=True)
 class RegistryOptions:
     """Everything that configures registry access for one run.
@@ -75,8 +100,21 @@ class RegistryOptions:
     files; otherwise credentials come from ``$REGISTRY_AUTH_FILE``, then
     ``$DOCKER_CONFIG/config.json`` (default ``~/.docker/config.json``) — see
     :mod:`hatchway.transports.registry.credentials`.  ``use_credential_files=False`` ignores
-    the files (a machine whose ``~/.docker/config.json`` must not apply).  ``ca_cert`` adds a
-    PEM bundle of trusted CAs to the system's.
+    the files (a machine whose ``~/.docker/config.json`` must not apply).
+
+    Trust (:mod:`hatchway.transports.registry.trust`): the system's CAs (``SSL_CERT_FILE`` /
+    ``SSL_CERT_DIR`` honoured), plus ``ca_cert`` (a PEM bundle), plus the ``*.crt`` files of
+    each certs.d directory named after the host; a client certificate from ``client_cert`` and
+    ``client_key`` (both or neither), else from a certs.d directory's ``*.cert``/``*.key`` pair.
+    ``certs_dirs`` replaces the certs.d roots searched (``None``: ``$HATCHWAY_CERTS_D`` if set,
+    else ``~/.config/containers/certs.d``, ``/etc/containers/certs.d``,
+    ``/etc/docker/certs.d``; ``()``: none).
+
+    Mirrors (:mod:`hatchway.transports.registry.mirrors`): ``registries_conf`` names a
+    containers-registries.conf(5) file to follow (``None``: ``$CONTAINERS_REGISTRIES_CONF``,
+    else ``~/.config/containers/registries.conf``, else ``/etc/containers/registries.conf``,
+    whichever exists); ``use_registries_conf=False`` follows none.
+
     ``max_connections_per_registry`` bounds concurrent requests to one registry host,
     inside the engine's global ``jobs``.  ``transport`` replaces the network (an
     ``httpx.AsyncBaseTransport``: a proxying transport, or ``httpx.MockTransport``).
@@ -85,6 +123,11 @@ class RegistryOptions:
     creds: str | None = field(default=None, repr=False)
     insecure_registries: frozenset[str] = frozenset()
     ca_cert: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    certs_dirs: tuple[str, ...] | None = None
+    registries_conf: str | None = None
+    use_registries_conf: bool = True
     max_connections_per_registry: int = 8
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -97,19 +140,32 @@ class RegistryOptions:
             raise ValueError("max_connections_per_registry must be at least 1")
         if self.creds is not None and ":" not in self.creds:
             raise ValueError("creds must be USER:PASSWORD")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together: give both or neither")
         if not isinstance(self.insecure_registries, frozenset):
             object.__setattr__(self, "insecure_registries", frozenset(self.insecure_registries))
+        if self.certs_dirs is not None and not isinstance(self.certs_dirs, tuple):
+            object.__setattr__(self, "certs_dirs", tuple(self.certs_dirs))
 
-    def scheme(self, host: str) -> str:
-        """``http`` for loopback and insecure hosts, else ``https`` (see the module doc)."""
-        if is_loopback(host) or host in self.insecure_registries:
-            return "http"
-        return "https"
+    def security(self, host: str) -> Security:
+        """How ``host[:port]`` is reached (see the module docstring)."""
+        if host in self.insecure_registries:
+            return Security.INSECURE
+        if is_loopback(host):
+            return Security.HTTPS_OR_HTTP
+        return Security.HTTPS
 
-    def base_url(self, host: str) -> str:
-        """The registry API's base URL for a reference's domain."""
-        api_host = DOCKER_HUB_API if host == DOCKER_HUB else host
-        return f"{self.scheme(host)}://{api_host}"
+    def with_insecure(self, host: str) -> RegistryOptions:
+        """These options with ``host`` added to ``insecure_registries`` (for an endpoint that
+        registries.conf marks ``insecure``)."""
+        if host in self.insecure_registries:
+            return self
+        return replace(self, insecure_registries=self.insecure_registries | {host})
+
+
+def api_host(host: str) -> str:
+    """Where a reference's domain serves the registry API (Docker Hub is special)."""
+    return DOCKER_HUB_API if host == DOCKER_HUB else host
 
 
 def split_host_port(host: str) -> str:

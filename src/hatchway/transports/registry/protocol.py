@@ -27,6 +27,7 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 _PARAM = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)\s*(?:,|$)')
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+_UPLOAD_RANGE = re.compile(r"(?:bytes=)?0-(\d+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,24 @@ def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None
     return int(m.group(1)), int(m.group(2)), total
 
 
+def parse_upload_range(value: str | None) -> int | None:
+    """The bytes an upload session holds, from its ``Range: 0-LAST`` header (``None`` when
+    absent or malformed).  ``0-0`` is read as nothing held: distribution answers so for an
+    empty session, and a wrong guess only makes the next chunk fail and the upload restart."""
+    if not value:
+        return None
+    m = _UPLOAD_RANGE.fullmatch(value.strip())
+    if not m:
+        return None
+    last = int(m.group(1))
+    return last + 1 if last else 0
+
+
 def pull_scope(repository: str) -> str:
     """The token scope for reading a repository: ``repository:NAME:pull``."""
     return f"repository:{repository}:pull"
+
+
+def push_scope(repository: str) -> str:
+    """The token scope for writing into a repository: ``repository:NAME:pull,push``."""
+    return f"repository:{repository}:pull,push"

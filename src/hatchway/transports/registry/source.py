@@ -9,6 +9,12 @@ queries whose reference carries the ``docker://`` transport.  Name rules:
   except for Docker Hub, docs/names.md), so it matches the same image pulled into a local store;
 * ``docker://host/repo@sha256:...`` records no tag.
 
+Where a name is read from follows registries.conf (:mod:`.mirrors`): each mirror that applies,
+in order, then the primary location; the first that has the manifest serves the whole image
+(its child manifests, config and layers).  An endpoint that cannot be reached, refuses access
+or lacks the image falls through to the next; when all fail the primary's error is raised,
+naming what the mirrors said.  The recorded names are always the names asked for.
+
 Verification (the source's half of the contract in ``transports/base.py``): the manifest fetched by
 digest must hash to that digest; one fetched by tag must hash to the ``Docker-Content-Digest``
 the registry claimed, if any; a platform manifest chosen from an index and every config must
@@ -37,6 +43,7 @@ from hatchway.reference import DEFAULT_TAG, ImageQuery, Reference
 from hatchway.transports.base import LocalBlob, ResolvedImage
 from hatchway.transports.images import load_image
 from hatchway.transports.registry.client import FetchedDocument, RegistryClient
+from hatchway.transports.registry.mirrors import Endpoint, RegistriesConf, load_registries_conf
 from hatchway.transports.registry.options import RegistryOptions
 
 
@@ -57,14 +64,59 @@ class RepositorySource:
         return None
 
 
-class RegistryStore:
-    """Every registry named by ``docker://`` queries, one client per registry host."""
+class RegistryClients:
+    """One client per registry host — its connection pool and its token cache — for as many
+    operations as share it (a :class:`hatchway.Session`'s, or one operation's)."""
 
     def __init__(self, options: RegistryOptions | None = None) -> None:
         self.options = options or RegistryOptions()
+        self._clients: dict[tuple[str, bool], RegistryClient] = {}
+        self._conf: RegistriesConf | None = None
+        self._conf_lock = anyio.Lock()
+
+    def client(self, domain: str, insecure: bool = False) -> RegistryClient:
+        """The client for a registry host, made on first use (``insecure``: as
+        registries.conf marks an endpoint, on top of ``--insecure-registry``)."""
+        key = (domain, insecure)
+        client = self._clients.get(key)
+        if client is None:
+            options = self.options.with_insecure(domain) if insecure else self.options
+            client = self._clients[key] = RegistryClient(domain, options)
+        return client
+
+    async def registries_conf(self) -> RegistriesConf:
+        """The registries.conf these options follow, read once (in a worker thread)."""
+        async with self._conf_lock:
+            if self._conf is None:
+                self._conf = await anyio.to_thread.run_sync(load_registries_conf, self.options)
+            return self._conf
+
+    async def aclose(self) -> None:
+        """Close every client, even when cancelled and even if one close fails."""
+        clients, self._clients = list(self._clients.values()), {}
+        with anyio.CancelScope(shield=True):
+            for client in clients:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+
+class RegistryStore:
+    """Every registry named by ``docker://`` queries, one client per registry host.
+
+    Resolutions are cached for the store's lifetime (one operation: a tag resolves once however
+    often it is named); ``clients`` shares connections, tokens and the registries.conf with
+    other stores (a session's), else the store makes its own and closes them in
+    :meth:`aclose`.
+    """
+
+    def __init__(
+        self, options: RegistryOptions | None = None, *, clients: RegistryClients | None = None
+    ) -> None:
+        self._owns_clients = clients is None
+        self.clients = clients if clients is not None else RegistryClients(options)
+        self.options = self.clients.options
         self.description = "registries"
-        self._clients: dict[str, RegistryClient] = {}
-        self._sources: dict[tuple[str, str], RepositorySource] = {}
+        self._sources: dict[tuple[str, str, bool], RepositorySource] = {}
         self._images: KeyedOnce[tuple[Reference, Platform | None], ResolvedImage] = KeyedOnce()
         self._configs: KeyedOnce[str, ImageConfig] = KeyedOnce()
 
@@ -77,29 +129,28 @@ class RegistryStore:
         return [await self.fetch(ref, platform, query.text)]
 
     async def aclose(self) -> None:
-        """Close every client, even when cancelled and even if one close fails."""
-        clients, self._clients = list(self._clients.values()), {}
+        """Close the clients this store made (shared ones belong to their owner)."""
         self._sources.clear()
-        with anyio.CancelScope(shield=True):
-            for client in clients:
-                with contextlib.suppress(Exception):
-                    await client.aclose()
+        if self._owns_clients:
+            await self.clients.aclose()
 
     # -- clients and repositories ------------------------------------------------------
 
-    def client(self, domain: str) -> RegistryClient:
+    def client(self, domain: str, insecure: bool = False) -> RegistryClient:
         """The (shared) client for a registry host."""
-        client = self._clients.get(domain)
-        if client is None:
-            client = self._clients[domain] = RegistryClient(domain, self.options)
-        return client
+        return self.clients.client(domain, insecure)
 
-    def source(self, ref: Reference) -> RepositorySource:
-        key = (ref.domain, ref.path)
+    def source(self, ref: Reference, insecure: bool = False) -> RepositorySource:
+        key = (ref.domain, ref.path, insecure)
         source = self._sources.get(key)
         if source is None:
-            source = self._sources[key] = RepositorySource(self.client(ref.domain), ref.path)
+            client = self.client(ref.domain, insecure)
+            source = self._sources[key] = RepositorySource(client, ref.path)
         return source
+
+    async def registries_conf(self) -> RegistriesConf:
+        """The registries.conf these options follow (read once per set of clients)."""
+        return await self.clients.registries_conf()
 
     async def fetch(self, ref: Reference, platform: Platform | None, text: str) -> ResolvedImage:
         """Fetch and verify the image ``ref`` names (once per store, however often asked)."""
@@ -109,17 +160,17 @@ class RegistryStore:
     # -- resolution ----------------------------------------------------------------------
 
     async def _fetch(self, ref: Reference, platform: Platform | None, text: str) -> ResolvedImage:
-        source = self.source(ref)
+        endpoints = (await self.registries_conf()).pull_endpoints(ref)
+        source, there, doc = await self._locate(endpoints, text)
         client = source.client
         where = source.description
-        target = ref.digest or ref.tag or DEFAULT_TAG
-        doc = await self._get_manifest(client, ref.path, target, text)
+        target = there.digest or there.tag or DEFAULT_TAG
         top_digest = sha256_digest(doc.raw)
-        if ref.digest is not None and top_digest != ref.digest:
-            raise DigestMismatch(f"{where}: manifest {ref.digest}", ref.digest, top_digest)
+        if there.digest is not None and top_digest != there.digest:
+            raise DigestMismatch(f"{where}: manifest {there.digest}", there.digest, top_digest)
         claimed = doc.claimed_digest
         if (
-            ref.digest is None
+            there.digest is None
             and claimed
             and claimed.startswith("sha256:")
             and (claimed != top_digest)
@@ -128,7 +179,7 @@ class RegistryStore:
         top = Descriptor(doc.content_type, top_digest, len(doc.raw))
 
         async def read_manifest(child: Descriptor) -> bytes:
-            return await self._get_child(client, ref.path, child, where, text)
+            return await self._get_child(client, there.path, child, where, text)
 
         async def read_config(config: Descriptor) -> ImageConfig:
             return await self._configs.run(config.digest, lambda: self._get_config(source, config))
@@ -154,6 +205,25 @@ class RegistryStore:
             source,
             tags,
         )
+
+    async def _locate(
+        self, endpoints: tuple[Endpoint, ...], text: str
+    ) -> tuple[RepositorySource, Reference, FetchedDocument]:
+        """The first endpoint that serves the manifest, its name there, and the manifest."""
+        failed: list[str] = []
+        for endpoint in endpoints:
+            there = endpoint.reference
+            source = self.source(there, endpoint.insecure)
+            target = there.digest or there.tag or DEFAULT_TAG
+            try:
+                doc = await self._get_manifest(source.client, there.path, target, text)
+            except (RegistryError, NoSuchImage) as exc:
+                if endpoint is endpoints[-1]:
+                    raise _with_mirror_failures(exc, failed) from exc.__cause__
+                failed.append(f"{endpoint.host}: {_short(exc)}")
+                continue
+            return source, there, doc
+        raise AssertionError("unreachable: there is always a primary endpoint")
 
     async def _get_manifest(
         self, client: RegistryClient, repository: str, target: str, text: str
@@ -198,3 +268,28 @@ def _verify(raw: bytes, descriptor: Descriptor, what: str) -> None:
         raise DigestMismatch(what, descriptor.digest, actual)
     if len(raw) != descriptor.size:
         raise StoreError(what, f"{len(raw)} bytes, descriptor says {descriptor.size}")
+
+
+def _short(error: RegistryError | NoSuchImage) -> str:
+    if isinstance(error, NoSuchImage):
+        return "no such image"
+    facts = " ".join(str(f) for f in (error.status, error.code) if f is not None)
+    return error.message + (f" (HTTP {facts})" if facts else "")
+
+
+def _with_mirror_failures(
+    error: RegistryError | NoSuchImage, failed: list[str]
+) -> RegistryError | NoSuchImage:
+    """The primary location's error, saying what the mirrors tried before it said."""
+    if not failed:
+        return error
+    tried = "mirrors also failed: " + "; ".join(failed)
+    if isinstance(error, NoSuchImage):
+        return NoSuchImage(error.name, tried)
+    return RegistryError(
+        error.registry,
+        error.repository,
+        f"{error.message} ({tried})",
+        status=error.status,
+        code=error.code,
+    )
