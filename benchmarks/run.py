@@ -22,6 +22,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import bench_bundles
 import bench_local
 import bench_rss
 import bench_slow
@@ -29,7 +30,7 @@ from report import Section
 from tools import Tools
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("local", "slow", "rss")
+BENCHMARKS = ("local", "slow", "rss", "bundles")
 MiB = 1 << 20
 
 
@@ -55,6 +56,8 @@ def main() -> None:
         "slow_images": 4 if args.quick else 8,
         "slow_layers": 3 if args.quick else 6,
         "slow_layer": (1 if args.quick else 4) * MiB,
+        "bundle_base": (16 if args.quick else 128) * MiB,
+        "bundle_own": (4 if args.quick else 32) * MiB,
     }
 
     work: Path = args.work
@@ -74,6 +77,16 @@ def main() -> None:
                 images=sizes["slow_images"],
                 layers=sizes["slow_layers"],
                 layer_size=sizes["slow_layer"],
+                reps=reps,
+                log=_log,
+            )
+        if "bundles" in only:
+            sections += bench_bundles.run(
+                tools,
+                work,
+                layer_size=sizes["local_layer"],
+                base_size=sizes["bundle_base"],
+                own_size=sizes["bundle_own"],
                 reps=reps,
                 log=_log,
             )
@@ -106,6 +119,9 @@ def _check_disk(work: Path, only: list[str], sizes: dict[str, int]) -> None:
         need += 4 * sizes["local_layer"] * 4
     if "rss" in only:
         need += sizes["rss_layer"] * 4
+    if "bundles" in only:
+        # the layers, a plain archive, compressed copies, the load bundle, store and OCI copy
+        need += 4 * sizes["local_layer"] * 4 + (sizes["bundle_base"] + 8 * sizes["bundle_own"]) * 4
     if "slow" in only:
         need += sizes["slow_images"] * sizes["slow_layers"] * sizes["slow_layer"] * 3
     free = shutil.disk_usage(work).free

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -165,3 +166,24 @@ def test_push_walkthrough_runs_as_written(sample_store: Path, tmp_path: Path) ->
         assert tags[0]["RepoTags"] == [f"{host}/mirror/sample/app:2.0"]
     finally:
         registry.stop()
+
+
+def test_bundles_walk_through(sample_store: Path, tmp_path: Path) -> None:
+    """The sample walk-through of docs/bundles.md, command by command, as written there."""
+    text = (ROOT / "docs" / "bundles.md").read_text()
+    block = text.split("runs them as written here (`tests/test_docs.py`):\n\n```\n", 1)[1]
+    commands = block.split("```", 1)[0].strip().splitlines()
+    sample = tmp_path / "sample"
+    sample.mkdir()
+    (sample / "store").symlink_to(sample_store)
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    outputs = []
+    for command in commands:
+        result = subprocess.run(
+            command, shell=True, cwd=tmp_path, capture_output=True, text=True, env=env
+        )
+        assert result.returncode == 0, (command, result.stderr)
+        outputs.append(result.stdout)
+    assert "OK: 2 image(s), 2 tag(s)" in outputs[2]
+    assert "sample/app" in outputs[4] and "sample/tools" in outputs[4]

@@ -86,6 +86,19 @@ def test_a_missing_list_is_a_usage_error(family: Family, tmp_path: Path) -> None
     assert "Traceback" not in result.stderr.decode()
 
 
+def test_push_takes_lists_too(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n")
+    result = run("push", "--to", "127.0.0.1:9/x", "--images-from", str(empty))
+    assert result.returncode == 2
+    assert "no image name given" in result.stderr.decode()
+    two = tmp_path / "two.txt"
+    two.write_text("a:1\nb:2\n")
+    result = run("push", "--to", "127.0.0.1:9/x:1", "--images-from", str(two))
+    assert result.returncode == 2
+    assert "2 names were given" in result.stderr.decode()
+
+
 def test_help_mentions_the_option() -> None:
-    for command in ("save", "pull"):
+    for command in ("save", "pull", "push"):
         assert "--images-from" in run(command, "--help").stdout.decode()

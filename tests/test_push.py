@@ -234,3 +234,26 @@ async def test_within_one_registry_blobs_are_mounted_from_the_source_repository(
     assert seen.blob_reads() == 1  # the config, read to resolve the name; no layer is read
     status, _ = _manifest(target, f"{prefix}-copy/{prefix}-src/library/app", "1.0")
     assert status == 200
+
+
+async def test_a_bundle_pushes_as_the_store_would(
+    family: Family, target: Registry, prefix: str, tmp_path: Path
+) -> None:
+    """The air gap's far side: a compressed bundle pushed straight from the archive
+    (``docker-archive:``) lands with the same image IDs as a push from the store the bundle
+    was saved from, and saved back it holds the very same blobs (configs, layers,
+    manifests) as the bundle."""
+    bundle = tmp_path / "bundle.tar.zst"
+    await hatchway.save(NAMES, bundle, store=family.root)
+    result = await _push([f"docker-archive:{bundle}"], f"{target.host}/{prefix}")
+    from_store = await _push(NAMES, f"{target.host}/{prefix}-store", family.root)
+    assert sorted(i.id for i in result.images) == sorted(i.id for i in from_store.images)
+    again = await save_from_registry(
+        [f"docker://{i.name}" for i in result.images], tmp_path / "again.tar", options()
+    )
+    plain = await save_archive(NAMES, tmp_path / "plain.tar", family.root)
+
+    def blobs(raw: bytes) -> dict[str, bytes]:
+        return {k: v for k, v in read_archive(raw).data.items() if k.startswith("blobs/")}
+
+    assert blobs(again) == blobs(plain)

@@ -5,6 +5,8 @@ The public API, re-exported once here (``tests/test_public_api.py`` keeps this l
     await hatchway.save(names, output, store=..., format=..., platform=..., jobs=..., progress=...)
     await hatchway.pull(names, store=..., registry=hatchway.RegistryOptions(...))
     await hatchway.push(names, "registry.example:5000/mirror", store=..., registry=...)
+    await hatchway.load(archives, store=...)
+    await hatchway.verify(archive)   # a VerifyReport
     await hatchway.list_images(store)
     hatchway.open_store(path)        # an OCI image layout store, a Source
     async with hatchway.Session(...) as session: ...   # many operations, sharing fetches
@@ -14,7 +16,7 @@ command line uses only what is exported here.  ``hatchway.testing`` holds docume
 for tests.
 """
 
-from hatchway.api import list_images, open_store, pull, push, save
+from hatchway.api import list_images, load, open_store, pull, push, save, verify
 from hatchway.errors import (
     AmbiguousReference,
     BlobNotFound,
@@ -48,6 +50,8 @@ from hatchway.progress import (
     WriteStarted,
 )
 from hatchway.results import (
+    LoadedImage,
+    LoadResult,
     PulledImage,
     PullResult,
     PushedImage,
@@ -57,6 +61,7 @@ from hatchway.results import (
 )
 from hatchway.session import Progress, Session, default_store_path, progress_stream
 from hatchway.transports.archive.outputs import Output
+from hatchway.transports.archive.verify import VerifiedImage, VerifyReport
 from hatchway.transports.base import BlobSource, LocalBlob, ResolvedImage, Source
 from hatchway.transports.layout.source import ImageSummary, OCILayoutStore
 from hatchway.transports.registry.options import RegistryOptions, RetryPolicy, Timeouts
@@ -80,6 +85,8 @@ __all__ = [
     "LayerAdvanced",
     "LayerDone",
     "LayerStarted",
+    "LoadResult",
+    "LoadedImage",
     "LocalBlob",
     "MalformedContent",
     "NoSuchImage",
@@ -109,14 +116,18 @@ __all__ = [
     "UploadAdvanced",
     "UploadDone",
     "UploadStarted",
+    "VerifiedImage",
+    "VerifyReport",
     "WriteAdvanced",
     "WriteStarted",
     "__version__",
     "default_store_path",
     "list_images",
+    "load",
     "open_store",
     "progress_stream",
     "pull",
     "push",
     "save",
+    "verify",
 ]

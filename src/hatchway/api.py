@@ -1,4 +1,4 @@
-"""The one-shot entry points (save, pull, push, list_images): each opens a
+"""The one-shot entry points (save, pull, push, load, verify, list_images): each opens a
 :class:`~hatchway.session.Session`, runs one operation through it, and closes it.  An
 application that runs many operations, or several at once, keeps a session open instead
 (docs/api.md, "Embedding").
@@ -23,9 +23,10 @@ from collections.abc import Sequence
 from hatchway.formats import ArchiveFormat
 from hatchway.limits import DEFAULT_JOBS
 from hatchway.model import Compression, Platform
-from hatchway.results import PullResult, PushResult, SaveResult
+from hatchway.results import LoadResult, PullResult, PushResult, SaveResult
 from hatchway.session import Progress, Session, default_store_path
 from hatchway.transports.archive.outputs import Output
+from hatchway.transports.archive.verify import VerifyReport
 from hatchway.transports.base import Source
 from hatchway.transports.layout.source import ImageSummary, OCILayoutStore
 from hatchway.transports.registry.options import RegistryOptions
@@ -148,6 +149,51 @@ async def push(
             tmpdir=tmpdir,
             progress=progress,
         )
+
+
+async def load(
+    archives: Sequence[str | os.PathLike[str]],
+    *,
+    store: str | os.PathLike[str] | None = None,
+    platform: Platform | str | None = None,
+    jobs: int = DEFAULT_JOBS,
+    tmpdir: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+) -> LoadResult:
+    """Import every image of ``archives`` into the OCI layout ``store`` (default
+    :func:`default_store_path`, created if missing), as ``docker load`` does.
+
+    Each item is a path — a ``docker save`` archive of any era, an OCI archive (tar), plain,
+    gzip or zstd, or an OCI layout directory; its kind is recognised by its content — or a
+    transport name (``docker-archive:PATH[:REF]``, ``oci-archive:PATH[:REF]``,
+    ``oci:DIR[:REF]``) to pick one image.  ``/dev/stdin`` works too.  Compressed archives
+    are unpacked once under ``tmpdir`` (default: the system's temp directory) and removed.
+    Every blob is stored once, verified, atomically; then ``index.json`` is updated once,
+    atomically under a lock (as :func:`pull`), with each image's recorded names; an untagged
+    image gets an unnamed entry.  A bad archive fails before the store is touched.
+    """
+    async with Session(store=store) as session:
+        return await session.load(
+            archives, platform=platform, jobs=jobs, tmpdir=tmpdir, progress=progress
+        )
+
+
+async def verify(
+    archive: str | os.PathLike[str],
+    *,
+    jobs: int = DEFAULT_JOBS,
+    tmpdir: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+) -> VerifyReport:
+    """Check the archive at ``archive`` (plain, gzip or zstd; ``/dev/stdin`` works) as every
+    loader would, and more (docs/bundles.md, "Verifying a bundle"): the tar, every layout it
+    carries and their agreement, every document's and every layer's digests.  Returns a
+    report whose ``ok`` says whether all passed and whose ``problem`` names the first
+    failure; an unreadable or damaged archive is a report too, not an exception.  A compressed
+    archive is unpacked once under ``tmpdir`` (default: the system's) and removed.
+    """
+    async with Session() as session:
+        return await session.verify(archive, jobs=jobs, tmpdir=tmpdir, progress=progress)
 
 
 async def list_images(

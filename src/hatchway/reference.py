@@ -11,6 +11,10 @@ containerd and skopeo share); the semantics are those of ``docker save`` (docs/n
 * Docker Hub names are familiar: ``busybox``, ``library/busybox``, ``docker.io/library/busybox``
   and ``index.docker.io/library/busybox`` are one repository, recorded as ``busybox``.
 * ``docker://HOST[:PORT]/REPO[:TAG|@DIGEST]`` selects a registry instead of the local store.
+* ``docker-archive:PATH[:REF]``, ``oci-archive:PATH[:REF]`` and ``oci:DIR[:REF]`` select an
+  archive or an OCI layout directory (skopeo's transports): PATH ends at the first ``:``;
+  REF is a name as recorded there, or ``@N`` (the N-th image, from 0).  Without REF: every
+  image it holds.
 
 Every name is parsed into an :class:`ImageQuery` whose :class:`Transport` says where it lives;
 names are routed by that, never by their spelling.
@@ -115,6 +119,27 @@ class Transport(Enum):
     STORE = "store"
     #: ``docker://``: a registry.
     DOCKER = "docker"
+    #: ``docker-archive:PATH[:REF]``: a ``docker save`` archive (any era, plain or compressed).
+    DOCKER_ARCHIVE = "docker-archive"
+    #: ``oci-archive:PATH[:REF]``: an OCI image layout in a tar (plain or compressed).
+    OCI_ARCHIVE = "oci-archive"
+    #: ``oci:DIR[:REF]``: an OCI image layout directory.
+    OCI = "oci"
+
+    @property
+    def is_archive(self) -> bool:
+        """Whether names of this transport carry a path (an archive or a layout directory)."""
+        return self in _PATH_TRANSPORTS
+
+
+_PATH_TRANSPORTS = frozenset({Transport.DOCKER_ARCHIVE, Transport.OCI_ARCHIVE, Transport.OCI})
+#: The prefixes of the path transports, longest first (``oci-archive:`` before ``oci:``).
+_PATH_PREFIXES = (
+    ("docker-archive:", Transport.DOCKER_ARCHIVE),
+    ("oci-archive:", Transport.OCI_ARCHIVE),
+    ("oci:", Transport.OCI),
+)
+_SOURCE_INDEX = re.compile(r"@([0-9]{1,9})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +156,22 @@ class ImageQuery:
     reference: Reference | None
     id_prefix: str | None
     transport: Transport = Transport.STORE
+    #: For the path transports: the archive or directory.
+    path: str | None = None
+    #: For the path transports: the REF after the path, as written (``None``: every image).
+    archive_ref: str | None = None
 
     @property
     def registry(self) -> bool:
         return self.transport is Transport.DOCKER
+
+    @property
+    def source_index(self) -> int | None:
+        """``N`` for a REF written ``@N``, else ``None``."""
+        if self.archive_ref is None:
+            return None
+        m = _SOURCE_INDEX.fullmatch(self.archive_ref)
+        return int(m.group(1)) if m else None
 
 
 def parse_reference(text: str, *, registry: bool = False) -> Reference:
@@ -204,13 +241,19 @@ def parse_query(text: str, *, default: Transport = Transport.STORE) -> ImageQuer
     A name without a transport prefix belongs to ``default`` (the local store for ``save``,
     a registry for ``pull``).
     """
+    archive = parse_archive_name(text)
+    if archive is not None:
+        return archive
     if text.startswith(DOCKER_TRANSPORT):
         rest = text[len(DOCKER_TRANSPORT) :]
         return ImageQuery(text, parse_reference(rest, registry=True), None, Transport.DOCKER)
     if default is Transport.DOCKER and "://" not in text:
         return parse_query(DOCKER_TRANSPORT + text)
     if "://" in text:
-        raise InvalidReference(text, "unknown transport (only docker:// is supported)")
+        raise InvalidReference(
+            text,
+            "unknown transport (docker://, docker-archive:, oci-archive: and oci: are supported)",
+        )
     if text.startswith("sha256:"):
         hexpart = text[len("sha256:") :]
         if _HEX.fullmatch(hexpart) and len(hexpart) <= 64:
@@ -221,6 +264,43 @@ def parse_query(text: str, *, default: Transport = Transport.STORE) -> ImageQuer
     ref = parse_reference(text)
     id_prefix = text if _HEX.fullmatch(text) else None
     return ImageQuery(text, ref, id_prefix)
+
+
+def parse_archive_name(text: str) -> ImageQuery | None:
+    """The query for ``text`` if it is written with a path transport (``docker-archive:``,
+    ``oci-archive:``, ``oci:``), else ``None`` — for arguments that are paths unless they say
+    otherwise (``load``, ``verify``).  Raises :class:`InvalidReference` as :func:`parse_query`."""
+    for prefix, transport in _PATH_PREFIXES:
+        if text.startswith(prefix):
+            return _parse_path_query(text, text[len(prefix) :], transport)
+    return None
+
+
+def _parse_path_query(text: str, rest: str, transport: Transport) -> ImageQuery:
+    """``PATH[:REF]`` as skopeo splits it: at the first ``:``.  A docker-archive REF must be a
+    tagged name (``:latest`` implied) or ``@N``; an OCI REF is matched against the layout's
+    annotations as written, so any non-empty text that is not ``@`` garbage is accepted."""
+    path, sep, ref = rest.partition(":")
+    if not path:
+        raise InvalidReference(text, f"{transport.value}: needs a path")
+    if not sep:
+        return ImageQuery(text, None, None, transport, path, None)
+    if not ref:
+        raise InvalidReference(text, "empty reference after the path")
+    if ref.startswith("@"):
+        if not _SOURCE_INDEX.fullmatch(ref):
+            raise InvalidReference(text, "an image index is @N, N a number from 0")
+        return ImageQuery(text, None, None, transport, path, ref)
+    reference = None
+    if transport is Transport.DOCKER_ARCHIVE:
+        reference = parse_reference(ref)
+        if reference.digest is not None:
+            raise InvalidReference(text, "an archive records tags, not digests; use NAME:TAG or @N")
+        if reference.tag is None:
+            reference = reference.with_tag(DEFAULT_TAG)
+    elif any(c.isspace() for c in ref):
+        raise InvalidReference(text, "names contain no whitespace")
+    return ImageQuery(text, reference, None, transport, path, ref)
 
 
 def parse_stored_name(annotation: str) -> Reference | None:

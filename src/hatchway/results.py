@@ -66,3 +66,24 @@ class PushResult:
     bytes_uploaded: int
     blobs_mounted: int
     blobs_skipped: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedImage:
+    """One name a load stored: as written into ``index.json`` (``None`` for an image the
+    archive records no name for, stored unnamed and reachable by its ID), the manifest digest
+    and the image ID."""
+
+    name: str | None
+    digest: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """What a load did: the names stored, and how many layer blobs and bytes it copied
+    into the store (blobs the store already held intact are not copied again)."""
+
+    images: tuple[LoadedImage, ...]
+    blobs_stored: int
+    bytes_stored: int

@@ -37,6 +37,8 @@ from hatchway.model import Compression, Platform
 from hatchway.progress import ProgressCallback, ProgressEvent, ignore_progress
 from hatchway.reference import Transport, parse_query
 from hatchway.results import (
+    LoadedImage,
+    LoadResult,
     PulledImage,
     PullResult,
     PushedImage,
@@ -46,6 +48,8 @@ from hatchway.results import (
 )
 from hatchway.transports.archive.destination import ArchiveDestination
 from hatchway.transports.archive.outputs import Output, output_for
+from hatchway.transports.archive.source import ArchiveStore
+from hatchway.transports.archive.verify import VerifyReport, verify_archive
 from hatchway.transports.base import Source
 from hatchway.transports.blobcache import BlobCache
 from hatchway.transports.layout.destination import LayoutDestination
@@ -141,7 +145,7 @@ class Session:
         )
         destination = ArchiveDestination(target, archive_format, tmpdir=tmpdir)
         queries = [parse_query(name) for name in names]
-        async with self._operation(progress) as report, self._sources() as source:
+        async with self._operation(progress) as report, self._sources(tmpdir) as source:
             done = await copy(
                 queries, source, destination, platform=the_platform, jobs=jobs, progress=report
             )
@@ -166,7 +170,15 @@ class Session:
         destination = LayoutDestination(self._store_path(store))
         queries = [parse_query(name, default=Transport.DOCKER) for name in names]
         async with self._operation(progress) as report:
-            source = Router({Transport.DOCKER: self._registry_source})
+            archives = ArchiveStore()
+            source = Router(
+                {
+                    Transport.DOCKER: self._registry_source,
+                    Transport.DOCKER_ARCHIVE: archives,
+                    Transport.OCI_ARCHIVE: archives,
+                    Transport.OCI: archives,
+                }
+            )
             try:
                 done = await copy(
                     queries, source, destination, platform=the_platform, jobs=jobs, progress=report
@@ -202,7 +214,7 @@ class Session:
         queries = [parse_query(name) for name in names]
         options = self._registry_options or RegistryOptions()
         destination = RegistryDestination(target, options, compression=compression, tmpdir=tmpdir)
-        async with self._operation(progress) as report, self._sources() as source:
+        async with self._operation(progress) as report, self._sources(tmpdir) as source:
             done = await copy(
                 queries, source, destination, platform=the_platform, jobs=jobs, progress=report
             )
@@ -214,6 +226,57 @@ class Session:
             pushed.mounted,
             pushed.skipped,
         )
+
+    async def load(
+        self,
+        archives: Sequence[str | os.PathLike[str]],
+        *,
+        store: str | os.PathLike[str] | None = None,
+        platform: Platform | str | None = None,
+        jobs: int = DEFAULT_JOBS,
+        tmpdir: str | os.PathLike[str] | None = None,
+        progress: Progress | None = None,
+    ) -> LoadResult:
+        """Import archives into the store at ``store`` (default: this session's store, which
+        must then be a path); see :func:`hatchway.load`."""
+        the_platform = parse_platform(platform)
+        destination = LayoutDestination(self._store_path(store))
+        async with self._operation(progress) as report:
+            archive_store = ArchiveStore(tmpdir)
+            try:
+                queries = [await archive_store.query_for(os.fspath(a)) for a in archives]
+                done = await copy(
+                    queries,
+                    archive_store,
+                    destination,
+                    platform=the_platform,
+                    jobs=jobs,
+                    progress=report,
+                )
+            finally:
+                await archive_store.aclose()
+        loaded = tuple(LoadedImage(s.name, s.digest, s.id) for s in done.result)
+        return LoadResult(loaded, done.blobs_fetched, done.bytes_fetched)
+
+    async def verify(
+        self,
+        archive: str | os.PathLike[str],
+        *,
+        jobs: int = DEFAULT_JOBS,
+        tmpdir: str | os.PathLike[str] | None = None,
+        progress: Progress | None = None,
+    ) -> VerifyReport:
+        """Check one archive; see :func:`hatchway.verify`."""
+        if jobs < 1:
+            raise HatchwayError(f"jobs must be at least 1, not {jobs}")
+        async with self._operation(progress) as report:
+            return await verify_archive(
+                os.fspath(archive),
+                jobs=jobs,
+                tmpdir=None if tmpdir is None else os.fspath(tmpdir),
+                platform=None,
+                progress=report,
+            )
 
     async def list_images(self, *, platform: Platform | str | None = None) -> list[ImageSummary]:
         """Every entry of the store's ``index.json``; see :func:`hatchway.list_images`."""
@@ -240,13 +303,21 @@ class Session:
                 yield progress or ignore_progress
 
     @asynccontextmanager
-    async def _sources(self) -> AsyncIterator[Source]:
-        """The local store (or the caller's source) plus the registries, routed by name."""
+    async def _sources(self, tmpdir: str | os.PathLike[str] | None) -> AsyncIterator[Source]:
+        """The local store (or the caller's source), the registries and the archives (those
+        compressed unpacked under ``tmpdir``), routed by name."""
         if isinstance(self._store, Source):
             yield self._store
             return
+        archives = ArchiveStore(tmpdir)
         router = Router(
-            {Transport.STORE: self._local_store, Transport.DOCKER: self._registry_source}
+            {
+                Transport.STORE: self._local_store,
+                Transport.DOCKER: self._registry_source,
+                Transport.DOCKER_ARCHIVE: archives,
+                Transport.OCI_ARCHIVE: archives,
+                Transport.OCI: archives,
+            }
         )
         try:
             yield router

@@ -10,6 +10,7 @@ private, empty ``registries.conf`` means no name is ever resolved against a publ
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -37,6 +38,10 @@ class Podman:
         self.tmpdir.mkdir(parents=True, exist_ok=True)
         self.registries_conf = workdir / "registries.conf"
         self.registries_conf.write_text("unqualified-search-registries = []\n")
+        self.policy = workdir / "policy.json"
+        self.policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
+        self.containers_conf = workdir / "containers.conf"
+        self.containers_conf.write_text('[engine]\nevents_logger = "file"\n')
         self._global = [
             "--root", str(workdir / "root"),
             "--runroot", str(workdir / "run"),
@@ -60,17 +65,24 @@ class Podman:
                 {
                     "TMPDIR": str(self.tmpdir),
                     "CONTAINERS_REGISTRIES_CONF": str(self.registries_conf),
+                    "CONTAINERS_CONF": str(self.containers_conf),
                 }
             ),
         )
 
+    def load(
+        self, archive: str | os.PathLike[str], *, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """``podman load -i ARCHIVE`` with the private accept-anything signature policy."""
+        return self("load", "--signature-policy", self.policy, "-i", archive, check=check)
+
     def image_names(self) -> list[str]:
-        """``repository:tag`` of every image (``<none>:<none>`` for untagged ones)."""
+        """``repository:tag`` of every image (``<none>:<none>`` for untagged ones), sorted."""
         out = self("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
-        return out.split()
+        return sorted(out.split())
 
     def remove_all_images(self) -> None:
-        self("rmi", "--all", "--force")
+        self("rmi", "--all", "--force", check=False)
 
     def stop(self) -> None:
         """Stop by PID anything podman left running that mentions the directory (conmon)."""

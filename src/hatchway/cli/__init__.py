@@ -8,9 +8,11 @@ import click
 
 from hatchway import __version__
 from hatchway.cli.images import images_command
+from hatchway.cli.load import load_command
 from hatchway.cli.pull import pull_command
 from hatchway.cli.push import push_command
 from hatchway.cli.save import save_command
+from hatchway.cli.verify import verify_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,10 +29,14 @@ def main() -> None:
       hatchway save -o app.tar docker://127.0.0.1:5000/app:1.0
       hatchway pull docker://registry.example.com/team/app:2.0
       hatchway push --store ./store --to registry.internal:5000/mirror app:1.0 busybox
+      hatchway save --images-from images.txt -o bundle.tar.zst
+      hatchway verify bundle.tar.zst && hatchway load bundle.tar.zst
     """
 
 
 main.add_command(save_command)
 main.add_command(pull_command)
 main.add_command(push_command)
+main.add_command(load_command)
+main.add_command(verify_command)
 main.add_command(images_command)

@@ -165,7 +165,9 @@ def execute(
     renderer = RichProgress(console, label)
     with renderer:
         result = _finish(lambda: signals.run(lambda: fn(renderer)), before=renderer.stop)
-    console.print(summary(result), highlight=False)
+    text = summary(result)
+    if text:
+        console.print(text, highlight=False)
     return result
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import IO
 
 import click
 
 import hatchway
 from hatchway import Platform, ProgressCallback, PushResult
 from hatchway.cli.console import human_size
+from hatchway.cli.names import collect_names, images_from_option
 from hatchway.cli.options import (
     execute,
     jobs_option,
@@ -22,7 +24,8 @@ from hatchway.cli.options import (
 
 
 @click.command("push")
-@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.argument("names", nargs=-1, metavar="NAME...")
+@images_from_option
 @click.option(
     "--to",
     "to",
@@ -52,6 +55,7 @@ from hatchway.cli.options import (
 @registry_options
 def push_command(
     names: tuple[str, ...],
+    images_from: tuple[IO[str], ...],
     to: str,
     store_dir: Path | None,
     platform: Platform | None,
@@ -67,7 +71,9 @@ def push_command(
 
     \b
     NAME is what `hatchway save` takes: a local name (repo, repo:tag, repo@sha256:..., an
-    image ID) or docker://HOST[:PORT]/REPO[:TAG|@DIGEST].
+    image ID), docker://HOST[:PORT]/REPO[:TAG|@DIGEST], or an archive
+    (docker-archive:PATH[:REF], oci-archive:PATH[:REF], oci:DIR[:REF]).
+    --images-from FILE adds the names listed in FILE (one per line, '#' comments; '-' stdin).
     \b
     --to HOST[:PORT][/PREFIX] sends each image to HOST/PREFIX/ + its repository path without
     its source's registry host, tags kept:
@@ -81,16 +87,17 @@ def push_command(
     are compressed (--compress-layers), so those images get a new manifest digest; their
     image ID stays.
     """
-    if _names_a_tag(to) and len(names) > 1:
+    all_names = collect_names(names, images_from)
+    if _names_a_tag(to) and len(all_names) > 1:
         raise click.UsageError(
-            f"--to {to} names one image (a tag), but {len(names)} names were given; "
+            f"--to {to} names one image (a tag), but {len(all_names)} names were given; "
             "push several images to HOST[:PORT][/PREFIX]"
         )
     registry = registry_settings(creds, insecure, ca_cert)
 
     async def run(progress: ProgressCallback | None) -> PushResult:
         return await hatchway.push(
-            list(names),
+            all_names,
             to,
             store=store_dir,
             registry=registry,

@@ -1,9 +1,10 @@
 """A source that sends each name to the source of its transport.
 
 Names are routed by their parsed :class:`~hatchway.reference.Transport` (``docker://`` to the
-registries, no prefix to the local store), so one copy may mix them; the engine sees one
-source.  Sources are opened on first use, so a save of local names never imports the registry
-client.
+registries, ``docker-archive:``/``oci-archive:``/``oci:`` to the archives, no prefix to the
+local store), so one copy may mix them; the engine sees one source.  One source may serve
+several transports (the archive source serves all three path transports).  Sources are
+opened on first use, so a save of local names never imports the registry client.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ _MISSING = {
         "or name a local store",
     ),
     Transport.DOCKER: ("no registry", "registry names are not accepted here"),
+    Transport.DOCKER_ARCHIVE: ("no archives", "archive names are not accepted here"),
+    Transport.OCI_ARCHIVE: ("no archives", "archive names are not accepted here"),
+    Transport.OCI: ("no archives", "OCI layout names are not accepted here"),
 }
 
 
@@ -62,7 +66,11 @@ class Router:
         return await source.resolve(query, platform)
 
     async def aclose(self) -> None:
-        opened, self._open = list(self._open.values()), {}
+        opened: list[Source] = []
+        for source in self._open.values():  # a source serving several transports closes once
+            if all(source is not o for o in opened):
+                opened.append(source)
+        self._open = {}
         failed: BaseException | None = None
         with anyio.CancelScope(shield=True):
             for source in opened:

@@ -16,8 +16,7 @@ What is promised, and how:
   each block; each compressor keeps a few blocks in flight.
 
 Levels: zstd ``1``-``19`` (default 3, as the ``zstd`` tool); gzip is ISA-L's ``0``-``3``
-(default 2; ISA-L's 1 compresses about like ``gzip -1``, 3 about like ``gzip -6``, all much
-faster).
+(default 2; higher levels compress more and run slower, all much faster than zlib).
 """
 
 from __future__ import annotations
@@ -32,18 +31,24 @@ from typing import IO, Any, cast
 import anyio
 import zstandard
 from anyio.abc import ByteSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 from isal import igzip_threaded
 
+from hatchway.concurrency import collapse_errors
 from hatchway.decode import LayerDecoder
 from hatchway.errors import HatchwayError, OutputError
 from hatchway.files import write_all
-from hatchway.limits import CHUNK_SIZE, COPY_STEP, WRITE_BUFFER
+from hatchway.limits import CHUNK_SIZE, WRITE_BUFFER
 from hatchway.model import Compression
 from hatchway.transports.archive.staging import StagedLayer
 from hatchway.transports.archive.writers import Advance, open_adopted
 
 #: Bytes handed to a compressor at once (also the threaded gzip writer's block size).
 BLOCK = 1 << 20
+#: A layer moves to the compressor in steps of this size, at most ``_PIPE_DEPTH`` steps read
+#: ahead: reading and hashing one step overlaps compressing the one before, in bounded memory.
+_PIPE_STEP = 4 << 20
+_PIPE_DEPTH = 2
 
 #: The levels each compression accepts and its default.
 LEVELS: dict[Compression, tuple[int, int, int]] = {
@@ -138,16 +143,19 @@ class Compressor:
     def feed(self, data: bytes | memoryview) -> None:
         """Compress ``data`` (output becomes available to :meth:`take`)."""
         self.consumed += len(data)
-        self._pending += data
-        if len(self._pending) >= BLOCK:
-            view = memoryview(self._pending)
-            whole = len(view) - len(view) % BLOCK
-            try:
-                for start in range(0, whole, BLOCK):
-                    self._write(view[start : start + BLOCK])
-            finally:
-                view.release()
-            del self._pending[:whole]
+        view = memoryview(data)
+        if self._pending:  # complete the block begun by an earlier call first
+            take = min(BLOCK - len(self._pending), len(view))
+            self._pending += view[:take]
+            view = view[take:]
+            if len(self._pending) < BLOCK:
+                return
+            self._write(self._pending)
+            self._pending = bytearray()
+        whole = len(view) - len(view) % BLOCK
+        for start in range(0, whole, BLOCK):  # whole blocks straight from the caller's bytes
+            self._write(view[start : start + BLOCK])
+        self._pending += view[whole:]
 
     def take(self) -> bytes:
         """The compressed bytes produced since the last call."""
@@ -167,7 +175,7 @@ class Compressor:
         with contextlib.suppress(Exception):
             self._close_writer()
 
-    def _write(self, block: bytes | memoryview) -> None:
+    def _write(self, block: bytes | bytearray | memoryview) -> None:
         try:
             self._writer.write(block)
         except zstandard.ZstdError as exc:
@@ -215,31 +223,51 @@ class CompressedWriter:
             await self._flush()
 
     async def write_file(self, body: StagedLayer, advance: Advance) -> None:
+        """Read (and, when its check is pending, hash) the layer on one worker thread while
+        another compresses what was read before: reading and hashing overlap compression."""
+        if body.pending_check is not None and not self.verifies_pending:  # pragma: no cover
+            raise OutputError(f"{body.path}: unverified layer sent to {self._description}")
         await self._flush()
+        send, receive = anyio.create_memory_object_stream[list[bytes]](_PIPE_DEPTH)
+
+        async def read() -> None:
+            async with send:
+                await self._read_layer(body, send)
+
+        with collapse_errors():
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read)
+                async with receive:
+                    async for chunks in receive:
+                        await self._emit(await anyio.to_thread.run_sync(self._compress_all, chunks))
+                        advance(sum(len(c) for c in chunks))
+
+    async def _read_layer(
+        self, body: StagedLayer, send: MemoryObjectSendStream[list[bytes]]
+    ) -> None:
         file = await anyio.to_thread.run_sync(_open_layer_file, body)
         try:
+            collected = _Collector()
+            decoder = None
             if body.pending_check is not None:
-                if not self.verifies_pending:  # pragma: no cover - an engine invariant
-                    raise OutputError(f"{body.path}: unverified layer sent to {self._description}")
                 decoder = LayerDecoder(
-                    body.pending_check, cast(IO[bytes], _Feeder(self._compressor)), store=body.store
+                    body.pending_check, cast(IO[bytes], collected), store=body.store
                 )
-                while n := await anyio.to_thread.run_sync(
-                    decoder.feed_file, file, min(COPY_STEP, body.size - decoder.consumed)
-                ):
-                    await self._emit(await anyio.to_thread.run_sync(self._drain))
-                    advance(n)
-                await anyio.to_thread.run_sync(decoder.finish)
-                return
             done = 0
             while done < body.size:
-                step = min(COPY_STEP, body.size - done)
-                n = await anyio.to_thread.run_sync(self._pump, file, step)
+                step = min(_PIPE_STEP, body.size - done)
+                if decoder is not None:
+                    n = await anyio.to_thread.run_sync(decoder.feed_file, file, step)
+                else:
+                    n = await anyio.to_thread.run_sync(collected.read_from, file, step)
                 if n == 0:
-                    raise OutputError(f"{body.path} is shorter than its layer ({body.size} bytes)")
+                    break
                 done += n
-                await self._emit(await anyio.to_thread.run_sync(self._drain))
-                advance(n)
+                await send.send(collected.take())
+            if decoder is not None:
+                await anyio.to_thread.run_sync(decoder.finish)
+            elif done < body.size:
+                raise OutputError(f"{body.path} is shorter than its layer ({body.size} bytes)")
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(file.close)
@@ -264,15 +292,10 @@ class CompressedWriter:
         self._compressor.feed(data)
         return self._drain()
 
-    def _pump(self, file: IO[bytes], count: int) -> int:
-        done = 0
-        while done < count:
-            chunk = file.read(min(CHUNK_SIZE, count - done))
-            if not chunk:
-                break
+    def _compress_all(self, chunks: list[bytes]) -> bytes:
+        for chunk in chunks:
             self._compressor.feed(chunk)
-            done += len(chunk)
-        return done
+        return self._drain()
 
     def _end(self) -> bytes:
         return self._send_fd(self._compressor.finish())
@@ -300,17 +323,32 @@ class CompressedWriter:
             self.written += len(data)
 
 
-class _Feeder:
-    """The file-like ``write`` a layer decoder writes verified bytes into: the compressor."""
+class _Collector:
+    """Where a layer's bytes are gathered, one step at a time, on their way to the
+    compressor (a file-like ``write`` for the layer decoder, or read straight from a file)."""
 
     name = "the compressor"
 
-    def __init__(self, compressor: Compressor) -> None:
-        self._compressor = compressor
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
 
     def write(self, data: bytes | memoryview) -> int:
-        self._compressor.feed(data)
+        self._chunks.append(bytes(data))
         return len(data)
+
+    def read_from(self, file: IO[bytes], count: int) -> int:
+        done = 0
+        while done < count:
+            chunk = file.read(min(CHUNK_SIZE, count - done))
+            if not chunk:
+                break
+            self._chunks.append(chunk)
+            done += len(chunk)
+        return done
+
+    def take(self) -> list[bytes]:
+        chunks, self._chunks = self._chunks, []
+        return chunks
 
 
 def _open_layer_file(body: StagedLayer) -> IO[bytes]:

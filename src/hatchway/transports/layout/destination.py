@@ -88,8 +88,9 @@ class LayoutWriter:
             await anyio.to_thread.run_sync(self._write_bytes_sync, descriptor, data)
 
     async def add_entries(self, entries: Sequence[dict[str, Any]]) -> None:
-        """Add index descriptors, each replacing any entry that names the same image."""
-        await anyio.to_thread.run_sync(self._add_entries_sync, list(entries))
+        """Add index descriptors, each replacing any entry that names the same image (among
+        ``entries`` too: of two that name the same, the later wins, as two loads would)."""
+        await anyio.to_thread.run_sync(self._add_entries_sync, _last_per_name(entries))
 
     # -- worker-thread halves ------------------------------------------------------------
 
@@ -142,8 +143,13 @@ class LayoutWriter:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             doc = self._read_index_locked()
-            manifests = [m for m in doc["manifests"] if not _replaced_by(m, entries)]
-            doc["manifests"] = manifests + entries
+            named = {e["digest"] for e in entries if e.get("annotations")}
+            manifests = [
+                m
+                for m in doc["manifests"]
+                if not _replaced_by(m, entries) and not _unnamed_in(m, named)
+            ]
+            doc["manifests"] = manifests + [e for e in entries if not _already_held(e, manifests)]
             atomic_write(self.root / INDEX_NAME, (json.dumps(doc, indent=2) + "\n").encode())
         except OSError as exc:
             raise OutputError(f"cannot update {self.root / INDEX_NAME}: {exc.strerror}") from None
@@ -216,6 +222,34 @@ class BlobFile:
                 os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._temp)
+
+
+def _last_per_name(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    kept: list[dict[str, Any]] = []
+    for i, entry in enumerate(entries):
+        key = entry_key(entry.get("annotations") or {})
+        later = entries[i + 1 :]
+        if key is None or all(entry_key(e.get("annotations") or {}) != key for e in later):
+            kept.append(entry)
+    return kept
+
+
+def _unnamed_in(existing: object, digests: set[str]) -> bool:
+    """An unnamed entry for a manifest that is now named: the name replaces it."""
+    return (
+        isinstance(existing, dict)
+        and not existing.get("annotations")
+        and existing.get("digest") in digests
+    )
+
+
+def _already_held(entry: dict[str, Any], existing: list[Any]) -> bool:
+    """An unnamed entry is added only for a manifest no entry refers to yet: loading the
+    same untagged image twice must not grow ``index.json``, and a named image is already
+    reachable by its ID."""
+    if entry.get("annotations"):
+        return False
+    return any(isinstance(m, dict) and m.get("digest") == entry["digest"] for m in existing)
 
 
 def _replaced_by(existing: object, entries: list[dict[str, Any]]) -> bool:

@@ -1,0 +1,144 @@
+"""``hatchway load``: archives into the local store, then saved again unchanged."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import hatchway
+from tests.archive_support import NAMES, members, rewrite, save, save_sync
+from tests.support import Family, files_under
+from tests.test_cli import HATCHWAY, error_line, run
+
+pytestmark = pytest.mark.anyio
+
+
+def index_of(store: Path) -> list[dict[str, object]]:
+    return list(json.loads((store / "index.json").read_bytes())["manifests"])
+
+
+def blobs(store: Path) -> list[str]:
+    return sorted(p.name for p in (store / "blobs" / "sha256").iterdir())
+
+
+@pytest.mark.parametrize("fmt", ["docker", "docker-1.10"])
+@pytest.mark.parametrize("suffix", [".tar", ".tar.zst", ".tar.gz"])
+async def test_load_then_save_gives_the_same_archive(
+    family: Family, tmp_path: Path, fmt: str, suffix: str
+) -> None:
+    bundle = await save(family, tmp_path / f"bundle{suffix}", format=fmt)
+    store = tmp_path / "loaded"
+    result = await hatchway.load([bundle], store=store)
+    names = sorted(i.name or "" for i in result.images)
+    assert names == sorted(
+        [
+            "docker.io/library/app:1.0",
+            "docker.io/library/app:2.0",
+            "docker.io/library/app:latest",
+            "docker.io/library/tools:latest",
+            "docker.io/library/busybox:latest",
+            "127.0.0.1:5000/other:v1",
+        ]
+    )
+    again = tmp_path / "again.tar"
+    await hatchway.save(NAMES, again, store=store, format=fmt)
+    original = await save(family, tmp_path / "plain.tar", format=fmt)
+    assert again.read_bytes() == original.read_bytes()
+    rows = await hatchway.list_images(store)
+    assert all(r.error is None for r in rows)
+    assert {r.name.recorded_tag() for r in rows if r.name} >= {"app:1.0", "busybox:latest"}
+
+
+async def test_every_blob_once_and_loading_again_changes_nothing(
+    family: Family, tmp_path: Path
+) -> None:
+    one = await save(family, tmp_path / "one.tar.zst", ["app:1.0", "tools"])
+    two = await save(family, tmp_path / "two.tar", ["app:2.0", "127.0.0.1:5000/other:v1"])
+    store = tmp_path / "s"
+    first = await hatchway.load([one, two], store=store)
+    # layers base, l1, l2, l3, l4 — each stored once though shared between the bundles
+    assert first.blobs_stored == 5
+    held = blobs(store)
+    index = (store / "index.json").read_bytes()
+    second = await hatchway.load([two, one], store=store)
+    assert second.blobs_stored == 0
+    assert blobs(store) == held
+    assert sorted(map(str, index_of(store))) == sorted(map(str, json.loads(index)["manifests"]))
+
+
+async def test_untagged_images_are_stored_by_id_once(family: Family, tmp_path: Path) -> None:
+    tools = family.images["tools"].config_digest
+    bundle = await save(family, tmp_path / "b.tar", [tools, "app:1.0"])
+    store = tmp_path / "s"
+    for _ in range(2):
+        result = await hatchway.load([bundle], store=store)
+    assert [i.name for i in result.images] == [None, "docker.io/library/app:1.0"]
+    assert len(index_of(store)) == 2
+    rows = await hatchway.list_images(store)
+    assert [r.name for r in rows if r.image and r.image.id == tools] == [None]
+    out = tmp_path / "o.tar"
+    await hatchway.save([tools], out, store=store)
+    assert [e["RepoTags"] for e in json.loads(members(out)["manifest.json"])] == [None]
+    # Naming it later replaces the unnamed entry.
+    await hatchway.load([await save(family, tmp_path / "t.tar", ["tools"])], store=store)
+    assert len([e for e in index_of(store) if not e.get("annotations")]) == 0
+
+
+async def test_one_image_by_ref(family: Family, tmp_path: Path) -> None:
+    bundle = await save(family, tmp_path / "b.tar", NAMES)
+    store = tmp_path / "s"
+    result = await hatchway.load([f"docker-archive:{bundle}:busybox"], store=store)
+    assert [i.name for i in result.images] == ["docker.io/library/busybox:latest"]
+    oci = await hatchway.load([f"oci-archive:{bundle}:@1"], store=tmp_path / "t")
+    assert [i.id for i in oci.images] == [family.images["app2"].config_digest]
+
+
+def test_bad_archives_leave_the_store_unchanged(family: Family, tmp_path: Path) -> None:
+    good = save_sync(family, tmp_path / "good.tar", ["app:1.0"])
+    store = tmp_path / "store-loaded"
+    assert run("load", "-q", "--store", str(store), str(good)).returncode == 0
+    before = {p: (store / p).read_bytes() for p in files_under(store) if (store / p).is_file()}
+    (tmp_path / "text").write_text("not a tar\n" * 100)
+    unsafe = rewrite(good, tmp_path / "unsafe.tar", extra=[("../../evil", b"x")])
+    cases = {
+        str(tmp_path / "text"): "not a tar archive",
+        str(unsafe): "unsafe name",
+        str(tmp_path / "missing.tar"): "no such file",
+        f"docker-archive:{good}:nope:1": "No such image",
+    }
+    for archive, message in cases.items():
+        result = run("load", "--store", str(store), str(good), archive)
+        assert result.returncode == 1, archive
+        assert message in error_line(result), archive
+        after = {p: (store / p).read_bytes() for p in files_under(store) if (store / p).is_file()}
+        assert after == before, archive
+    fresh = tmp_path / "never-made"
+    assert run("load", "--store", str(fresh), str(unsafe)).returncode == 1
+    assert not fresh.exists()
+
+
+def test_cli_load_from_stdin_and_images(family: Family, tmp_path: Path) -> None:
+    bundle = save_sync(family, tmp_path / "b.tar.gz", ["app:1.0", "tools"])
+    store = tmp_path / "s"
+    with bundle.open("rb") as stdin:
+        result = subprocess.run(
+            [*HATCHWAY, "load", "--store", str(store)], stdin=stdin, capture_output=True
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().splitlines() == [
+        "Loaded image: docker.io/library/app:1.0",
+        "Loaded image: docker.io/library/tools:latest",
+    ]
+    listing = run("images", "--store", str(store)).stdout.decode()
+    assert "app " in listing and "tools " in listing
+    assert "load" in run("--help").stdout.decode()
+    assert "docker-archive:PATH" in run("load", "--help").stdout.decode()
+
+
+async def test_pull_takes_archive_names_too(family: Family, tmp_path: Path) -> None:
+    bundle = await save(family, tmp_path / "b.tar.zst", ["tools"])
+    result = await hatchway.pull([f"docker-archive:{bundle}"], store=tmp_path / "s")
+    assert [i.name for i in result.images] == ["docker.io/library/tools:latest"]
