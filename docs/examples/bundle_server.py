@@ -1,6 +1,6 @@
 """A bundle server: hatchway embedded in an ASGI application (Starlette).
 
-    GET /bundle?image=NAME&image=NAME...     → a docker-save archive, streamed
+    GET /bundle?image=NAME&image=NAME...[&compress=zstd|gzip]   → a docker-save archive
     GET /healthz                             → {"ok": true, "saves": N, "cancelled": N}
 
 Run it under trio (hypercorn) or asyncio (uvicorn) — the same code serves both:
@@ -89,9 +89,10 @@ class _Chunks(anyio.abc.ByteSendStream):
 class BundleResponse:
     """An ASGI response that runs one save and streams its archive to the client."""
 
-    def __init__(self, bundles: Bundles, names: list[str]) -> None:
+    def __init__(self, bundles: Bundles, names: list[str], compress: str) -> None:
         self.bundles = bundles
         self.names = names
+        self.compress = compress
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         chunks_in, chunks_out = anyio.create_memory_object_stream[bytes](4)
@@ -114,7 +115,9 @@ class BundleResponse:
         async with chunks, bundles.limit:
             bundles.running += 1
             try:
-                await bundles.session.save(self.names, _Chunks(chunks), tmpdir=bundles.tmpdir)
+                await bundles.session.save(
+                    self.names, _Chunks(chunks), tmpdir=bundles.tmpdir, compression=self.compress
+                )
             except hatchway.HatchwayError as exc:
                 failure.append(exc)
             except anyio.get_cancelled_exc_class():
@@ -131,8 +134,8 @@ class BundleResponse:
                 "type": "http.response.start",
                 "status": 200,
                 "headers": [
-                    (b"content-type", b"application/x-tar"),
-                    (b"content-disposition", b'attachment; filename="bundle.tar"'),
+                    (b"content-type", _CONTENT_TYPES[self.compress]),
+                    (b"content-disposition", _DISPOSITIONS[self.compress]),
                 ],
             }
         )
@@ -173,11 +176,26 @@ async def _error_response(send: Send, error: hatchway.HatchwayError | None) -> N
     await send({"type": "http.response.body", "body": payload})
 
 
+_CONTENT_TYPES = {
+    "none": b"application/x-tar",
+    "gzip": b"application/gzip",
+    "zstd": b"application/zstd",
+}
+_DISPOSITIONS = {
+    "none": b'attachment; filename="bundle.tar"',
+    "gzip": b'attachment; filename="bundle.tar.gz"',
+    "zstd": b'attachment; filename="bundle.tar.zst"',
+}
+
+
 async def bundle(request: Request) -> Any:
     names = request.query_params.getlist("image")
     if not names:
         return JSONResponse({"error": "name at least one image: ?image=NAME"}, status_code=400)
-    return BundleResponse(request.app.state.bundles, names)
+    compress = request.query_params.get("compress", "none")
+    if compress not in _CONTENT_TYPES:
+        return JSONResponse({"error": "compress is zstd, gzip or none"}, status_code=400)
+    return BundleResponse(request.app.state.bundles, names, compress)
 
 
 async def healthz(request: Request) -> JSONResponse:
