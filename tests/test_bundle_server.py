@@ -187,25 +187,26 @@ def test_archives_read_back(server: Server) -> None:
 def test_a_zstd_bundle_streamed_into_hatchway_verify(server: Server, tmp_path: Path) -> None:
     """An httpx stream of ``?compress=zstd`` piped into ``hatchway verify -``: the bundle that
     crossed the wire checks out, layer by layer."""
-    verify = subprocess.Popen(
+    params = {"image": ["app", "tools"], "compress": "zstd"}
+    with subprocess.Popen(
         [sys.executable, "-m", "hatchway", "verify", "-"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-    )
-    assert verify.stdin is not None
-    params = {"image": ["app", "tools"], "compress": "zstd"}
-    with httpx.stream("GET", f"{server.url}/bundle", params=params, timeout=30) as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"] == "application/zstd"
-        for chunk in response.iter_raw():
-            verify.stdin.write(chunk)
-    verify.stdin.close()
-    assert verify.stdout is not None and verify.stderr is not None
-    out, err = verify.stdout.read(), verify.stderr.read()
-    verify.stdout.close()
-    verify.stderr.close()
-    assert verify.wait(timeout=60) == 0, err
+    ) as verify:
+        assert verify.stdin is not None and verify.stdout is not None
+        assert verify.stderr is not None
+        try:
+            with httpx.stream("GET", f"{server.url}/bundle", params=params, timeout=30) as response:
+                assert response.status_code == 200
+                assert response.headers["content-type"] == "application/zstd"
+                for chunk in response.iter_raw():
+                    verify.stdin.write(chunk)
+            verify.stdin.close()
+            out, err = verify.stdout.read(), verify.stderr.read()
+            assert verify.wait(timeout=60) == 0, err
+        finally:
+            verify.kill()
     assert b"image" in out
     bad = httpx.get(f"{server.url}/bundle", params={"image": "app", "compress": "xz"}, timeout=30)
     assert bad.status_code == 400
