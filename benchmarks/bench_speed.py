@@ -65,9 +65,10 @@ def rootfs_tar(work: Path) -> Path:
         _log("building a Debian rootfs with mmdebstrap (about a minute) ...")
         partial = tar.with_suffix(".partial")
         subprocess.run(
-            ["mmdebstrap", "--variant=minbase", "--mode=root", "--quiet", "bookworm", partial],
+            ["mmdebstrap", "--variant=minbase", "--mode=root", "--format=tar", "--quiet",
+             "bookworm", partial],
             check=True,
-        )
+        )  # fmt: skip
         partial.rename(tar)
     return tar
 

@@ -20,8 +20,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 from hatchway.errors import HatchwayError
+
+#: Tasks started between two checkpoints, so that starting thousands of them (one per layer of
+#: a thousand images) never holds the event loop for long.
+SPAWN_BATCH = 64
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -86,6 +91,8 @@ async def gather_in_order(
         async with anyio.create_task_group() as tg:
             for i, item in enumerate(items):
                 tg.start_soon(one, i, item)
+                if i % SPAWN_BATCH == SPAWN_BATCH - 1:
+                    await anyio.lowlevel.checkpoint()  # thousands of spawns: let the loop run
     done: list[V] = []
     for result in results:
         if isinstance(result, HatchwayError):

@@ -27,6 +27,8 @@ STEP_BYTES = 16 << 20
 #: A local blob at most this large is read, verified and written in a single worker-thread
 #: call: for the many tiny layers of real images, thread hand-offs would cost more than the work.
 SMALL_BLOB = 256 << 10
+#: ... and up to this many of them share one call (one ``--jobs`` slot).
+SMALL_BATCH = 32
 
 #: A layer of at most this many uncompressed bytes is staged in memory, not in a file, while
 #: the copy's ``MEMORY_STAGING`` budget lasts: no file, no rename, and its bytes are written

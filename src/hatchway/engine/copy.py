@@ -30,13 +30,14 @@ from dataclasses import dataclass, replace
 from typing import IO, Generic, TypeVar, cast
 
 import anyio
+import anyio.lowlevel
 
-from hatchway.concurrency import KeyedOnce, collapse_errors
+from hatchway.concurrency import SPAWN_BATCH, KeyedOnce, collapse_errors
 from hatchway.decode import LayerDecoder
 from hatchway.engine.resolve import assemble, resolve_all
 from hatchway.errors import HatchwayError, StoreError
 from hatchway.files import RegularFileReader
-from hatchway.limits import CHUNK_SIZE, SMALL_BLOB, STEP_BYTES
+from hatchway.limits import CHUNK_SIZE, SMALL_BATCH, SMALL_BLOB, STEP_BYTES
 from hatchway.model import Layer, Platform
 from hatchway.progress import (
     CopyFinished,
@@ -56,6 +57,7 @@ from hatchway.transports.base import (
     LayerTarget,
     LocalBlob,
     Receiver,
+    ResolvedImage,
     Source,
 )
 
@@ -97,7 +99,8 @@ async def copy(
     if jobs < 1:
         raise HatchwayError(f"jobs must be at least 1, not {jobs}")
     resolved = await resolve_all(queries, source, platform)
-    plan = _with_local_files(assemble(queries, resolved))
+    # Thousands of images: assembling them and asking for their files are a worker's job.
+    plan = await anyio.to_thread.run_sync(_assembled, queries, resolved)
     form = destination.layer_form
     distinct = {form.key(la): la for i in plan.images for la in i.image.layers}
     progress(
@@ -107,13 +110,43 @@ async def copy(
         mover = _Mover(receiver, form, jobs, progress, plan.local_files)
         with collapse_errors():
             async with anyio.create_task_group() as tg:
+                started = 0
+                # Into an archive a small layer's move is all local CPU work: batch them. A
+                # store or a registry does I/O per layer (a write, an upload): one task each.
+                batches = form is LayerForm.UNCOMPRESSED
+                small: list[tuple[Layer, BlobSource, LocalBlob]] = []
+                batched: dict[str, bool] = {}  # key -> moved in a batch (decided once)
                 for image in plan.images:
                     for layer in image.image.layers:
-                        tg.start_soon(mover.move, layer, image.image.source)
+                        local = plan.local_files.get(layer.blob.digest)
+                        key = form.key(layer)
+                        if key not in batched:
+                            batched[key] = (
+                                batches and local is not None and layer.blob.size <= SMALL_BLOB
+                            )
+                            if batched[key]:
+                                assert local is not None
+                                small.append((layer, image.image.source, local))
+                                if len(small) == SMALL_BATCH:
+                                    tg.start_soon(mover.move_small, small)
+                                    small = []
+                        if not batched[key]:
+                            tg.start_soon(mover.move, layer, image.image.source)
+                        started += 1
+                        if started % SPAWN_BATCH == 0:
+                            await anyio.lowlevel.checkpoint()
+                if small:
+                    tg.start_soon(mover.move_small, small)
         result = await receiver.commit()
-    fetched = [n for n in mover.once.results().values() if n]
+    fetched = [n for n in [*mover.once.results().values(), *mover.small_fetched] if n]
     progress(CopyFinished(len(fetched), sum(fetched)))
     return CopyReport(plan, len(distinct), len(fetched), sum(fetched), result)
+
+
+def _assembled(
+    queries: Sequence[ImageQuery], resolved: Sequence[Sequence[ResolvedImage]]
+) -> CopyPlan:
+    return _with_local_files(assemble(queries, resolved))
 
 
 def _with_local_files(plan: CopyPlan) -> CopyPlan:
@@ -141,6 +174,8 @@ class _Mover:
     ) -> None:
         self.receiver = receiver
         self.local_files = local_files
+        #: The stored bytes each batched move of a small local layer read.
+        self.small_fetched: list[int] = []
         self.form = form
         self.progress = progress
         self.slots = anyio.CapacityLimiter(jobs)
@@ -173,6 +208,44 @@ class _Mover:
                 raise
             self.progress(LayerDone(key, size))
         return layer.blob.size
+
+    async def move_small(self, batch: list[tuple[Layer, BlobSource, LocalBlob]]) -> None:
+        """Move many small local layers with one worker-thread call: for the thousands of
+        tiny layers of a big save, one thread hand-off each would cost more than the work."""
+        todo: list[tuple[str, Layer, LayerDecoder, LocalBlob, LayerTarget, str]] = []
+        async with self.slots:
+            try:
+                for layer, source, local in batch:
+                    key = self.form.key(layer)
+                    if await self.receiver.has_layer(layer) or await self.receiver.adopt_file(
+                        layer, local, source.description
+                    ):
+                        self.progress(LayerStarted(key, layer.blob.size))
+                        self.progress(LayerDone(key, layer.blob.size))
+                        continue
+                    self.progress(LayerStarted(key, layer.blob.size))
+                    target = await self.receiver.open_layer(layer)
+                    decoder = LayerDecoder(
+                        layer,
+                        cast(IO[bytes], target),
+                        store=source.description,
+                        decompress=self.form is LayerForm.UNCOMPRESSED,
+                    )
+                    todo.append((key, layer, decoder, local, target, source.description))
+                jobs = [(decoder, local, store) for _, _, decoder, local, _, store in todo]
+                sizes = await anyio.to_thread.run_sync(_decode_batch, jobs)
+                while todo:
+                    key, layer, _, _, target, _ = todo[0]
+                    await target.commit(sizes[len(sizes) - len(todo)])
+                    todo.pop(0)
+                    self.progress(LayerAdvanced(key, layer.blob.size))
+                    self.progress(LayerDone(key, sizes[len(sizes) - len(todo) - 1]))
+                    self.small_fetched.append(layer.blob.size)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    for *_, target, _ in todo:
+                        await target.discard()
+                raise
 
     async def _decode(
         self,
@@ -224,6 +297,14 @@ class _Mover:
                 await anyio.to_thread.run_sync(decoder.feed, b"".join(pending))
                 self.progress(LayerAdvanced(key, buffered))
         return await anyio.to_thread.run_sync(decoder.finish)
+
+
+def _decode_batch(jobs: list[tuple[LayerDecoder, LocalBlob, str]]) -> list[int]:
+    sizes = []
+    for decoder, local, store in jobs:
+        anyio.from_thread.check_cancelled()
+        sizes.append(_decode_small(decoder, local, store))
+    return sizes
 
 
 def _decode_small(decoder: LayerDecoder, local: LocalBlob, store: str) -> int:

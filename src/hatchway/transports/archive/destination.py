@@ -24,7 +24,7 @@ from pathlib import Path
 import anyio
 
 from hatchway.errors import OutputError
-from hatchway.files import AtomicTemp, TempFile, pwrite_all
+from hatchway.files import AtomicTemp, TempFile
 from hatchway.formats import ArchiveFormat, ExportImage, Member, archive_size, plan_archive
 from hatchway.limits import MEMORY_STAGING
 from hatchway.model import Compression, Layer
@@ -38,7 +38,7 @@ from hatchway.transports.archive.staging import (
     make_staging_dir,
     remove_staging_dir,
 )
-from hatchway.transports.archive.writers import lay_out
+from hatchway.transports.archive.writers import lay_out, write_runs
 from hatchway.transports.base import CopyContext, CopyPlan, LayerForm, LocalBlob
 
 
@@ -256,9 +256,8 @@ class _PipelinedReceiver:
             return await self._replan()
         total = self._laid_out.total
         progress(WriteStarted(total))
-        for offset, data in self._laid_out.runs:
-            await anyio.to_thread.run_sync(pwrite_all, self._fd, data, offset)
-            progress(WriteAdvanced(len(data)))
+        written = await anyio.to_thread.run_sync(write_runs, self._fd, self._laid_out.runs)
+        progress(WriteAdvanced(written))
         progress(WriteAdvanced(sum(self._sizes.values())))  # the layers, already in place
         await self.temp.finish()
         return ArchiveWritten(total, total)

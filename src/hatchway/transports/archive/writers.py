@@ -56,9 +56,10 @@ async def write_positional(
     out = _PositionalFile(fd, description)
     # Laying out thousands of headers is CPU work: a worker thread, not the event loop.
     runs, placed = await anyio.to_thread.run_sync(_lay_out, members, bodies)
-    for start, data in runs:
-        await anyio.to_thread.run_sync(out.write_at, start, data)
-        advance(len(data))
+    try:
+        advance(await anyio.to_thread.run_sync(write_runs, fd, runs))
+    except OSError as exc:
+        raise OutputError(f"cannot write {description}: {exc.strerror}") from None
     limiter = anyio.CapacityLimiter(jobs)
 
     async def copy(at: int, body: StagedLayer) -> None:
@@ -78,6 +79,18 @@ def _lay_out(
     (bodies kept in memory go into the runs)."""
     runs, placed = lay_out(members, lambda diff_id: bodies[diff_id].data)
     return runs, [(offset, bodies[diff_id]) for offset, diff_id in placed]
+
+
+def write_runs(fd: int, runs: Sequence[tuple[int, bytes]]) -> int:
+    """Blocking: ``pwrite`` every run at its offset (one worker-thread call for all the
+    metadata of an archive, however many members); returns the bytes written.  Stops early,
+    raising, when the calling task is cancelled."""
+    written = 0
+    for offset, data in runs:
+        anyio.from_thread.check_cancelled()
+        pwrite_all(fd, data, offset)
+        written += len(data)
+    return written
 
 
 def lay_out(
