@@ -117,7 +117,7 @@ class PlacedTarget:
         self._offset = offset
         self._predicted = predicted
         self._layer = layer
-        self._spill_path = staging / (hex_of(layer.diff_id) + ".spill")
+        self._staging = staging
         self._spill: int | None = None
         self._written = 0
         self._on_commit = on_commit
@@ -136,6 +136,10 @@ class PlacedTarget:
             raise OutputError(f"cannot write {self.name}: {exc.strerror}") from None
         self._written += len(data)
         return len(data)
+
+    @property
+    def _spill_path(self) -> Path:
+        return self._staging / (hex_of(self._layer.diff_id) + ".spill")
 
     def _start_spill(self) -> None:
         """The layer is larger than predicted: continue in a staging file."""
