@@ -18,6 +18,7 @@ functions (``hatchway.save`` ...) are one-shot sessions.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -35,7 +36,7 @@ from hatchway.formats import ArchiveFormat
 from hatchway.limits import DEFAULT_JOBS
 from hatchway.model import Compression, Platform
 from hatchway.progress import ProgressCallback, ProgressEvent, ignore_progress
-from hatchway.reference import Transport, parse_query
+from hatchway.reference import ImageQuery, Transport, parse_query
 from hatchway.results import (
     LoadedImage,
     LoadResult,
@@ -145,7 +146,7 @@ class Session:
         )
         destination = ArchiveDestination(target, archive_format, tmpdir=tmpdir)
         queries = [parse_query(name) for name in names]
-        async with self._operation(progress) as report, self._sources(tmpdir) as source:
+        async with self._operation(progress, queries) as report, self._sources(tmpdir) as source:
             done = await copy(
                 queries, source, destination, platform=the_platform, jobs=jobs, progress=report
             )
@@ -169,7 +170,7 @@ class Session:
         the_platform = parse_platform(platform)
         destination = LayoutDestination(self._store_path(store))
         queries = [parse_query(name, default=Transport.DOCKER) for name in names]
-        async with self._operation(progress) as report:
+        async with self._operation(progress, queries) as report:
             archives = ArchiveStore()
             source = Router(
                 {
@@ -214,7 +215,7 @@ class Session:
         queries = [parse_query(name) for name in names]
         options = self._registry_options or RegistryOptions()
         destination = RegistryDestination(target, options, compression=compression, tmpdir=tmpdir)
-        async with self._operation(progress) as report, self._sources(tmpdir) as source:
+        async with self._operation(progress, queries) as report, self._sources(tmpdir) as source:
             done = await copy(
                 queries, source, destination, platform=the_platform, jobs=jobs, progress=report
             )
@@ -292,9 +293,16 @@ class Session:
     # -- plumbing ---------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _operation(self, progress: Progress | None) -> AsyncIterator[ProgressCallback]:
+    async def _operation(
+        self, progress: Progress | None, queries: Sequence[ImageQuery] = ()
+    ) -> AsyncIterator[ProgressCallback]:
         if self._closed:
             raise HatchwayError("the session is closed")
+        if any(q.registry for q in queries):
+            # The registry client (httpx, ssl) takes a while to import: not on the loop.
+            await anyio.to_thread.run_sync(
+                importlib.import_module, "hatchway.transports.registry.source"
+            )
         async with self._cache.operation():
             if isinstance(progress, MemoryObjectSendStream):
                 with progress:
