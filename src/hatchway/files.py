@@ -335,6 +335,9 @@ def _discard(fd: int | None, temp: str) -> None:
     Freeing the blocks of a large file (a gigabyte of archive) takes tens of milliseconds, and
     happens when its last descriptor closes: unlinking first and closing on a short-lived
     thread lets a cancelled operation return promptly with nothing left under any name."""
+    if fd is None:  # already closed: hold the file open, so unlinking it is instant
+        with contextlib.suppress(OSError):
+            fd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(temp)
     if fd is not None:
