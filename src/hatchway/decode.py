@@ -59,7 +59,7 @@ class LayerDecoder:
         self.size = 0
         self.consumed = 0
         self._dest = dest
-        self._store = store
+        self.store = store
         self._blob_hash = hashlib.sha256()
         self._plain = layer.compression is Compression.NONE or not decompress
         self._check_diff = decompress
@@ -128,11 +128,11 @@ class LayerDecoder:
             self._zstd.flush()
         actual = "sha256:" + self._blob_hash.hexdigest()
         if actual != blob.digest:
-            raise DigestMismatch(f"{self._store}: layer blob {blob.digest}", blob.digest, actual)
+            raise DigestMismatch(f"{self.store}: layer blob {blob.digest}", blob.digest, actual)
         diff = "sha256:" + self._diff_hash.hexdigest()
         if self._check_diff and diff != self.layer.diff_id:
             raise DigestMismatch(
-                f"{self._store}: layer {blob.digest} (uncompressed content vs config diff_id)",
+                f"{self.store}: layer {blob.digest} (uncompressed content vs config diff_id)",
                 self.layer.diff_id,
                 diff,
             )
@@ -184,4 +184,4 @@ class LayerDecoder:
             raise self._corrupt("gzip data ends early (truncated blob)")
 
     def _corrupt(self, message: str) -> StoreError:
-        return StoreError(self._store, f"layer blob {self.layer.blob.digest}: {message}")
+        return StoreError(self.store, f"layer blob {self.layer.blob.digest}: {message}")

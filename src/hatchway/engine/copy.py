@@ -212,40 +212,43 @@ class _Mover:
     async def move_small(self, batch: list[tuple[Layer, BlobSource, LocalBlob]]) -> None:
         """Move many small local layers with one worker-thread call: for the thousands of
         tiny layers of a big save, one thread hand-off each would cost more than the work."""
-        todo: list[tuple[str, Layer, LayerDecoder, LocalBlob, LayerTarget, str]] = []
+        todo: list[tuple[Layer, LayerDecoder, LocalBlob, LayerTarget]] = []
         async with self.slots:
             try:
                 for layer, source, local in batch:
                     key = self.form.key(layer)
+                    self.progress(LayerStarted(key, layer.blob.size))
                     if await self.receiver.has_layer(layer) or await self.receiver.adopt_file(
                         layer, local, source.description
                     ):
-                        self.progress(LayerStarted(key, layer.blob.size))
                         self.progress(LayerDone(key, layer.blob.size))
                         continue
-                    self.progress(LayerStarted(key, layer.blob.size))
                     target = await self.receiver.open_layer(layer)
-                    decoder = LayerDecoder(
-                        layer,
-                        cast(IO[bytes], target),
-                        store=source.description,
-                        decompress=self.form is LayerForm.UNCOMPRESSED,
-                    )
-                    todo.append((key, layer, decoder, local, target, source.description))
-                jobs = [(decoder, local, store) for _, _, decoder, local, _, store in todo]
+                    todo.append((layer, self._decoder(layer, target, source), local, target))
+                jobs = [(decoder, local) for _, decoder, local, _ in todo]
                 sizes = await anyio.to_thread.run_sync(_decode_batch, jobs)
-                while todo:
-                    key, layer, _, _, target, _ = todo[0]
-                    await target.commit(sizes[len(sizes) - len(todo)])
-                    todo.pop(0)
+                for size in sizes:
+                    layer, _, _, target = todo[0]
+                    await target.commit(size)
+                    del todo[0]  # committed: no longer ours to discard
+                    key = self.form.key(layer)
                     self.progress(LayerAdvanced(key, layer.blob.size))
-                    self.progress(LayerDone(key, sizes[len(sizes) - len(todo) - 1]))
+                    self.progress(LayerDone(key, size))
                     self.small_fetched.append(layer.blob.size)
             except BaseException:
                 with anyio.CancelScope(shield=True):
-                    for *_, target, _ in todo:
+                    for *_, target in todo:
                         await target.discard()
                 raise
+
+    def _decoder(self, layer: Layer, target: LayerTarget, source: BlobSource) -> LayerDecoder:
+        """The decoder that verifies ``layer`` into ``target``, in the destination's form."""
+        return LayerDecoder(
+            layer,
+            cast(IO[bytes], target),
+            store=source.description,
+            decompress=self.form is LayerForm.UNCOMPRESSED,
+        )
 
     async def _decode(
         self,
@@ -255,15 +258,10 @@ class _Mover:
         local: LocalBlob | None,
         target: LayerTarget,
     ) -> int:
-        decoder = LayerDecoder(
-            layer,
-            cast(IO[bytes], target),
-            store=source.description,
-            decompress=self.form is LayerForm.UNCOMPRESSED,
-        )
+        decoder = self._decoder(layer, target, source)
         if local is not None and layer.blob.size <= SMALL_BLOB:
             # A small file is read, verified and written in one worker-thread call.
-            size = await anyio.to_thread.run_sync(_decode_small, decoder, local, source.description)
+            size = await anyio.to_thread.run_sync(_decode_small, decoder, local)
             self.progress(LayerAdvanced(key, layer.blob.size))
             return size
         if local is not None:
@@ -299,16 +297,16 @@ class _Mover:
         return await anyio.to_thread.run_sync(decoder.finish)
 
 
-def _decode_batch(jobs: list[tuple[LayerDecoder, LocalBlob, str]]) -> list[int]:
+def _decode_batch(jobs: list[tuple[LayerDecoder, LocalBlob]]) -> list[int]:
     sizes = []
-    for decoder, local, store in jobs:
+    for decoder, local in jobs:
         anyio.from_thread.check_cancelled()
-        sizes.append(_decode_small(decoder, local, store))
+        sizes.append(_decode_small(decoder, local))
     return sizes
 
 
-def _decode_small(decoder: LayerDecoder, local: LocalBlob, store: str) -> int:
-    file = _open_blob_file(local, store)
+def _decode_small(decoder: LayerDecoder, local: LocalBlob) -> int:
+    file = _open_blob_file(local, decoder.store)
     try:
         end = local.size if local.size is not None else decoder.layer.blob.size + 1
         decoder.feed_file(cast(IO[bytes], file), end)
