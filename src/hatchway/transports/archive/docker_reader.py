@@ -255,28 +255,19 @@ def _v1_images(index: TarIndex) -> dict[str, dict[str, Any]]:
 
 def _repositories(index: TarIndex, v1: dict[str, dict[str, Any]]) -> list[tuple[str, Reference]]:
     where = "repositories"
-    if where not in index:
-        return []
-    try:
-        doc = parse_json_object(index.read(where), where)
-    except MalformedContent as exc:
-        raise ArchiveDamage(index.description, str(exc), where) from None
     named = []
-    for repo, tags in doc.items():
-        if not isinstance(tags, dict):
-            raise ArchiveDamage(index.description, f"{where}: {repo} is not a tag map", where)
-        for tag, top in tags.items():
-            if not isinstance(top, str) or top not in v1:
-                raise ArchiveDamage(
-                    index.description,
-                    f"{where}: {repo}:{tag} names {top!r}, which is not in the archive",
-                    where,
-                )
-            try:
-                ref = parse_reference(f"{repo}:{tag}")
-            except InvalidReference as exc:
-                raise ArchiveDamage(index.description, f"{where}: {exc}", where) from None
-            named.append((top, ref))
+    for name, top in raw_repositories(index):
+        if top not in v1:
+            raise ArchiveDamage(
+                index.description,
+                f"{where}: {name} names {top!r}, which is not in the archive",
+                where,
+            )
+        try:
+            ref = parse_reference(name)
+        except InvalidReference as exc:
+            raise ArchiveDamage(index.description, f"{where}: {exc}", where) from None
+        named.append((top, ref))
     return named
 
 
