@@ -6,6 +6,8 @@
   that caused it, at the edge where callers expect a single :class:`HatchwayError`.
 * :func:`gather_in_order` — run one lookup per item concurrently and report failures in the
   items' order, so the error a user sees does not depend on timing.
+* :class:`BatchedCalls` — a blocking function called by many tasks at once, run for all of
+  them in few worker-thread calls (a thread hand-off costs more than reading a small file).
 
 ``KeyedOnce``: the first caller for a key runs the work; callers that arrive while it runs
 wait for its result without holding anything (in particular, not a fetch slot).  If the work
@@ -31,6 +33,7 @@ SPAWN_BATCH = 64
 K = TypeVar("K")
 V = TypeVar("V")
 T = TypeVar("T")
+A = TypeVar("A")
 
 
 class _Pending:
@@ -130,3 +133,77 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
         else:
             out.append(e)
     return out
+
+
+class _Call(Generic[A, V]):
+    __slots__ = ("argument", "done", "error", "value", "wake")
+
+    def __init__(self, argument: A) -> None:
+        self.argument = argument
+        self.done = False
+        self.value: V | None = None
+        self.error: BaseException | None = None
+        self.wake: anyio.Event | None = None
+
+
+class BatchedCalls(Generic[A, V]):
+    """``await calls(argument)`` is ``function(argument)`` run on a worker thread, but calls
+    made while one worker call is running are collected and run together in the next one.
+
+    For many tiny blocking jobs (reading a thousand small documents) the thread hand-off is
+    the cost, not the job.  The first caller that finds no worker call running starts one
+    with everything queued and wakes each caller as its result is ready; when it finishes,
+    the first of the callers queued meanwhile starts the next.  A caller cancelled while
+    queued leaves the queue (and hands the next batch on if it was to start it); one
+    cancelled while its batch runs is answered by nobody (its job still runs, harmlessly).
+    Each caller gets its own result or exception.  Run only quick jobs: a batch is not
+    interrupted by cancellation.
+    """
+
+    def __init__(self, function: Callable[[A], V]) -> None:
+        self._function = function
+        self._queue: list[_Call[A, V]] = []
+        self._running = False
+
+    async def __call__(self, argument: A) -> V:
+        call: _Call[A, V] = _Call(argument)
+        self._queue.append(call)
+        try:
+            while not call.done:
+                if self._running:
+                    call.wake = anyio.Event()
+                    await call.wake.wait()
+                else:
+                    await self._run_batch()
+        except BaseException:
+            if call in self._queue:
+                self._queue.remove(call)
+                self._hand_over()
+            raise
+        if call.error is not None:
+            raise call.error
+        return call.value  # type: ignore[return-value]  # V itself may include None
+
+    async def _run_batch(self) -> None:
+        self._running = True
+        batch, self._queue = self._queue, []
+        try:
+            await anyio.to_thread.run_sync(self._run_each, batch)
+        finally:
+            self._running = False
+            for call in batch:
+                call.done = True
+                if call.wake is not None:
+                    call.wake.set()
+            self._hand_over()
+
+    def _run_each(self, batch: list[_Call[A, V]]) -> None:
+        for call in batch:
+            try:
+                call.value = self._function(call.argument)
+            except Exception as exc:  # handed to its caller
+                call.error = exc
+
+    def _hand_over(self) -> None:
+        if not self._running and self._queue and self._queue[0].wake is not None:
+            self._queue[0].wake.set()

@@ -181,7 +181,12 @@ class Layer:
 
 @dataclass(frozen=True, slots=True)
 class ImageConfig:
-    """An image config: its original bytes (exported verbatim) and the fields we use."""
+    """An image config: its original bytes (exported verbatim) and the fields we use.
+
+    The parsed document is not kept (:attr:`data` parses ``raw`` again): a save of a thousand
+    images would otherwise hold a hundred thousand small objects for a field one archive
+    format reads once per image.
+    """
 
     raw: bytes
     digest: str
@@ -190,7 +195,11 @@ class ImageConfig:
     os: str
     architecture: str
     variant: str | None
-    data: Mapping[str, Any]
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The whole config document, parsed afresh (``raw`` was checked when parsed)."""
+        return parse_json_object(self.raw, f"config {self.digest}")
 
     @property
     def id(self) -> str:
@@ -261,7 +270,6 @@ def parse_config(raw: bytes, digest: str) -> ImageConfig:
         os=str(obj.get("os", "")),
         architecture=str(obj.get("architecture", "")),
         variant=obj.get("variant") or None,
-        data=obj,
     )
 
 

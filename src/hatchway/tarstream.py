@@ -8,6 +8,8 @@ Bodies are padded to 512-byte blocks and the archive ends with two zero blocks, 
 
 from __future__ import annotations
 
+import struct
+
 BLOCK = 512
 END_OF_ARCHIVE = bytes(2 * BLOCK)
 
@@ -100,14 +102,24 @@ def _pax_record(key: str, value: str) -> bytes:
 
 
 def _octal(value: int, width: int) -> bytes:
-    return f"{value:0{width - 1}o}".encode() + b"\0"
+    field = b"%0*o\0" % (width - 1, value)
+    if len(field) > width:
+        raise ValueError(f"tar field overflow: {value}")
+    return field
 
 
 def _field(text: str, width: int) -> bytes:
     raw = text.encode()
     if len(raw) > width:
         raise ValueError(f"tar field too long: {text!r}")
-    return raw + bytes(width - len(raw))
+    return raw  # the header's struct pads it with NULs
+
+
+# The ustar header: name, mode, uid, gid, size, mtime, checksum, typeflag, linkname, magic and
+# version, uname, gname, devmajor, devminor, prefix, padding.  ``s`` fields are NUL-padded.
+_USTAR = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s12s")
+_ZERO_8 = b"0000000\0"  # uid, gid, devmajor, devminor
+_CHECKSUM = slice(148, 156)
 
 
 def _ustar_block(
@@ -120,26 +132,25 @@ def _ustar_block(
     mode: int,
     linkname: str = "",
 ) -> bytes:
-    fields = [
-        _field(name, 100),
-        _octal(mode, 8),
-        _octal(0, 8),  # uid
-        _octal(0, 8),  # gid
-        _octal(size, 12),
-        _octal(mtime, 12),
-        b" " * 8,  # checksum placeholder
-        typeflag,
-        _field(linkname, 100),
-        b"ustar\x0000",
-        bytes(32),  # uname
-        bytes(32),  # gname
-        _octal(0, 8),  # devmajor
-        _octal(0, 8),  # devminor
-        _field(prefix, 155),
-        bytes(12),
-    ]
-    block = bytearray(b"".join(fields))
-    assert len(block) == BLOCK
-    checksum = sum(block)
-    block[148:156] = f"{checksum:06o}".encode() + b"\0 "
+    block = bytearray(
+        _USTAR.pack(
+            _field(name, 100),
+            _octal(mode, 8),
+            _ZERO_8,
+            _ZERO_8,
+            _octal(size, 12),
+            _octal(mtime, 12),
+            b" " * 8,  # the checksum counts its own field as spaces
+            typeflag,
+            _field(linkname, 100),
+            b"ustar\x0000",
+            b"",  # uname
+            b"",  # gname
+            _ZERO_8,
+            _ZERO_8,
+            _field(prefix, 155),
+            b"",
+        )
+    )
+    block[_CHECKSUM] = b"%06o\0 " % sum(block)
     return bytes(block)

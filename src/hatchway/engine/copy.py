@@ -179,6 +179,10 @@ class _Mover:
         self.form = form
         self.progress = progress
         self.slots = anyio.CapacityLimiter(jobs)
+        #: Batches of small layers are Python-heavy CPU work: run one at a time, beside the
+        #: ``jobs`` slots.  More threads would only contend for the GIL (measured slower with
+        #: every added thread) and delay the event loop.
+        self.batch_slot = anyio.CapacityLimiter(1)
         #: Per key: the stored bytes fetched from the source (0: nothing had to be fetched).
         self.once: KeyedOnce[str, int] = KeyedOnce()
 
@@ -213,7 +217,7 @@ class _Mover:
         """Move many small local layers with one worker-thread call: for the thousands of
         tiny layers of a big save, one thread hand-off each would cost more than the work."""
         todo: list[tuple[Layer, LayerDecoder, LocalBlob, LayerTarget]] = []
-        async with self.slots:
+        async with self.batch_slot:
             try:
                 for layer, source, local in batch:
                     key = self.form.key(layer)

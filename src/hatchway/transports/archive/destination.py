@@ -24,7 +24,7 @@ from pathlib import Path
 import anyio
 
 from hatchway.errors import OutputError
-from hatchway.files import AtomicTemp, TempFile
+from hatchway.files import AtomicTemp, TempFile, pwrite_all
 from hatchway.formats import ArchiveFormat, ExportImage, Member, archive_size, plan_archive
 from hatchway.limits import MEMORY_STAGING
 from hatchway.model import Compression, Layer
@@ -38,7 +38,7 @@ from hatchway.transports.archive.staging import (
     make_staging_dir,
     remove_staging_dir,
 )
-from hatchway.transports.archive.writers import lay_out, write_runs
+from hatchway.transports.archive.writers import lay_out
 from hatchway.transports.base import CopyContext, CopyPlan, LayerForm, LocalBlob
 
 
@@ -101,10 +101,15 @@ class ArchiveDestination:
         if sizes is None:
             return None
         images = _export_images(plan)
-        laid_out = await anyio.to_thread.run_sync(
-            _lay_out_in_place, self.archive_format, images, sizes
-        )
         file = await temp.open()
+        try:
+            laid_out = await anyio.to_thread.run_sync(
+                _lay_out_in_place, self.archive_format, images, sizes, file.fd, self.description
+            )
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await temp.discard()
+            raise
         return _PipelinedReceiver(self, plan, directory, context, temp, file, laid_out)
 
 
@@ -192,21 +197,40 @@ async def _write_staged(
 
 @dataclass(frozen=True, slots=True)
 class _InPlace:
-    """An archive planned with predicted sizes: its metadata runs, every layer body's
-    offset, and its total size."""
+    """An archive planned with predicted sizes, its metadata already written: every layer
+    body's offset, the metadata's size and the archive's total size."""
 
     sizes: dict[str, int]
-    runs: list[tuple[int, bytes]]
     offsets: dict[str, int]
+    metadata: int
     total: int
 
 
 def _lay_out_in_place(
-    archive_format: ArchiveFormat, images: list[ExportImage], sizes: dict[str, int]
+    archive_format: ArchiveFormat,
+    images: list[ExportImage],
+    sizes: dict[str, int],
+    fd: int,
+    description: str,
 ) -> _InPlace:
-    members, total = _plan(archive_format, images, sizes)
-    runs, placed = lay_out(members, lambda diff_id: None)
-    return _InPlace(sizes, runs, {diff_id: offset for offset, diff_id in placed}, total)
+    """Blocking: plan the archive and write its metadata (headers, small files, padding) into
+    ``fd`` at once, around the gaps its layers will fill, so that the metadata of a big save
+    is never all held in memory.  Stops early, raising, when the calling task is cancelled."""
+    members = plan_archive(archive_format, images, sizes)
+    metadata = end = 0
+
+    def write(offset: int, data: bytes) -> None:
+        nonlocal metadata, end
+        anyio.from_thread.check_cancelled()
+        try:
+            pwrite_all(fd, data, offset)
+        except OSError as exc:
+            raise OutputError(f"cannot write {description}: {exc.strerror}") from None
+        metadata += len(data)
+        end = offset + len(data)  # the end-of-archive blocks end the last run
+
+    _, placed = lay_out(members, lambda diff_id: None, write)
+    return _InPlace(sizes, {diff_id: offset for offset, diff_id in placed}, metadata, end)
 
 
 class _PipelinedReceiver:
@@ -256,8 +280,7 @@ class _PipelinedReceiver:
             return await self._replan()
         total = self._laid_out.total
         progress(WriteStarted(total))
-        written = await anyio.to_thread.run_sync(write_runs, self._fd, self._laid_out.runs)
-        progress(WriteAdvanced(written))
+        progress(WriteAdvanced(self._laid_out.metadata))  # written when the plan was made
         progress(WriteAdvanced(sum(self._sizes.values())))  # the layers, already in place
         await self.temp.finish()
         return ArchiveWritten(total, total)

@@ -94,12 +94,18 @@ def write_runs(fd: int, runs: Sequence[tuple[int, bytes]]) -> int:
 
 
 def lay_out(
-    members: Sequence[Member], inline: Callable[[str], bytes | None]
+    members: Sequence[Member],
+    inline: Callable[[str], bytes | None],
+    emit: Callable[[int, bytes], None] | None = None,
 ) -> tuple[list[tuple[int, bytes]], list[tuple[int, str]]]:
     """The archive as runs of bytes at their offsets — headers, small files, padding, and the
     layer bodies ``inline`` returns bytes for — and the offset of every other layer body
-    (by diffID).  Pure; the runs and bodies together cover the archive exactly."""
+    (by diffID).  The runs and bodies together cover the archive exactly; the last run ends
+    with the end-of-archive blocks.  Pure, unless ``emit`` is given: each run is then handed
+    to it as soon as it is complete instead of being returned (the runs of a thousand images
+    are megabytes)."""
     runs: list[tuple[int, bytes]] = []
+    keep = runs.append if emit is None else (lambda run: emit(*run))
     placed: list[tuple[int, str]] = []
     offset = 0
     run_start, run = 0, bytearray()
@@ -107,7 +113,7 @@ def lay_out(
     def close_run() -> None:
         nonlocal run
         if run:
-            runs.append((run_start, bytes(run)))
+            keep((run_start, bytes(run)))
             run = bytearray()
 
     for member in members:

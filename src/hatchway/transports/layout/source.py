@@ -21,6 +21,7 @@ from pathlib import Path
 
 import anyio
 
+from hatchway.concurrency import BatchedCalls
 from hatchway.errors import (
     AmbiguousReference,
     BlobNotFound,
@@ -102,6 +103,9 @@ class OCILayoutStore:
         self._entries: _Index | None = None
         self._entries_lock = anyio.Lock()
         self._resolved: dict[tuple[str, Platform | None], ResolvedImage] = {}
+        # Resolving a thousand images reads two thousand small documents: a few worker
+        # calls read (and hash) them all, instead of one thread hand-off each.
+        self._documents: BatchedCalls[Path, tuple[bytes, str]] = BatchedCalls(_read_hashed)
 
     # -- the Source protocol -----------------------------------------------------------
 
@@ -299,10 +303,7 @@ class OCILayoutStore:
                 f"{descriptor.digest}: document of {descriptor.size} bytes is too large",
             )
         with self._translate(descriptor.digest):
-            raw = await anyio.to_thread.run_sync(
-                read_regular, self._blob_path(descriptor.digest), MAX_DOCUMENT_SIZE
-            )
-        actual = sha256_digest(raw)
+            raw, actual = await self._documents(self._blob_path(descriptor.digest))
         if actual != descriptor.digest:
             raise DigestMismatch(
                 f"{self.description}: blob {descriptor.digest}", descriptor.digest, actual
@@ -347,3 +348,9 @@ class OCILayoutStore:
             yield
         except MalformedContent as exc:
             raise StoreError(self.description, str(exc)) from None
+
+
+def _read_hashed(path: Path) -> tuple[bytes, str]:
+    """Blocking: a document's bytes and their digest."""
+    raw = read_regular(path, MAX_DOCUMENT_SIZE)
+    return raw, sha256_digest(raw)
