@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 from functools import partial
 from pathlib import Path
@@ -138,3 +140,41 @@ async def test_a_fetch_cancelled_halfway_is_fetched_again_by_the_operation_waiti
     assert (tmp_path / "b.tar").read_bytes() == (tmp_path / "ref.tar").read_bytes()
     assert max(fetched.values()) == 2  # A's cancelled fetch, then B's own
     assert files_under(tmp_path / "cache") == []
+
+
+@pytest.mark.peers
+async def test_a_session_that_does_not_share_fetches_writes_no_cache_copy(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """``share_fetches=False`` (what the one-shot functions use): remote layers go straight
+    into the operation, with no copy of them written into the session's cache directory."""
+    (tmp_path / "cache").mkdir()
+    names = [f"docker://{lab.registry.host}/hw/family-a:1"]
+    seen: list[list[Path]] = []
+
+    def watch(event: hatchway.ProgressEvent) -> None:
+        if isinstance(event, hatchway.LayerDone):
+            seen.append(files_under(tmp_path / "cache"))
+
+    for share in (True, False):
+        seen.clear()
+        async with hatchway.Session(
+            registry=options(), tmpdir=tmp_path / "cache", share_fetches=share
+        ) as session:
+            await session.save(names, tmp_path / f"{share}.tar", progress=watch)
+        assert seen and any(seen) is share  # a shared fetch is teed into a cache file
+    assert (tmp_path / "True.tar").read_bytes() == (tmp_path / "False.tar").read_bytes()
+
+
+def test_the_registry_client_imports_what_httpx_would_import_on_the_event_loop() -> None:
+    """httpx imports httpcore (and trio, h11) when its first client is made, which would run
+    on the event loop and stall it; importing the registry client (done on a worker thread)
+    must have imported them already."""
+    code = (
+        "import sys, hatchway.transports.registry.client as c\n"
+        "before = set(sys.modules)\n"
+        "c.RegistryClient('example.test', __import__('hatchway').RegistryOptions())\n"
+        "print(sorted(set(sys.modules) - before))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -69,7 +69,7 @@ async def save(
 
     Raises :class:`~hatchway.errors.HatchwayError` subclasses; see ``hatchway.errors``.
     """
-    async with Session(store=store, registry=registry) as session:
+    async with Session(store=store, registry=registry, share_fetches=False) as session:
         return await session.save(
             names,
             output,
@@ -104,7 +104,7 @@ async def pull(
     are atomic and ``index.json`` is replaced atomically under a lock, so pulls may run side
     by side; a failed pull adds no entry.  See docs/registry.md.
     """
-    async with Session(store=store, registry=registry) as session:
+    async with Session(store=store, registry=registry, share_fetches=False) as session:
         return await session.pull(names, platform=platform, jobs=jobs, progress=progress)
 
 
@@ -139,7 +139,7 @@ async def push(
 
     Raises :class:`~hatchway.errors.HatchwayError` subclasses.
     """
-    async with Session(store=store, registry=registry) as session:
+    async with Session(store=store, registry=registry, share_fetches=False) as session:
         return await session.push(
             names,
             to,
@@ -172,7 +172,7 @@ async def load(
     atomically under a lock (as :func:`pull`), with each image's recorded names; an untagged
     image gets an unnamed entry.  A bad archive fails before the store is touched.
     """
-    async with Session(store=store) as session:
+    async with Session(store=store, share_fetches=False) as session:
         return await session.load(
             archives, platform=platform, jobs=jobs, tmpdir=tmpdir, progress=progress
         )
@@ -192,7 +192,7 @@ async def verify(
     failure; an unreadable or damaged archive is a report too, not an exception.  A compressed
     archive is unpacked once under ``tmpdir`` (default: the system's) and removed.
     """
-    async with Session() as session:
+    async with Session(share_fetches=False) as session:
         return await session.verify(archive, jobs=jobs, tmpdir=tmpdir, progress=progress)
 
 
@@ -202,7 +202,7 @@ async def list_images(
     """Every entry of the store's ``index.json`` and the image it resolves to on
     ``platform`` (default: the host's); an entry that cannot be read carries its error
     instead of an image."""
-    async with Session(store=store) as session:
+    async with Session(store=store, share_fetches=False) as session:
         return await session.list_images(platform=platform)
 
 

@@ -82,6 +82,9 @@ class Session:
     :class:`~hatchway.Source` (left open).  ``registry`` configures registry access;
     ``tmpdir`` is where shared fetches are cached while operations run.  Use as an async
     context manager (or call :meth:`aclose`); operations may run concurrently in any task.
+    ``share_fetches=False`` turns the sharing of remote blobs off (each is then consumed as
+    it arrives, with no cache copy written to disk): for a session whose operations never
+    overlap, as the one-shot functions (:func:`hatchway.save` ...) use it.
     """
 
     def __init__(
@@ -90,9 +93,11 @@ class Session:
         store: Source | str | os.PathLike[str] | None = None,
         registry: RegistryOptions | None = None,
         tmpdir: str | os.PathLike[str] | None = None,
+        share_fetches: bool = True,
     ) -> None:
         self._store = store
         self._registry_options = registry
+        self._share_fetches = share_fetches
         self._cache = BlobCache(tmpdir)
         self._clients: RegistryClients | None = None  # made on first registry use
         self._closed = False
@@ -350,7 +355,8 @@ class Session:
 
         if self._clients is None:
             self._clients = RegistryClients(self._registry_options)
-        return self._cache.wrap(RegistryStore(clients=self._clients))
+        source = RegistryStore(clients=self._clients)
+        return self._cache.wrap(source) if self._share_fetches else source
 
 
 def _sender(stream: MemoryObjectSendStream[ProgressEvent]) -> ProgressCallback:

@@ -37,7 +37,7 @@ from hatchway.decode import LayerDecoder
 from hatchway.engine.resolve import assemble, resolve_all
 from hatchway.errors import HatchwayError, StoreError
 from hatchway.files import RegularFileReader
-from hatchway.limits import CHUNK_SIZE, SMALL_BATCH, SMALL_BLOB, STEP_BYTES
+from hatchway.limits import SMALL_BATCH, SMALL_BLOB, STEP_BYTES, STREAM_CHUNK
 from hatchway.model import Layer, Platform
 from hatchway.progress import (
     CopyFinished,
@@ -291,7 +291,7 @@ class _Mover:
                 async for chunk in chunks:
                     pending.append(chunk)
                     buffered += len(chunk)
-                    if buffered >= CHUNK_SIZE:
+                    if buffered >= STREAM_CHUNK:  # small hand-offs: little held per fetch
                         await anyio.to_thread.run_sync(decoder.feed, b"".join(pending))
                         self.progress(LayerAdvanced(key, buffered))
                         pending, buffered = [], 0

@@ -43,6 +43,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio
+
+# httpx imports httpcore (and with it trio, h11) only when the first client is made.  This
+# module is imported on a worker thread (hatchway.session): import them here too, so that
+# making a client on the event loop does not stall it for ~0.1 s.
+import httpcore  # noqa: F401
 import httpx
 
 from hatchway.errors import RegistryError
