@@ -150,7 +150,7 @@ async def test_a_session_that_does_not_share_fetches_writes_no_cache_copy(
     into the operation, with no copy of them written into the session's cache directory."""
     (tmp_path / "cache").mkdir()
     names = [f"docker://{lab.registry.host}/hw/family-a:1"]
-    seen: list[list[Path]] = []
+    seen: list[list[str]] = []
 
     def watch(event: hatchway.ProgressEvent) -> None:
         if isinstance(event, hatchway.LayerDone):

@@ -63,6 +63,13 @@ MAX_TOKEN_RESPONSE = 1 << 20
 #: most this much (a resume restarts after the last chunk handed on).
 STREAM_CHUNK = 256 << 10
 
+#: A registry blob of at least twice this size is fetched as up to ``SEGMENTS`` byte ranges at
+#: once (each at least this large): a registry's bandwidth per connection — not the link —
+#: is what usually bounds one big layer.  Parts after the first are spooled to an unlinked
+#: temp file until the decoder reaches them.
+SEGMENT_MIN = 8 << 20
+SEGMENTS = 4
+
 #: A blob up to this size is uploaded in one request (``POST`` then ``PUT`` with the body); a
 #: larger one in ``PATCH`` chunks, so that a cut connection costs at most one chunk — the
 #: registry says how much it holds and the upload resumes there.  Small enough that a retried

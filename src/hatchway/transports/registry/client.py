@@ -8,8 +8,11 @@ httpx runs on anyio, so this works under asyncio and trio alike.  Contracts:
 * :meth:`RegistryClient.open_blob` streams a blob in chunks, unverified (the engine or the
   pull verifies), resuming a cut-short body with ``Range: bytes=N-`` when the registry answers
   ``206``, and refetching from the start (skipping the bytes already delivered) when it does
-  not.  Redirects (to a CDN or object store) are followed; httpx drops ``Authorization`` when
-  a redirect leaves the registry's origin.
+  not.  A big blob is fetched as a few byte ranges at once (``SEGMENT_MIN``, ``SEGMENTS``):
+  the first streams straight to the consumer, the others into an unlinked temp file that the
+  consumer reads when it gets there; a registry that ignores ``Range`` (answers ``200``) is
+  not asked for ranges again.  Redirects (to a CDN or object store) are followed; httpx
+  drops ``Authorization`` when a redirect leaves the registry's origin.
 * Every request is authorised by :class:`~hatchway.transports.registry.auth.Authenticator`, holds
   one of the registry's ``max_connections_per_registry`` slots while it runs, and is retried
   per :class:`~hatchway.transports.registry.options.RetryPolicy` — but only when trying again
@@ -29,7 +32,10 @@ httpx runs on anyio, so this works under asyncio and trio alike.  Contracts:
 
 from __future__ import annotations
 
+import itertools
+import os
 import ssl
+import tempfile
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -38,7 +44,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -51,7 +57,8 @@ import httpcore  # noqa: F401
 import httpx
 
 from hatchway.errors import RegistryError
-from hatchway.limits import MAX_DOCUMENT_SIZE, STREAM_CHUNK
+from hatchway.files import pwrite_all
+from hatchway.limits import MAX_DOCUMENT_SIZE, SEGMENT_MIN, SEGMENTS, STREAM_CHUNK
 from hatchway.model import Descriptor
 from hatchway.transports.registry.auth import Authenticator
 from hatchway.transports.registry.credentials import CredentialLookup, Credentials
@@ -116,6 +123,8 @@ class RegistryClient:
         self._trust_lock = anyio.Lock()
         self._scheme_decided = not self.security.may_fall_back
         self._answered = False  # any HTTP answer from this host yet
+        self._ranges_work: bool | None = None  # blob ranges: answered with 206, or not
+        self._streams = 0  # requests the blobs open now will make (ranges count each)
         self._client_checked = False
         limit = options.max_connections_per_registry
         t = options.timeouts
@@ -195,12 +204,77 @@ class RegistryClient:
         self, repository: str, descriptor: Descriptor
     ) -> AsyncIterator[AsyncIterator[bytes]]:
         """Stream a blob's bytes (see the module docstring for resume and verification)."""
-        chunks = self._blob_chunks(repository, descriptor)
+        # Split into at most half the connections no open blob counts on, leaving the rest to
+        # the blobs opened next: a part (or a blob) waiting for a connection costs more than
+        # fetching a blob whole.
+        free = self.options.max_connections_per_registry - self._streams
+        ranged = self._ranges_work is not False and free >= 4
+        bounds = segments(descriptor.size, free // 2) if ranged else [(0, descriptor.size)]
+        self._streams += len(bounds)
         try:
-            yield chunks
+            if len(bounds) > 1:
+                async with self._segmented(repository, descriptor, bounds) as chunks:
+                    yield chunks
+                return
+            chunks = self._blob_chunks(repository, descriptor)
+            try:
+                yield chunks
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await chunks.aclose()
+        finally:
+            self._streams -= len(bounds)
+
+    @asynccontextmanager
+    async def _segmented(
+        self, repository: str, descriptor: Descriptor, bounds: list[tuple[int, int]]
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The blob as ``bounds`` fetched at once; chunks in order (see the module)."""
+        spool = _Spool(await anyio.to_thread.run_sync(_unlinked_temp), bounds)
+        try:
+            async with anyio.create_task_group() as tg:
+                for part in range(1, len(bounds)):
+                    tg.start_soon(self._fill, repository, descriptor, spool, part)
+                chunks = self._in_order(repository, descriptor, spool)
+                try:
+                    yield chunks
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await chunks.aclose()
+                tg.cancel_scope.cancel()  # the consumer stopped early: the rest is not needed
         finally:
             with anyio.CancelScope(shield=True):
-                await chunks.aclose()
+                await anyio.to_thread.run_sync(os.close, spool.fd)
+
+    async def _fill(
+        self, repository: str, descriptor: Descriptor, spool: _Spool, part: int
+    ) -> None:
+        start, end = spool.bounds[part]
+        # aclosing: a generator left suspended would hold its connection slot until collected.
+        async with aclosing(self._blob_chunks(repository, descriptor, start, end)) as chunks:
+            async for chunk in chunks:
+                offset = start + spool.filled[part]
+                await anyio.to_thread.run_sync(pwrite_all, spool.fd, chunk, offset)
+                spool.filled[part] += len(chunk)
+                spool.changed()
+
+    async def _in_order(
+        self, repository: str, descriptor: Descriptor, spool: _Spool
+    ) -> AsyncGenerator[bytes, None]:
+        first_end = spool.bounds[0][1]
+        async with aclosing(self._blob_chunks(repository, descriptor, 0, first_end)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+        for part in range(1, len(spool.bounds)):
+            start, end = spool.bounds[part]
+            done = 0
+            while done < end - start:
+                while spool.filled[part] == done:
+                    await spool.wait()
+                size = min(spool.filled[part] - done, STREAM_CHUNK)
+                chunk = await anyio.to_thread.run_sync(os.pread, spool.fd, size, start + done)
+                done += len(chunk)
+                yield chunk
 
     @asynccontextmanager
     async def request(
@@ -253,37 +327,53 @@ class RegistryClient:
     # -- blob streaming with resume -------------------------------------------------------
 
     async def _blob_chunks(
-        self, repository: str, descriptor: Descriptor
+        self, repository: str, descriptor: Descriptor, start: int = 0, end: int | None = None
     ) -> AsyncGenerator[bytes, None]:
+        """Bytes ``start`` to ``end`` (default: the blob's end) of the blob, resumed after
+        faults; a ``200`` to a ranged request is read whole, keeping only what is wanted, and
+        turns ranges off for this client."""
         path = f"/v2/{repository}/blobs/{descriptor.digest}"
         what = f"blob {descriptor.digest}"
         policy = self.options.retry
+        wanted = (descriptor.size if end is None else end) - start
+        ranged_end = "" if end is None else str(end - 1)
         received = 0
         failures = 0
         at_last_failure = 0
         while True:
             headers = {"Accept-Encoding": "identity"}
-            if received:
-                headers["Range"] = f"bytes={received}-"
+            if start + received or end is not None:
+                headers["Range"] = f"bytes={start + received}-{ranged_end}"
             try:
-                async with self._open(path, repository, what, headers) as resp:
-                    skip = self._resume_offset(resp, received, repository, what)
-                    async for chunk in _raw(resp, STREAM_CHUNK):
+                async with (
+                    self._open(path, repository, what, headers) as resp,
+                    aclosing(_raw(resp, STREAM_CHUNK)) as body,
+                ):
+                    if "Range" in headers:
+                        self._ranges_work = resp.status_code == 206
+                    skip = self._resume_offset(resp, start + received, repository, what)
+                    async for chunk in body:
                         if skip:
                             dropped = min(skip, len(chunk))
                             skip -= dropped
                             chunk = chunk[dropped:]
                             if not chunk:
                                 continue
+                        if end is not None:
+                            # A 200 goes on past the range: read it to its end all the same
+                            # (httpx leaves a body abandoned halfway to the garbage collector).
+                            chunk = chunk[: wanted - received]
+                            if not chunk:
+                                continue
                         received += len(chunk)
                         yield chunk
-                if received >= descriptor.size:
+                if received >= wanted:
                     return
                 raise _Retry(  # noqa: TRY301 - a clean but short body is retried like a cut one
                     RegistryError(
                         self.domain,
                         repository,
-                        f"{what} ended after {received} of {descriptor.size} bytes",
+                        f"{what} ended after {start + received} of {descriptor.size} bytes",
                     )
                 )
             except _Retry as retry:
@@ -547,7 +637,9 @@ class RegistryClient:
         return (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port)
 
 
-async def _raw(response: httpx.Response, chunk_size: int | None = None) -> AsyncIterator[bytes]:
+async def _raw(
+    response: httpx.Response, chunk_size: int | None = None
+) -> AsyncGenerator[bytes, None]:
     """The body's bytes as sent (no Content-Encoding decoding), as they arrive.
 
     A response built in memory (``httpx.MockTransport``) is already read: yield its bytes.
@@ -555,8 +647,14 @@ async def _raw(response: httpx.Response, chunk_size: int | None = None) -> Async
     if response.is_stream_consumed:
         yield response.content
         return
-    async for chunk in response.aiter_raw(chunk_size):
-        yield chunk
+    chunks = response.aiter_raw(chunk_size)
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:  # closed at once when this one is, not left to the garbage collector
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def _drain(response: httpx.Response) -> None:
@@ -582,3 +680,36 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
         return "connection lost"
     return "transport error"
+
+
+def segments(size: int, most: int = SEGMENTS) -> list[tuple[int, int]]:
+    """The byte ranges a blob of ``size`` bytes is fetched in: one for a small blob, else
+    up to ``SEGMENTS`` (and ``most``) of at least ``SEGMENT_MIN`` bytes each, in order."""
+    count = max(1, min(SEGMENTS, most, size // SEGMENT_MIN))
+    cuts = [size * i // count for i in range(count + 1)]
+    return list(itertools.pairwise(cuts))
+
+
+class _Spool:
+    """The parts of a segmented blob after the first: where they land (``fd``, at their own
+    offsets) and how far each has arrived; :meth:`wait` until any part moves on."""
+
+    def __init__(self, fd: int, bounds: list[tuple[int, int]]) -> None:
+        self.fd = fd
+        self.bounds = bounds
+        self.filled = [0] * len(bounds)
+        self._moved = anyio.Event()
+
+    def changed(self) -> None:
+        self._moved.set()
+        self._moved = anyio.Event()
+
+    async def wait(self) -> None:
+        await self._moved.wait()
+
+
+def _unlinked_temp() -> int:
+    """Blocking: the descriptor of a temp file that has no name (nothing is left to remove,
+    whatever happens to this process)."""
+    with tempfile.TemporaryFile(buffering=0) as handle:
+        return os.dup(handle.fileno())
