@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from hatchway.formats import ArchiveFormat, ExportImage, Member, MemberKind, plan_archive
+from hatchway.formats.plan import data_file, walk_order
 from hatchway.formats.v1 import v1_layers
 from hatchway.model import Compression, Descriptor, Layer, parse_config, sha256_digest
 from hatchway.reference import parse_reference
@@ -215,3 +216,13 @@ def test_image_without_layers(fmt: ArchiveFormat) -> None:
     if fmt is not ArchiveFormat.DOCKER_LEGACY:
         assert json_of(members, "manifest.json")[0]["Layers"] == []
     assert "repositories" not in by_name(members)
+
+
+def test_walk_order_sorts_names_by_their_path_components() -> None:
+    """As a directory walk would: component by component, so "a/b" comes before "a-c" and
+    "a.b" (a directory before names that only share its prefix), whatever the characters."""
+    names = ["a-c", "a/b/c", "a", "a.b/c", "ab", "a b", "a/b", "a/b-c", "a/b/c/d", "b", "a.b"]
+    members = [data_file(name, b"", 0) for name in names]
+    expected = sorted(names, key=lambda n: tuple(n.split("/")))
+    assert [m.name for m in walk_order(members)] == expected
+    assert expected.index("a/b/c") < expected.index("a-c")  # what a plain sort gets wrong
