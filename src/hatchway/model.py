@@ -10,6 +10,7 @@ import hashlib
 import json
 import platform as _platform
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -167,6 +168,8 @@ class Descriptor:
             platform = Platform(
                 plat["os"], str(plat.get("architecture", "")), plat.get("variant") or None
             )
+        # Interned: a thousand images repeat a handful of media types ten thousand times.
+        media_type = sys.intern(media_type)
         return cls(media_type, check_digest(obj.get("digest"), what), size, annotations, platform)
 
 

@@ -25,8 +25,9 @@ destination opened — which keeps it only after every check passed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import IO, Generic, TypeVar, cast
 
 import anyio
@@ -216,7 +217,7 @@ class _Mover:
     async def move_small(self, batch: list[tuple[Layer, BlobSource, LocalBlob]]) -> None:
         """Move many small local layers with one worker-thread call: for the thousands of
         tiny layers of a big save, one thread hand-off each would cost more than the work."""
-        todo: list[tuple[Layer, LayerDecoder, LocalBlob, LayerTarget]] = []
+        todo: list[tuple[Layer, Callable[[], LayerDecoder], LocalBlob, LayerTarget]] = []
         async with self.batch_slot:
             try:
                 for layer, source, local in batch:
@@ -228,7 +229,9 @@ class _Mover:
                         self.progress(LayerDone(key, layer.blob.size))
                         continue
                     target = await self.receiver.open_layer(layer)
-                    todo.append((layer, self._decoder(layer, target, source), local, target))
+                    # Built on the worker, one at a time: an inflater holds ~40 KiB.
+                    decoder = partial(self._decoder, layer, target, source)
+                    todo.append((layer, decoder, local, target))
                 jobs = [(decoder, local) for _, decoder, local, _ in todo]
                 sizes = await anyio.to_thread.run_sync(_decode_batch, jobs)
                 for size in sizes:
@@ -301,11 +304,11 @@ class _Mover:
         return await anyio.to_thread.run_sync(decoder.finish)
 
 
-def _decode_batch(jobs: list[tuple[LayerDecoder, LocalBlob]]) -> list[int]:
+def _decode_batch(jobs: list[tuple[Callable[[], LayerDecoder], LocalBlob]]) -> list[int]:
     sizes = []
-    for decoder, local in jobs:
+    for make_decoder, local in jobs:
         anyio.from_thread.check_cancelled()
-        sizes.append(_decode_small(decoder, local))
+        sizes.append(_decode_small(make_decoder(), local))
     return sizes
 
 
