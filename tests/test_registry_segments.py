@@ -6,6 +6,7 @@ are split (the mechanism does not depend on the size)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Iterator
@@ -109,7 +110,7 @@ async def test_a_registry_that_ignores_range_is_read_whole_and_asked_once(
 # A body abandoned halfway leaves httpx's inner async generators to the garbage collector,
 # which trio reports as a ResourceWarning, with or without ranges; the response itself is closed.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-async def test_a_consumer_that_stops_early_leaves_no_descriptor_open(
+async def test_a_consumer_that_stops_early_leaves_no_spool_or_connection_behind(
     lab: Lab, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(registry_client, "SEGMENT_MIN", PART)
@@ -117,15 +118,29 @@ async def test_a_consumer_that_stops_early_leaves_no_descriptor_open(
     big = lab.images.layers["big1"]
     descriptor = Descriptor(big.media_type, big.digest, big.size)
     client = RegistryClient(proxy.host, options())
-    before = len(os.listdir("/proc/self/fd"))
+    before = _unlinked_files()
     try:
         async with client.open_blob("hw/big", descriptor) as chunks:
             async for _ in chunks:
+                assert len(_unlinked_files() - before) == 1  # the spool of the other ranges
                 break  # the first chunk, then hang up while the other ranges still arrive
+        assert client._slots.borrowed_tokens == 0  # no range left holding a connection
         with anyio.move_on_after(0.05):  # ... and a cancelled one
             async with client.open_blob("hw/big", descriptor) as chunks:
                 async for _ in chunks:
                     pass
+        assert client._slots.borrowed_tokens == 0
     finally:
         await client.aclose()
-    assert len(os.listdir("/proc/self/fd")) == before
+    assert _unlinked_files() == before
+
+
+def _unlinked_files() -> set[str]:
+    """This process's descriptors open on deleted files (a spool is one)."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.endswith(" (deleted)"):
+                found.add(f"{fd}:{target}")
+    return found

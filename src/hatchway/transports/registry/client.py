@@ -124,7 +124,6 @@ class RegistryClient:
         self._scheme_decided = not self.security.may_fall_back
         self._answered = False  # any HTTP answer from this host yet
         self._ranges_work: bool | None = None  # blob ranges: answered with 206, or not
-        self._streams = 0  # requests the blobs open now will make (ranges count each)
         self._client_checked = False
         limit = options.max_connections_per_registry
         t = options.timeouts
@@ -204,26 +203,20 @@ class RegistryClient:
         self, repository: str, descriptor: Descriptor
     ) -> AsyncIterator[AsyncIterator[bytes]]:
         """Stream a blob's bytes (see the module docstring for resume and verification)."""
-        # Split into at most half the connections no open blob counts on, leaving the rest to
-        # the blobs opened next: a part (or a blob) waiting for a connection costs more than
-        # fetching a blob whole.
-        free = self.options.max_connections_per_registry - self._streams
-        ranged = self._ranges_work is not False and free >= 4
-        bounds = segments(descriptor.size, free // 2) if ranged else [(0, descriptor.size)]
-        self._streams += len(bounds)
-        try:
-            if len(bounds) > 1:
-                async with self._segmented(repository, descriptor, bounds) as chunks:
-                    yield chunks
-                return
-            chunks = self._blob_chunks(repository, descriptor)
-            try:
+        # Ranges queue for connections like any request, so splitting costs nothing when every
+        # connection is busy anyway, and saves the long tail of one big blob when they are not
+        # (measured: a base layer of 60 MB among small ones).  A blob takes at most half.
+        most = self.options.max_connections_per_registry // 2
+        if self._ranges_work is not False and len(bounds := segments(descriptor.size, most)) > 1:
+            async with self._segmented(repository, descriptor, bounds) as chunks:
                 yield chunks
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await chunks.aclose()
+            return
+        chunks = self._blob_chunks(repository, descriptor)
+        try:
+            yield chunks
         finally:
-            self._streams -= len(bounds)
+            with anyio.CancelScope(shield=True):
+                await chunks.aclose()
 
     @asynccontextmanager
     async def _segmented(
