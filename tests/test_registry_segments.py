@@ -59,7 +59,8 @@ async def _whole_and_split(
 def test_segments_cover_the_blob_in_order() -> None:
     assert segments(0) == [(0, 0)]
     assert segments(limits.SEGMENT_MIN * 2 - 1) == [(0, limits.SEGMENT_MIN * 2 - 1)]
-    for size in (16 << 20, (16 << 20) + 7, 1 << 30):
+    assert segments(limits.SEGMENTED_MAX + 1) == [(0, limits.SEGMENTED_MAX + 1)]
+    for size in (16 << 20, (16 << 20) + 7, limits.SEGMENTED_MAX):
         parts = segments(size)
         assert parts[0][0] == 0 and parts[-1][1] == size
         assert all(a[1] == b[0] for a, b in itertools.pairwise(parts))

@@ -69,6 +69,9 @@ STREAM_CHUNK = 256 << 10
 #: temp file until the decoder reaches them.
 SEGMENT_MIN = 8 << 20
 SEGMENTS = 4
+#: ... but a blob larger than this is fetched whole: its later ranges would hold up to three
+#: quarters of it in the temp directory (which may be memory, as a tmpfs ``/tmp`` is).
+SEGMENTED_MAX = 1 << 30
 
 #: A blob up to this size is uploaded in one request (``POST`` then ``PUT`` with the body); a
 #: larger one in ``PATCH`` chunks, so that a cut connection costs at most one chunk — the

@@ -58,7 +58,13 @@ import httpx
 
 from hatchway.errors import RegistryError
 from hatchway.files import pwrite_all
-from hatchway.limits import MAX_DOCUMENT_SIZE, SEGMENT_MIN, SEGMENTS, STREAM_CHUNK
+from hatchway.limits import (
+    MAX_DOCUMENT_SIZE,
+    SEGMENT_MIN,
+    SEGMENTED_MAX,
+    SEGMENTS,
+    STREAM_CHUNK,
+)
 from hatchway.model import Descriptor
 from hatchway.transports.registry.auth import Authenticator
 from hatchway.transports.registry.credentials import CredentialLookup, Credentials
@@ -676,8 +682,11 @@ def _describe(exc: Exception) -> str:
 
 
 def segments(size: int, most: int = SEGMENTS) -> list[tuple[int, int]]:
-    """The byte ranges a blob of ``size`` bytes is fetched in: one for a small blob, else
-    up to ``SEGMENTS`` (and ``most``) of at least ``SEGMENT_MIN`` bytes each, in order."""
+    """The byte ranges a blob of ``size`` bytes is fetched in: one for a small blob (or one
+    over ``SEGMENTED_MAX``), else up to ``SEGMENTS`` (and ``most``) of at least
+    ``SEGMENT_MIN`` bytes each, in order."""
+    if size > SEGMENTED_MAX:
+        return [(0, size)]
     count = max(1, min(SEGMENTS, most, size // SEGMENT_MIN))
     cuts = [size * i // count for i in range(count + 1)]
     return list(itertools.pairwise(cuts))
