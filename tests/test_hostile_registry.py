@@ -43,6 +43,38 @@ def _manifest_with_nested_config() -> bytes:
     ).encode()
 
 
+# A layer big enough to be fetched in ranges, whose blob is a 200 that never ends.
+LAYER_CONFIG = json.dumps(
+    {
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]},
+    }
+).encode()
+LAYER_CONFIG_DIGEST = "sha256:" + hashlib.sha256(LAYER_CONFIG).hexdigest()
+
+
+def _manifest_with_endless_layer() -> bytes:
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": LAYER_CONFIG_DIGEST,
+                "size": len(LAYER_CONFIG),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",  # no inflater to trip
+                    "digest": "sha256:" + "1" * 64,
+                    "size": 20 << 20,
+                }
+            ],
+        }
+    ).encode()
+
+
 class HostileRegistry(BaseHTTPRequestHandler):
     """``/v2/hostile/<case>/...`` misbehaves as ``<case>`` says; ``/token`` likewise."""
 
@@ -61,6 +93,13 @@ class HostileRegistry(BaseHTTPRequestHandler):
                 self._send(200, NESTED, "application/octet-stream")
             else:
                 self._send(200, _manifest_with_nested_config(), OCI_MANIFEST)
+        elif case == "endless-layer":  # every answer a 200, Range or not
+            if self.path.endswith(LAYER_CONFIG_DIGEST):
+                self._send(200, LAYER_CONFIG, "application/octet-stream")
+            elif "/blobs/" in self.path:
+                self._endless(200, "application/octet-stream")
+            else:
+                self._send(200, _manifest_with_endless_layer(), OCI_MANIFEST)
         elif case == "nested-error-body":
             self._send(400, b'{"errors":' + NESTED + b"}", "application/json")
         elif case == "redirect-loop":
@@ -139,6 +178,7 @@ CASES = {
     # item 2: answers that never end are cut while reading, not after
     "endless-token": f"sent more than {1 << 20} bytes",
     "endless-manifest": "manifest 1 is too large",
+    "endless-layer": f"sent more than the {20 << 20} bytes asked for",
     "huge-content-length": "is too large (10737418240 bytes)",
 }
 

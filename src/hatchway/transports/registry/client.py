@@ -351,7 +351,19 @@ class RegistryClient:
                     if "Range" in headers:
                         self._ranges_work = resp.status_code == 206
                     skip = self._resume_offset(resp, start + received, repository, what)
+                    # What a ranged body may carry: the whole blob (a 200), or the rest of
+                    # the range.  A longer one is refused, not drained without end.
+                    allowed = descriptor.size if resp.status_code == 200 else wanted - received
+                    carried = 0
                     async for chunk in body:
+                        carried += len(chunk)
+                        if end is not None and carried > allowed:
+                            raise RegistryError(
+                                self.domain,
+                                repository,
+                                f"{what}: the registry sent more than the {allowed} bytes "
+                                "asked for",
+                            )
                         if skip:
                             dropped = min(skip, len(chunk))
                             skip -= dropped
