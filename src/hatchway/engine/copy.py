@@ -38,7 +38,7 @@ from hatchway.decode import LayerDecoder
 from hatchway.engine.resolve import assemble, resolve_all
 from hatchway.errors import HatchwayError, StoreError
 from hatchway.files import RegularFileReader
-from hatchway.limits import SMALL_BATCH, SMALL_BLOB, STEP_BYTES, STREAM_CHUNK
+from hatchway.limits import DECODE_THREADS, SMALL_BATCH, SMALL_BLOB, STEP_BYTES, STREAM_CHUNK
 from hatchway.model import Layer, Platform
 from hatchway.progress import (
     CopyFinished,
@@ -184,8 +184,13 @@ class _Mover:
         #: ``jobs`` slots.  More threads would only contend for the GIL (measured slower with
         #: every added thread) and delay the event loop.
         self.batch_slot = anyio.CapacityLimiter(1)
+        #: Worker threads decoding layers at once (``limits.DECODE_THREADS``).
+        self.threads = anyio.CapacityLimiter(DECODE_THREADS)
         #: Per key: the stored bytes fetched from the source (0: nothing had to be fetched).
         self.once: KeyedOnce[str, int] = KeyedOnce()
+
+    async def _in_thread(self, function: Callable[..., R], *args: object) -> R:
+        return await anyio.to_thread.run_sync(function, *args, limiter=self.threads)
 
     async def move(self, layer: Layer, source: BlobSource) -> None:
         await self.once.run(self.form.key(layer), lambda: self._move_new(layer, source))
@@ -233,7 +238,7 @@ class _Mover:
                     decoder = partial(self._decoder, layer, target, source)
                     todo.append((layer, decoder, local, target))
                 jobs = [(decoder, local) for _, decoder, local, _ in todo]
-                sizes = await anyio.to_thread.run_sync(_decode_batch, jobs)
+                sizes = await self._in_thread(_decode_batch, jobs)
                 for size in sizes:
                     layer, _, _, target = todo[0]
                     await target.commit(size)
@@ -268,16 +273,16 @@ class _Mover:
         decoder = self._decoder(layer, target, source)
         if local is not None and layer.blob.size <= SMALL_BLOB:
             # A small file is read, verified and written in one worker-thread call.
-            size = await anyio.to_thread.run_sync(_decode_small, decoder, local)
+            size = await self._in_thread(_decode_small, decoder, local)
             self.progress(LayerAdvanced(key, layer.blob.size))
             return size
         if local is not None:
-            file = await anyio.to_thread.run_sync(_open_blob_file, local, source.description)
+            file = await self._in_thread(_open_blob_file, local, source.description)
             # A range ends where the blob does; a whole file is read to its end, so that a file
             # longer than its descriptor is caught.
             end = local.size
             try:
-                while n := await anyio.to_thread.run_sync(
+                while n := await self._in_thread(
                     decoder.feed_file,
                     cast(IO[bytes], file),
                     STEP_BYTES if end is None else min(STEP_BYTES, end - decoder.consumed),
@@ -286,7 +291,7 @@ class _Mover:
                     self.progress(LayerAdvanced(key, n))
             finally:
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(file.close)
+                    await self._in_thread(file.close)
         else:
             pending: list[bytes] = []
             buffered = 0
@@ -295,13 +300,13 @@ class _Mover:
                     pending.append(chunk)
                     buffered += len(chunk)
                     if buffered >= STREAM_CHUNK:  # small hand-offs: little held per fetch
-                        await anyio.to_thread.run_sync(decoder.feed, b"".join(pending))
+                        await self._in_thread(decoder.feed, b"".join(pending))
                         self.progress(LayerAdvanced(key, buffered))
                         pending, buffered = [], 0
             if pending:
-                await anyio.to_thread.run_sync(decoder.feed, b"".join(pending))
+                await self._in_thread(decoder.feed, b"".join(pending))
                 self.progress(LayerAdvanced(key, buffered))
-        return await anyio.to_thread.run_sync(decoder.finish)
+        return await self._in_thread(decoder.finish)
 
 
 def _decode_batch(jobs: list[tuple[Callable[[], LayerDecoder], LocalBlob]]) -> list[int]:
