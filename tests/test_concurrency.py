@@ -162,3 +162,40 @@ async def test_a_cancelled_leader_answers_its_batch_and_hands_the_queue_on() -> 
         h.recorder.gate.set()
     assert leader.cancelled_caught
     assert h.results == {1: 2, 2: 4} and h.batches == [[1], [2]]
+
+
+async def test_a_leader_cancelled_before_its_worker_call_ran_leaves_the_calls_queued() -> None:
+    """When every worker thread is taken, the caller that starts the next batch waits for
+    one; if it is cancelled then, nothing of its batch ran, and the callers queued with it
+    must still get their own results (not ``None``), from a batch one of them starts."""
+    h = Held()
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    blocker = threading.Event()
+    saved = limiter.total_tokens
+    try:
+        async with anyio.create_task_group() as tg:
+            limiter.total_tokens = 2
+            tg.start_soon(anyio.to_thread.run_sync, blocker.wait, 5)  # one thread taken
+            tg.start_soon(h.ask, 0)  # the first batch takes the other, held by the gate
+            await anyio.sleep(0.05)
+            leader = anyio.CancelScope()
+
+            async def lead() -> None:
+                with leader:
+                    await h.calls(1)
+
+            tg.start_soon(lead)  # queued first: it will start the next batch, [1, 2]
+            await anyio.sleep(0.02)
+            tg.start_soon(h.ask, 2)
+            await anyio.sleep(0.02)
+            limiter.total_tokens = 1  # once the first batch's thread returns, none is free
+            h.recorder.gate.set()
+            await anyio.sleep(0.05)  # batch [1, 2] now waits for a thread
+            leader.cancel()
+            await anyio.sleep(0.02)
+            blocker.set()
+    finally:
+        limiter.total_tokens = saved
+    assert leader.cancelled_caught
+    assert h.results == {0: 0, 2: 4}
+    assert h.batches == [[0], [2]]  # [1, 2] never ran; 2 ran in the batch after

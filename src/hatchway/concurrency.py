@@ -178,7 +178,7 @@ class BatchedCalls(Generic[A, V]):
         except BaseException:
             if call in self._queue:
                 self._queue.remove(call)
-                self._hand_over()
+            self._hand_over()
             raise
         if call.error is not None:
             raise call.error
@@ -190,10 +190,12 @@ class BatchedCalls(Generic[A, V]):
         try:
             await anyio.to_thread.run_sync(self._run_each, batch)
         finally:
+            # The worker call may not have run at all (its starter was cancelled while
+            # waiting for a thread): what did not run goes back to the front of the queue.
             self._running = False
+            self._queue[:0] = [call for call in batch if not call.done]
             for call in batch:
-                call.done = True
-                if call.wake is not None:
+                if call.wake is not None and call.done:
                     call.wake.set()
             self._hand_over()
 
@@ -203,6 +205,7 @@ class BatchedCalls(Generic[A, V]):
                 call.value = self._function(call.argument)
             except Exception as exc:  # handed to its caller
                 call.error = exc
+            call.done = True  # read by the event loop only once this worker call returned
 
     def _hand_over(self) -> None:
         if not self._running and self._queue and self._queue[0].wake is not None:
