@@ -272,6 +272,10 @@ class RegistryClient:
                     await spool.wait()
                 size = min(spool.filled[part] - done, STREAM_CHUNK)
                 chunk = await anyio.to_thread.run_sync(os.pread, spool.fd, size, start + done)
+                if not chunk:  # only if the spool was cut behind our back: never loop on it
+                    raise RegistryError(
+                        self.domain, repository, f"blob {descriptor.digest}: spool file shrank"
+                    )
                 done += len(chunk)
                 yield chunk
 
