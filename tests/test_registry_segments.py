@@ -145,3 +145,18 @@ def _unlinked_files() -> set[str]:
             if target.endswith(" (deleted)"):
                 found.add(f"{fd}:{target}")
     return found
+
+
+@pytest.mark.peers
+async def test_ranges_per_blob_1_fetches_every_blob_in_one_request(
+    proxy: FaultProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry_client, "SEGMENT_MIN", PART)
+    faults = proxy.reset()
+    await save_from_registry(_names(proxy), tmp_path / "a.tar", options(ranges_per_blob=1))
+    assert max(proxy.blob_requests().values()) == 1 and faults.ranged == 0
+
+
+def test_ranges_per_blob_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="ranges_per_blob"):
+        options(ranges_per_blob=0)

@@ -212,7 +212,7 @@ class RegistryClient:
         # Ranges queue for connections like any request, so splitting costs nothing when every
         # connection is busy anyway, and saves the long tail of one big blob when they are not
         # (measured: a base layer of 60 MB among small ones).  A blob takes at most half.
-        most = self.options.max_connections_per_registry // 2
+        most = min(self.options.ranges_per_blob, self.options.max_connections_per_registry // 2)
         if self._ranges_work is not False and len(bounds := segments(descriptor.size, most)) > 1:
             async with self._segmented(repository, descriptor, bounds) as chunks:
                 yield chunks

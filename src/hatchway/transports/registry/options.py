@@ -20,6 +20,7 @@ from enum import Enum
 
 import anyio
 
+from hatchway.limits import SEGMENTS
 from hatchway.reference import DOCKER_HUB
 
 #: Where Docker Hub's registry API lives (``docker.io`` names only the namespace).
@@ -116,7 +117,9 @@ class RegistryOptions:
     whichever exists); ``use_registries_conf=False`` follows none.
 
     ``max_connections_per_registry`` bounds concurrent requests to one registry host,
-    inside the engine's global ``jobs``.  ``transport`` replaces the network (an
+    inside the engine's global ``jobs``.  ``ranges_per_blob`` is how many byte ranges of one
+    big blob may be fetched at once (default 4, never more than half the connections; ``1``
+    fetches every blob in one request).  ``transport`` replaces the network (an
     ``httpx.AsyncBaseTransport``: a proxying transport, or ``httpx.MockTransport``).
     """
 
@@ -129,6 +132,7 @@ class RegistryOptions:
     registries_conf: str | None = None
     use_registries_conf: bool = True
     max_connections_per_registry: int = 8
+    ranges_per_blob: int = SEGMENTS
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
     use_credential_files: bool = True
@@ -138,6 +142,8 @@ class RegistryOptions:
     def __post_init__(self) -> None:
         if self.max_connections_per_registry < 1:
             raise ValueError("max_connections_per_registry must be at least 1")
+        if self.ranges_per_blob < 1:
+            raise ValueError("ranges_per_blob must be at least 1")
         if self.creds is not None and ":" not in self.creds:
             raise ValueError("creds must be USER:PASSWORD")
         if (self.client_cert is None) != (self.client_key is None):
