@@ -323,10 +323,30 @@ def _finish(fd: int, path: Path, fsync: bool, mode: int | None) -> None:
 
 
 def _rename(temp: str, path: Path) -> None:
+    old = _hold_replaced(path)
     try:
         os.replace(temp, path)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        if old is not None:  # the replaced file's blocks are freed when this closes
+            threading.Thread(target=_close_quietly, args=(old,), daemon=True).start()
+
+
+def _hold_replaced(path: Path) -> int | None:
+    """A descriptor of the regular file ``path`` that a rename is about to replace, if it is
+    its only name: held across the rename, its blocks are freed when it is closed (in the
+    background), not by the rename — overwriting a gigabyte archive would otherwise wait for
+    the kernel to free a gigabyte."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # none, a symlink (its target stays), unreadable: nothing to hold
+        return None
+    info = os.fstat(fd)
+    if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+        return fd
+    os.close(fd)  # a FIFO or a device was opened without blocking, and is left alone
+    return None
 
 
 def _discard(fd: int | None, temp: str) -> None:
