@@ -7,6 +7,7 @@ are split (the mechanism does not depend on the size)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import anyio
 import pytest
 
 from hatchway import limits
+from hatchway.errors import OutputError
 from hatchway.model import Descriptor
 from hatchway.transports.registry import client as registry_client
 from hatchway.transports.registry.client import RegistryClient, segments
@@ -160,3 +162,23 @@ async def test_ranges_per_blob_1_fetches_every_blob_in_one_request(
 def test_ranges_per_blob_must_be_positive() -> None:
     with pytest.raises(ValueError, match="ranges_per_blob"):
         options(ranges_per_blob=0)
+
+
+@pytest.mark.peers
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # as above
+async def test_a_full_temp_directory_is_one_clear_error_and_nothing_is_written(
+    proxy: FaultProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spool's disk fills up (injected at its first write: a full disk on demand)."""
+
+    def full(fd: int, data: bytes, offset: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(registry_client, "SEGMENT_MIN", PART)
+    monkeypatch.setattr(registry_client, "pwrite_all", full)
+    proxy.reset()
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(OutputError, match=r"cannot spool a blob's byte ranges in .*No space left"):
+        await save_from_registry(_names(proxy), out / "a.tar", options())
+    assert list(out.iterdir()) == []

@@ -56,7 +56,7 @@ import anyio
 import httpcore  # noqa: F401
 import httpx
 
-from hatchway.errors import RegistryError
+from hatchway.errors import OutputError, RegistryError
 from hatchway.files import pwrite_all
 from hatchway.limits import (
     MAX_DOCUMENT_SIZE,
@@ -229,7 +229,10 @@ class RegistryClient:
         self, repository: str, descriptor: Descriptor, bounds: list[tuple[int, int]]
     ) -> AsyncIterator[AsyncIterator[bytes]]:
         """The blob as ``bounds`` fetched at once; chunks in order (see the module)."""
-        spool = _Spool(await anyio.to_thread.run_sync(_unlinked_temp), bounds)
+        try:
+            spool = _Spool(await anyio.to_thread.run_sync(_unlinked_temp), bounds)
+        except OSError as exc:
+            raise _spool_error(exc) from None
         try:
             async with anyio.create_task_group() as tg:
                 for part in range(1, len(bounds)):
@@ -253,7 +256,10 @@ class RegistryClient:
         async with aclosing(self._blob_chunks(repository, descriptor, start, end)) as chunks:
             async for chunk in chunks:
                 offset = start + spool.filled[part]
-                await anyio.to_thread.run_sync(pwrite_all, spool.fd, chunk, offset)
+                try:
+                    await anyio.to_thread.run_sync(pwrite_all, spool.fd, chunk, offset)
+                except OSError as exc:
+                    raise _spool_error(exc) from None
                 spool.filled[part] += len(chunk)
                 spool.changed()
 
@@ -724,6 +730,13 @@ class _Spool:
 
     async def wait(self) -> None:
         await self._moved.wait()
+
+
+def _spool_error(exc: OSError) -> OutputError:
+    return OutputError(
+        f"cannot spool a blob's byte ranges in {tempfile.gettempdir()}: "
+        f"{exc.strerror or exc} (point TMPDIR elsewhere)"
+    )
 
 
 def _unlinked_temp() -> int:
