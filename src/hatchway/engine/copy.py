@@ -10,7 +10,9 @@ not one more engine.  Phases, each finished before the next starts:
    destination's :class:`~hatchway.transports.base.LayerForm`) so that a layer shared by many
    images moves once; at most ``jobs`` moves at a time, and a task that waits for a layer
    another task is moving holds no slot (the go-containerregistry tarball-writer deadlock:
-   a fetch must never wait for its turn while holding a slot);
+   a fetch must never wait for its turn while holding a slot).  Small local layers going
+   into an archive move in batches, one batch at a time beside those slots, and every
+   worker-thread step of a move takes one of ``DECODE_THREADS`` threads (one per core);
 3. **commit**: the destination writes what makes the copy visible — an archive, index
    entries, tags — only now, so on any failure before this point nothing of the copy is
    visible anywhere.
