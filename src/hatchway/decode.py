@@ -15,6 +15,8 @@ as hashlib does, so two layers decode on two cores.
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 from collections.abc import Callable
 from typing import IO, Any, cast
 
@@ -28,6 +30,8 @@ from hatchway.model import Compression, Layer
 _GZIP_ERROR = cast("type[Exception]", isal_zlib.error)
 _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_WBITS = 31
+#: Inflated chunks (up to ``CHUNK_SIZE`` each) waiting for the helper thread of a split step.
+_SPLIT_QUEUE = 4
 
 
 class _HashingWriter:
@@ -97,13 +101,22 @@ class LayerDecoder:
             raise self._corrupt(f"corrupt zstd data ({exc})") from None
 
     def feed_file(
-        self, source: IO[bytes], budget: int, checkpoint: Callable[[], object] | None = None
+        self,
+        source: IO[bytes],
+        budget: int,
+        checkpoint: Callable[[], object] | None = None,
+        *,
+        split: bool = False,
     ) -> int:
         """Feed up to ``budget`` bytes read from ``source``; return how many (0 at its end).
 
         ``checkpoint`` runs before every ``CHUNK_SIZE`` read: the engine passes
         :func:`anyio.from_thread.check_cancelled`, so a cancelled operation stops within one
-        chunk's work instead of at the end of the step."""
+        chunk's work instead of at the end of the step.  ``split`` puts a gzip layer's
+        uncompressed side (the diffID hash and the write) on a helper thread for the step, so
+        that one big layer decodes on two cores (see :meth:`_feed_split`)."""
+        if split and self._gzip is not None:
+            return self._feed_split(source, budget, checkpoint)
         fed = 0
         while fed < budget:
             if checkpoint is not None:
@@ -113,6 +126,46 @@ class LayerDecoder:
                 break
             self.feed(chunk)
             fed += len(chunk)
+        return fed
+
+    def _feed_split(
+        self, source: IO[bytes], budget: int, checkpoint: Callable[[], object] | None
+    ) -> int:
+        """:meth:`feed_file` in two stages: this thread reads, hashes the stored bytes and
+        inflates; a helper thread hashes and writes what comes out, in order, through a
+        queue of a few chunks.  Both stages release the GIL in their C work, so the two
+        overlap.  The helper lives for this call only: it is joined before returning or
+        raising, and its error (a failed write) is raised here."""
+        handoff: queue.Queue[bytes | None] = queue.Queue(maxsize=_SPLIT_QUEUE)
+        failed: list[BaseException] = []
+
+        def drain() -> None:
+            while (data := handoff.get()) is not None:
+                if not failed:
+                    try:
+                        type(self)._emit(self, data)
+                    except BaseException as exc:  # raised by the feeding thread
+                        failed.append(exc)
+
+        helper = threading.Thread(target=drain, name="hatchway-decode", daemon=True)
+        helper.start()
+        self._emit = handoff.put  # type: ignore[method-assign, assignment]  # chunks are bytes
+        fed = 0
+        try:
+            while fed < budget and not failed:
+                if checkpoint is not None:
+                    checkpoint()
+                chunk = source.read(min(CHUNK_SIZE, budget - fed))
+                if not chunk:
+                    break
+                self.feed(chunk)
+                fed += len(chunk)
+        finally:
+            del self._emit  # back to the method
+            handoff.put(None)
+            helper.join()
+        if failed:
+            raise failed[0]
         return fed
 
     def finish(self) -> int:

@@ -284,8 +284,9 @@ class _Mover:
             # longer than its descriptor is caught.
             end = local.size
             try:
+                # A core no other step is using: inflate and hash on two threads this step.
                 while n := await self._in_thread(
-                    decoder.feed_file,
+                    partial(decoder.feed_file, split=self.threads.available_tokens >= 2),
                     cast(IO[bytes], file),
                     STEP_BYTES if end is None else min(STEP_BYTES, end - decoder.consumed),
                     anyio.from_thread.check_cancelled,
