@@ -117,8 +117,19 @@ class LayerDecoder:
         that one big layer decodes on two cores (see :meth:`_feed_split`)."""
         if split and self._gzip is not None:
             return self._feed_split(source, budget, checkpoint)
+        return self._feed_from(source, budget, checkpoint, [])
+
+    def _feed_from(
+        self,
+        source: IO[bytes],
+        budget: int,
+        checkpoint: Callable[[], object] | None,
+        failed: list[BaseException],
+    ) -> int:
+        """Read and feed ``source`` in ``CHUNK_SIZE`` reads until ``budget``, its end, or a
+        failure appears in ``failed``."""
         fed = 0
-        while fed < budget:
+        while fed < budget and not failed:
             if checkpoint is not None:
                 checkpoint()
             chunk = source.read(min(CHUNK_SIZE, budget - fed))
@@ -150,16 +161,8 @@ class LayerDecoder:
         helper = threading.Thread(target=drain, name="hatchway-decode", daemon=True)
         helper.start()
         self._emit = handoff.put  # type: ignore[method-assign, assignment]  # chunks are bytes
-        fed = 0
         try:
-            while fed < budget and not failed:
-                if checkpoint is not None:
-                    checkpoint()
-                chunk = source.read(min(CHUNK_SIZE, budget - fed))
-                if not chunk:
-                    break
-                self.feed(chunk)
-                fed += len(chunk)
+            fed = self._feed_from(source, budget, checkpoint, failed)
         finally:
             del self._emit  # back to the method
             handoff.put(None)
