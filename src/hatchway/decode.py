@@ -9,7 +9,9 @@ arrives, and a local file is decoded in steps, so the async side reports progres
 cancellation between calls.  Memory stays bounded: input arrives in chunks and decompressed
 output is produced at most ``CHUNK_SIZE`` at a time, so even a decompression bomb cannot
 balloon.  gzip uses ISA-L (``isal``), about twice as fast as zlib, and both release the GIL,
-as hashlib does, so two layers decode on two cores.
+as hashlib does, so two layers decode on two cores — and one gzip layer can use two when a
+core is free (``feed_file(split=True)``: inflating on one thread, hashing and writing the
+output on a helper).
 """
 
 from __future__ import annotations
