@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -10,6 +11,17 @@ import pytest
 from hatchway.concurrency import BatchedCalls
 
 pytestmark = pytest.mark.anyio
+
+
+blocked = anyio.wait_all_tasks_blocked
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait for ``condition``, which a worker thread makes true: no task to wait for, and a
+    thread cannot set an ``anyio.Event`` (nor borrow one: the tests here hold them all)."""
+    with anyio.fail_after(5):
+        while not condition():  # noqa: ASYNC110
+            await anyio.sleep(0.001)
 
 
 class Recorder:
@@ -79,10 +91,10 @@ async def test_calls_made_while_a_batch_runs_share_the_next_batch() -> None:
     recorder.gate.clear()
     async with anyio.create_task_group() as tg:
         tg.start_soon(calls, 0)
-        await anyio.sleep(0.05)  # the first batch is running, held by the gate
+        await blocked()  # the first batch is running, held by the gate
         for n in range(1, 50):
             tg.start_soon(calls, n)
-        await anyio.sleep(0.05)
+        await blocked()
         recorder.gate.set()
     assert len(batches) == 2 and batches[0] == [0]
     assert sorted(batches[1]) == list(range(1, 50))  # trio starts tasks in random order
@@ -109,12 +121,12 @@ async def test_a_cancelled_queued_caller_leaves_and_does_not_stall_the_others() 
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(h.ask, 1)  # leads the first batch, held by the gate
-        await anyio.sleep(0.05)
+        await blocked()
         with anyio.move_on_after(0.05) as scope:
             await h.calls(2)  # queued behind the running batch, then cancelled
         assert scope.cancelled_caught
         tg.start_soon(h.ask, 3)
-        await anyio.sleep(0.05)
+        await blocked()
         h.recorder.gate.set()
     assert h.results == {1: 2, 3: 6}
     assert h.batches == [[1], [3]]  # the cancelled call left the queue
@@ -125,7 +137,7 @@ async def test_the_first_queued_caller_cancelled_hands_the_next_batch_on() -> No
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(h.ask, 1)
-        await anyio.sleep(0.05)
+        await blocked()
         first_queued = anyio.CancelScope()
 
         async def queued() -> None:
@@ -133,11 +145,11 @@ async def test_the_first_queued_caller_cancelled_hands_the_next_batch_on() -> No
                 await h.calls(2)
 
         tg.start_soon(queued)
-        await anyio.sleep(0.01)
+        await blocked()
         tg.start_soon(h.ask, 3)
-        await anyio.sleep(0.05)
+        await blocked()
         first_queued.cancel()
-        await anyio.sleep(0.01)
+        await blocked()
         h.recorder.gate.set()
     assert h.results == {1: 2, 3: 6} and h.batches == [[1], [3]]
 
@@ -154,11 +166,11 @@ async def test_a_cancelled_leader_answers_its_batch_and_hands_the_queue_on() -> 
                 await anyio.sleep(1)  # where the cancellation lands
 
         tg.start_soon(lead)
-        await anyio.sleep(0.05)
+        await blocked()
         tg.start_soon(h.ask, 2)  # queued behind the leader's batch
-        await anyio.sleep(0.05)
+        await blocked()
         leader.cancel()  # a worker call is not interrupted: the leader waits for it
-        await anyio.sleep(0.05)
+        await blocked()
         h.recorder.gate.set()
     assert leader.cancelled_caught
     assert h.results == {1: 2, 2: 4} and h.batches == [[1], [2]]
@@ -177,7 +189,7 @@ async def test_a_leader_cancelled_before_its_worker_call_ran_leaves_the_calls_qu
             limiter.total_tokens = 2
             tg.start_soon(anyio.to_thread.run_sync, blocker.wait, 5)  # one thread taken
             tg.start_soon(h.ask, 0)  # the first batch takes the other, held by the gate
-            await anyio.sleep(0.05)
+            await until(lambda: limiter.borrowed_tokens == 2)
             leader = anyio.CancelScope()
 
             async def lead() -> None:
@@ -185,14 +197,15 @@ async def test_a_leader_cancelled_before_its_worker_call_ran_leaves_the_calls_qu
                     await h.calls(1)
 
             tg.start_soon(lead)  # queued first: it will start the next batch, [1, 2]
-            await anyio.sleep(0.02)
+            await blocked()
             tg.start_soon(h.ask, 2)
-            await anyio.sleep(0.02)
+            await blocked()
             limiter.total_tokens = 1  # once the first batch's thread returns, none is free
             h.recorder.gate.set()
-            await anyio.sleep(0.05)  # batch [1, 2] now waits for a thread
+            await until(lambda: 0 in h.results)
+            await blocked()  # batch [1, 2] now waits for a thread
             leader.cancel()
-            await anyio.sleep(0.02)
+            await blocked()
             blocker.set()
     finally:
         limiter.total_tokens = saved
