@@ -74,6 +74,8 @@ class LayerDecoder:
         self._zstd: Any = None
         if not self._plain and layer.compression is Compression.GZIP:
             self._gzip = isal_zlib.decompressobj(_GZIP_WBITS)
+            #: Where inflated chunks go: :meth:`_emit`, or a split step's hand-off queue.
+            self._inflated: Callable[[bytes], None] = self._emit
         elif not self._plain and layer.compression is Compression.ZSTD:
             self._zstd = zstandard.ZstdDecompressor().stream_writer(
                 cast(IO[bytes], _HashingWriter(self)), write_size=CHUNK_SIZE, write_return_read=True
@@ -156,17 +158,17 @@ class LayerDecoder:
             while (data := handoff.get()) is not None:
                 if not failed:
                     try:
-                        type(self)._emit(self, data)
+                        self._emit(data)
                     except BaseException as exc:  # raised by the feeding thread
                         failed.append(exc)
 
         helper = threading.Thread(target=drain, name="hatchway-decode", daemon=True)
         helper.start()
-        self._emit = handoff.put  # type: ignore[method-assign, assignment]  # chunks are bytes
+        self._inflated = handoff.put
         try:
             fed = self._feed_from(source, budget, checkpoint, failed)
         finally:
-            del self._emit  # back to the method
+            self._inflated = self._emit
             handoff.put(None)
             helper.join()
         if failed:
@@ -217,7 +219,7 @@ class LayerDecoder:
                 if not data:
                     return
             out = self._gzip.decompress(data, CHUNK_SIZE)
-            self._emit(out)
+            self._inflated(out)
             data = self._gzip.unconsumed_tail
             if self._gzip.eof and self._gzip.unused_data:
                 data = self._gzip.unused_data + data
