@@ -38,10 +38,10 @@ from hatchway.concurrency import collapse_errors
 from hatchway.decode import LayerDecoder
 from hatchway.errors import HatchwayError, OutputError
 from hatchway.files import write_all
-from hatchway.limits import CHUNK_SIZE, WRITE_BUFFER
+from hatchway.limits import CHUNK_SIZE
 from hatchway.model import Compression
 from hatchway.transports.archive.staging import StagedLayer
-from hatchway.transports.archive.writers import Advance, open_adopted
+from hatchway.transports.archive.writers import Advance, BufferedWriter, open_adopted
 
 #: Bytes handed to a compressor at once (also the threaded gzip writer's block size).
 BLOCK = 1 << 20
@@ -187,7 +187,7 @@ class Compressor:
             self._writer.close()
 
 
-class CompressedWriter:
+class CompressedWriter(BufferedWriter):
     """A :class:`~hatchway.transports.archive.writers.SequentialWriter` that compresses into
     a file descriptor (``fd``) or an anyio stream (``stream``), neither closed here.
 
@@ -208,26 +208,21 @@ class CompressedWriter:
     ) -> None:
         if (fd is None) == (stream is None):
             raise ValueError("exactly one of fd and stream")
+        super().__init__()
         self._compressor = compressor
         self._description = description
         self._fd = fd
         self._stream = stream
-        self._buffer = bytearray()
         self.verifies_pending = verifies_pending
         #: Compressed bytes written so far.
         self.written = 0
-
-    async def write(self, data: bytes) -> None:
-        self._buffer += data
-        if len(self._buffer) >= WRITE_BUFFER:
-            await self._flush()
 
     async def write_file(self, body: StagedLayer, advance: Advance) -> None:
         """Read (and, when its check is pending, hash) the layer on one worker thread while
         another compresses what was read before: reading and hashing overlap compression."""
         if body.pending_check is not None and not self.verifies_pending:  # pragma: no cover
             raise OutputError(f"{body.path}: unverified layer sent to {self._description}")
-        await self._flush()
+        await self.flush()
         send, receive = anyio.create_memory_object_stream[list[bytes]](_PIPE_DEPTH)
 
         async def read() -> None:
@@ -273,7 +268,7 @@ class CompressedWriter:
                 await anyio.to_thread.run_sync(file.close)
 
     async def finish(self) -> None:
-        await self._flush()
+        await self.flush()
         await self._emit(await anyio.to_thread.run_sync(self._end))
 
     async def aclose(self) -> None:
@@ -283,10 +278,8 @@ class CompressedWriter:
 
     # -- worker-thread halves --------------------------------------------------------------
 
-    async def _flush(self) -> None:
-        if self._buffer:
-            data, self._buffer = bytes(self._buffer), bytearray()
-            await self._emit(await anyio.to_thread.run_sync(self._compress, data))
+    async def _send(self, data: bytes) -> None:
+        await self._emit(await anyio.to_thread.run_sync(self._compress, data))
 
     def _compress(self, data: bytes) -> bytes:
         self._compressor.feed(data)

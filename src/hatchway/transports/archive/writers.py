@@ -278,16 +278,12 @@ async def write_sequential(
     await out.finish()
 
 
-class FdWriter:
-    """Front to back into a file descriptor owned by the caller (not closed here)."""
+class BufferedWriter:
+    """The small writes of an archive written front to back (headers, small files, padding)
+    gathered into blocks of ``WRITE_BUFFER`` bytes, each handed on by :meth:`_send`."""
 
-    verifies_pending = False
-
-    def __init__(self, fd: int, description: str) -> None:
-        self._fd = fd
-        self._description = description
+    def __init__(self) -> None:
         self._buffer = bytearray()
-        self._kernel = KernelCopy(fd)
 
     async def write(self, data: bytes) -> None:
         self._buffer += data
@@ -297,10 +293,28 @@ class FdWriter:
     async def flush(self) -> None:
         if self._buffer:
             data, self._buffer = bytes(self._buffer), bytearray()
-            await anyio.to_thread.run_sync(self._write_all, data)
+            await self._send(data)
 
     async def finish(self) -> None:
         await self.flush()
+
+    async def _send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+
+class FdWriter(BufferedWriter):
+    """Front to back into a file descriptor owned by the caller (not closed here)."""
+
+    verifies_pending = False
+
+    def __init__(self, fd: int, description: str) -> None:
+        super().__init__()
+        self._fd = fd
+        self._description = description
+        self._kernel = KernelCopy(fd)
+
+    async def _send(self, data: bytes) -> None:
+        await anyio.to_thread.run_sync(self._write_all, data)
 
     async def write_file(self, body: StagedLayer, advance: Advance) -> None:
         await self.flush()
@@ -342,27 +356,17 @@ class FdWriter:
         return OutputError(f"cannot write {self._description}: {exc.strerror}")
 
 
-class StreamWriter:
+class StreamWriter(BufferedWriter):
     """Front to back into an anyio :class:`~anyio.abc.ByteSendStream` (not closed here)."""
 
     verifies_pending = False
 
     def __init__(self, stream: ByteSendStream) -> None:
+        super().__init__()
         self._stream = stream
-        self._buffer = bytearray()
 
-    async def write(self, data: bytes) -> None:
-        self._buffer += data
-        if len(self._buffer) >= WRITE_BUFFER:
-            await self.flush()
-
-    async def flush(self) -> None:
-        if self._buffer:
-            data, self._buffer = bytes(self._buffer), bytearray()
-            await self._stream.send(data)
-
-    async def finish(self) -> None:
-        await self.flush()
+    async def _send(self, data: bytes) -> None:
+        await self._stream.send(data)
 
     async def write_file(self, body: StagedLayer, advance: Advance) -> None:
         await self.flush()
