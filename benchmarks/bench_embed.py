@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from content import ImageSpec, ensure_stores  # noqa: E402
+from content import ImageSpec, ensure_stores, tiny_layer_store  # noqa: E402
 
 import hatchway  # noqa: E402
 from hatchway.testing import LayoutBuilder  # noqa: E402
@@ -80,21 +80,6 @@ async def lag_beside(operation: Callable[[], Awaitable[object]]) -> tuple[float,
 # -- workloads -------------------------------------------------------------------------------
 
 
-def many_small_store(work: Path, images: int, layers: int) -> tuple[Path, list[str]]:
-    """A store of ``images`` images with ``layers`` tiny distinct gzip layers each."""
-    root = work / f"embed-many-{images}x{layers}"
-    names = [f"many/img{i}:1" for i in range(images)]
-    if (root / "index.json").exists():
-        return root, names
-    shutil.rmtree(root, ignore_errors=True)
-    b = LayoutBuilder(root)
-    for i in range(images):
-        built = [b.layer({f"img{i}/layer{k}": f"{i}-{k}\n".encode() * 8}) for k in range(layers)]
-        b.tag(b.image(built), names[i])
-    b.save()
-    return root, names
-
-
 def gzip_store(work: Path, layer_size: int) -> tuple[Path, list[str]]:
     """~1 GiB (4 layers) of realistic gzip content: the same store as benchmark b."""
     seeds = (1, 2, 3, 4)
@@ -113,7 +98,7 @@ def gzip_store(work: Path, layer_size: int) -> tuple[Path, list[str]]:
 
 
 def bench_lag(work: Path, quick: bool) -> list[str]:
-    many_root, many_names = many_small_store(work, 100 if quick else 1000, 10)
+    many_root, many_names = tiny_layer_store(work, 100 if quick else 1000)
     gz_root, gz_names = gzip_store(work, (8 if quick else 256) * MiB)
     out = work / "embed-out.tar"
     rows = ["| workload | backend | max lag | p99 lag | wall |", "|---|---|---:|---:|---:|"]

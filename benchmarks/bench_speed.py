@@ -36,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from content import tiny_layer_store  # noqa: E402
 from measure import Contender, Sample, median, round_robin, run_child, warm  # noqa: E402
 from tools import Tools  # noqa: E402
 
@@ -106,20 +107,6 @@ def real_store(work: Path, quick: bool) -> tuple[Path, list[str]]:
     return root, names
 
 
-def many_store(work: Path, images: int) -> tuple[Path, list[str]]:
-    root = work / f"many-{images}"
-    names = [f"many/img{i}:1" for i in range(images)]
-    if (root / "index.json").exists():
-        return root, names
-    shutil.rmtree(root, ignore_errors=True)
-    b = LayoutBuilder(root)
-    for i in range(images):
-        layers = [b.layer({f"img{i}/l{k}": f"{i}/{k}\n".encode() * 16}) for k in range(10)]
-        b.tag(b.image(layers), names[i])
-    b.save()
-    return root, names
-
-
 def _mib(n: int) -> str:
     return f"{n / MiB:.0f} MiB"
 
@@ -174,7 +161,7 @@ def _rm(*paths: Path) -> Callable[[], None]:
 
 def bench_many(tools: Tools, work: Path, quick: bool, reps: int) -> list[str]:
     count = 100 if quick else 1000
-    root, names = many_store(work, count)
+    root, names = tiny_layer_store(work, count)
     out_all, out_one = work / "many-all.tar", work / "many-one.tar"
     contenders = [
         Contender(

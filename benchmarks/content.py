@@ -211,3 +211,19 @@ def ensure_stores(
         build_store(roots[compression], images, sizes, compression, layers)
     shutil.rmtree(work / "parts", ignore_errors=True)
     return roots
+
+
+def tiny_layer_store(work: Path, images: int, layers: int = 10) -> tuple[Path, list[str]]:
+    """A store of ``images`` images of ``layers`` tiny distinct gzip layers each, built once
+    under ``work`` (the metadata-heavy workload of a thousand images), and its names."""
+    root = work / f"many-{images}x{layers}"
+    names = [f"many/img{i}:1" for i in range(images)]
+    if (root / "index.json").exists():
+        return root, names
+    shutil.rmtree(root, ignore_errors=True)
+    b = LayoutBuilder(root)
+    for i in range(images):
+        built = [b.layer({f"img{i}/layer{k}": f"{i}-{k}\n".encode() * 8}) for k in range(layers)]
+        b.tag(b.image(built), names[i])
+    b.save()
+    return root, names
