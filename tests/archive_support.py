@@ -18,6 +18,8 @@ from tests.support import Family
 
 #: What the bundles hold: images sharing layers, a Docker-media-type one, a registry-named one.
 NAMES = ["app", "tools", "busybox", "127.0.0.1:5000/other:v1"]
+#: Every archive format hatchway writes and reads.
+FORMATS = ["docker", "docker-1.10", "docker-legacy"]
 
 
 async def save(family: Family, out: Path, names: list[str] = NAMES, **options: object) -> Path:

@@ -19,6 +19,7 @@ from hatchway.progress import CopyStarted, ProgressEvent
 from hatchway.reference import Transport, parse_query
 from hatchway.testing.layout import LayoutBuilder
 from tests.archive_support import (
+    FORMATS,
     NAMES,
     config_member,
     drop,
@@ -33,8 +34,6 @@ from tests.archive_support import (
 from tests.support import Family, files_under
 
 pytestmark = pytest.mark.anyio
-
-FORMATS = ["docker", "docker-1.10", "docker-legacy"]
 
 
 def ids_and_tags(path: Path) -> list[tuple[str, list[str] | None]]:

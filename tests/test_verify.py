@@ -11,6 +11,7 @@ import pytest
 
 import hatchway
 from tests.archive_support import (
+    FORMATS,
     NAMES,
     config_member,
     drop,
@@ -26,8 +27,6 @@ from tests.support import Family
 from tests.test_cli import error_line, run
 
 pytestmark = pytest.mark.anyio
-
-FORMATS = ["docker", "docker-1.10", "docker-legacy"]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -41,7 +41,7 @@ def _remove_tree(directory: Path) -> None:
         raise PeerError(f"could not remove {directory}")
 
 
-_Service = TypeVar("_Service", Registry, Containerd, DockerDaemon)
+_Service = TypeVar("_Service", Registry, Containerd, DockerDaemon, Podman)
 
 
 def _service(
@@ -88,13 +88,7 @@ def skopeo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Skopeo]:
 @pytest.fixture(scope="session")
 def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
     """``podman(*args)``: daemonless podman with all its state in a private temp dir."""
-    workdir = tmp_path_factory.mktemp("podman")
-    handle = Podman(workdir)
-    try:
-        yield handle
-    finally:
-        handle.stop()
-        _remove_tree(workdir)
+    yield from _service(tmp_path_factory, "podman", Podman)
 
 
 @pytest.fixture(scope="session")
