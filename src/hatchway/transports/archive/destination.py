@@ -253,7 +253,6 @@ class _PipelinedReceiver:
         self.temp = temp
         self._fd = file.fd
         self._path = file.path
-        self._sizes = laid_out.sizes
         self._laid_out = laid_out
         self._done: dict[str, Placed | StagedLayer] = {}
 
@@ -265,7 +264,7 @@ class _PipelinedReceiver:
 
     async def open_layer(self, layer: Layer) -> PlacedTarget:
         offset = self._laid_out.offsets[layer.diff_id]
-        predicted = self._sizes[layer.diff_id]
+        predicted = self._laid_out.sizes[layer.diff_id]
         return PlacedTarget(self._fd, offset, predicted, layer, self._directory, self._record)
 
     def _record(self, done: Placed | StagedLayer) -> None:
@@ -273,15 +272,16 @@ class _PipelinedReceiver:
 
     async def commit(self) -> ArchiveWritten:
         progress = self._context.progress
+        sizes = self._laid_out.sizes
         exact = all(
-            isinstance(d, Placed) and d.size == self._sizes[d.diff_id] for d in self._done.values()
+            isinstance(d, Placed) and d.size == sizes[d.diff_id] for d in self._done.values()
         )
         if not exact:
             return await self._replan()
         total = self._laid_out.total
         progress(WriteStarted(total))
         progress(WriteAdvanced(self._laid_out.metadata))  # written when the plan was made
-        progress(WriteAdvanced(sum(self._sizes.values())))  # the layers, already in place
+        progress(WriteAdvanced(sum(self._laid_out.sizes.values())))  # the layers, already in place
         await self.temp.finish()
         return ArchiveWritten(total, total)
 
