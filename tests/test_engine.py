@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import random
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 import hatchway
+from hatchway.decode import LayerDecoder
+from hatchway.engine import copy as copy_module
 from hatchway.model import hex_of
 from hatchway.progress import (
     CopyFinished,
@@ -20,6 +25,8 @@ from hatchway.progress import (
     WriteAdvanced,
     WriteStarted,
 )
+from hatchway.testing import LayoutBuilder
+from hatchway.testing.slow import SlowStore
 from hatchway.transports.layout.source import OCILayoutStore
 from tests.support import Family, ProbeStore, files_under, read_archive
 
@@ -172,3 +179,52 @@ async def test_output_mode_follows_umask(family: Family, tmp_path: Path) -> None
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "o.tar").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+class _Overlap:
+    """Wraps a blocking function to record how many threads ran it at once."""
+
+    def __init__(self, function: Any) -> None:
+        self._function = function
+        self._lock = threading.Lock()
+        self._running = 0
+        self.most = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            self._running += 1
+            self.most = max(self.most, self._running)
+        try:
+            time.sleep(0.01)  # long enough for the others to start, if they may
+            return self._function(*args, **kwargs)
+        finally:
+            with self._lock:
+                self._running -= 1
+
+
+async def test_layers_decode_on_at_most_decode_threads_threads(
+    family: Family, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight fetches at once share two decoding threads (DECODE_THREADS on two cores): each
+    feed waits for a thread, whatever ``jobs`` is."""
+    monkeypatch.setattr(copy_module, "DECODE_THREADS", 2)
+    overlap = _Overlap(LayerDecoder.feed)
+    monkeypatch.setattr(LayerDecoder, "feed", lambda self, chunk: overlap(self, chunk))
+    store = SlowStore(OCILayoutStore(family.root), latency=0.0)  # streamed, not local files
+    await hatchway.save(EVERYTHING, tmp_path / "a.tar", store=store, jobs=8)
+    assert overlap.most == 2
+
+
+async def test_batches_of_small_layers_run_one_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    b = LayoutBuilder(tmp_path / "store")
+    for i in range(4):  # 80 tiny layers: several batches of SMALL_BATCH
+        layers = [b.layer({f"i{i}/l{k}": b"%d %d\n" % (i, k)}) for k in range(20)]
+        b.tag(b.image(layers), f"many/img{i}:1")
+    b.save()
+    overlap = _Overlap(copy_module._decode_batch)
+    monkeypatch.setattr(copy_module, "_decode_batch", overlap)
+    names = [f"many/img{i}:1" for i in range(4)]
+    await hatchway.save(names, tmp_path / "a.tar", store=tmp_path / "store", jobs=8)
+    assert overlap.most == 1
