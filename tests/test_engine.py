@@ -228,3 +228,24 @@ async def test_batches_of_small_layers_run_one_at_a_time(
     names = [f"many/img{i}:1" for i in range(4)]
     await hatchway.save(names, tmp_path / "a.tar", store=tmp_path / "store", jobs=8)
     assert overlap.most == 1
+
+
+async def test_a_big_gzip_layer_alone_decodes_in_split_steps_to_the_same_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a decoding thread to spare, a big local gzip layer's steps run split (inflate
+    here, hash and write on a helper); the archive is the one an unsplit save writes."""
+    b = LayoutBuilder(tmp_path / "store")
+    noise = random.Random(7).randbytes(3 << 20)  # stays > SMALL_BLOB once gzipped
+    b.tag(b.image([b.layer({"big": noise})]), "big:1")
+    b.save()
+    split = _Overlap(LayerDecoder._feed_split)
+    monkeypatch.setattr(LayerDecoder, "_feed_split", lambda self, *a: split(self, *a))
+    outputs = {}
+    for threads in (1, 2):  # one thread: never a spare one
+        monkeypatch.setattr(copy_module, "DECODE_THREADS", threads)
+        out = tmp_path / f"{threads}.tar"
+        await hatchway.save(["big:1"], out, store=tmp_path / "store")
+        outputs[threads] = out.read_bytes()
+        assert (split.most > 0) is (threads == 2)
+    assert outputs[1] == outputs[2]
