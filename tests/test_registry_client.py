@@ -38,11 +38,19 @@ def _digest(data: bytes) -> str:
 
 
 def _store(handler: Handler, sleeps: Sleeps | None = None, **kw: object) -> RegistryStore:
+    """A store whose registry API speaks only TLS (``HOST`` is loopback: the client also
+    tries the API over plain HTTP until it hears TLS, and those attempts find nothing)."""
+
+    def tls_only(request: httpx.Request) -> httpx.Response:
+        if request.url.scheme == "http" and request.url.path.startswith("/v2/"):
+            raise httpx.ConnectError("connection refused")
+        return handler(request)
+
     retry = RetryPolicy(retries=3, sleep=sleeps or Sleeps())
     opts = RegistryOptions(
         use_credential_files=False,
         retry=retry,
-        transport=httpx.MockTransport(handler),
+        transport=httpx.MockTransport(tls_only),
         **kw,  # type: ignore[arg-type]
     )
     return RegistryStore(opts)

@@ -274,7 +274,50 @@ async def test_an_insecure_remote_host_that_does_not_speak_tls_gets_plain_http(
     opts = _opts(transport=httpx.MockTransport(handler), insecure_registries={"reg.example"})
     with pytest.raises(Exception, match="No such image"):
         await save_from_registry(["docker://reg.example/a/b:1"], tmp_path / "o.tar", opts)
-    assert seen == [
-        "https://reg.example/v2/a/b/manifests/1",
+    assert sorted(seen) == [
         "http://reg.example/v2/a/b/manifests/1",
+        "https://reg.example/v2/a/b/manifests/1",
     ]
+
+
+async def test_an_undecided_host_is_asked_over_plain_http_without_waiting_for_tls_to_fail(
+    tmp_path: Path,
+) -> None:
+    """The plain request goes out at once: here TLS fails only after the plain request arrived
+    (sent one after the other, the save would wait for ever)."""
+    import anyio
+
+    plain_arrived = anyio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.scheme == "http":
+            plain_arrived.set()
+        else:
+            await plain_arrived.wait()
+        return _not_tls(request)
+
+    opts = _opts(transport=httpx.MockTransport(handler), insecure_registries={"reg.example"})
+    with anyio.fail_after(10), pytest.raises(Exception, match="No such image"):
+        await save_from_registry(["docker://reg.example/a/b:1"], tmp_path / "o.tar", opts)
+
+
+async def test_a_host_that_answers_over_tls_keeps_https_even_if_plain_http_answers_first() -> None:
+    import anyio
+
+    plain_answered = anyio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.scheme == "http":
+            plain_answered.set()
+            return httpx.Response(500, json={"errors": [{"code": "X", "message": "plain"}]})
+        await plain_answered.wait()
+        return httpx.Response(404, json={"errors": [{"code": "MANIFEST_UNKNOWN", "message": "no"}]})
+
+    opts = _opts(transport=httpx.MockTransport(handler), insecure_registries={"reg.example"})
+    store = RegistryStore(opts)
+    try:
+        with anyio.fail_after(10), pytest.raises(Exception, match="No such image"):
+            await store.resolve(parse_query("docker://reg.example/a/b:1"), None)
+        assert store.client("reg.example").base_url == "https://reg.example"
+    finally:
+        await store.aclose()

@@ -499,6 +499,14 @@ class RegistryClient:
         HTTP for good and sends the request again that way; any answer over TLS keeps HTTPS
         (a host that spoke TLS once is never downgraded).
         """
+        if (
+            not self._scheme_decided
+            and request.url.scheme == "https"
+            and request.url.netloc == self._http.base_url.netloc
+            and request.method == "GET"
+            and "authorization" not in request.headers
+        ):
+            return await self._send_racing_plain(request)
         try:
             response = await self._http.send(request, stream=True)
         except (httpx.TransportError, ssl.SSLError) as exc:
@@ -518,6 +526,77 @@ class RegistryClient:
             self._scheme_decided = True
             self._answered = True
         return response
+
+    async def _send_racing_plain(self, request: httpx.Request) -> httpx.Response:
+        """The first requests to a loopback or insecure host, whose scheme is not decided yet.
+
+        Finding out that a host does not speak TLS takes a round trip, and then the request
+        takes its own over plain HTTP.  So the same request (a GET without credentials, which
+        tells a listener on the plain port nothing the user has not allowed to cross it
+        unencrypted) is sent over plain HTTP at once too.  TLS still decides: an answer over
+        TLS is used and the plain attempt dropped; only when the host turns out not to speak
+        TLS is the plain answer (or its error) used, and HTTP kept for the client's lifetime.
+        """
+        plain = httpx.Request(
+            request.method,
+            request.url.copy_with(scheme="http"),
+            headers=request.headers,
+            extensions=request.extensions,
+        )
+        tls: httpx.Response | BaseException | None = None
+        fallback: httpx.Response | BaseException | None = None
+        fallback_done = anyio.Event()
+
+        async def send_plain() -> None:
+            nonlocal fallback
+            try:
+                fallback = await self._http.send(plain, stream=True)
+            except Exception as exc:
+                fallback = exc
+            finally:
+                fallback_done.set()
+
+        use_plain = False
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send_plain)
+                try:
+                    tls = await self._http.send(request, stream=True)
+                except (httpx.TransportError, ssl.SSLError) as exc:
+                    tls = exc
+                use_plain = (
+                    isinstance(tls, BaseException)
+                    and diagnose(tls).failure is Failure.NOT_TLS
+                    # another request may have heard TLS from this host meanwhile
+                    and not (self._scheme_decided and self._http.base_url.scheme == "https")
+                )
+                if use_plain:
+                    await fallback_done.wait()
+                else:
+                    tg.cancel_scope.cancel()
+        except BaseException:  # cancelled from outside: close whatever was answered
+            with anyio.CancelScope(shield=True):
+                for answer in (tls, fallback):
+                    if isinstance(answer, httpx.Response):
+                        await answer.aclose()
+            raise
+        if isinstance(fallback, httpx.Response) and not use_plain:
+            await fallback.aclose()
+        if isinstance(tls, httpx.Response):
+            self._scheme_decided = True
+            self._answered = True
+            return tls
+        if not use_plain:
+            assert isinstance(tls, BaseException)
+            raise tls
+        self._scheme_decided = True
+        self._http.base_url = f"http://{self.api_host}"
+        if isinstance(fallback, BaseException):
+            raise fallback
+        assert fallback is not None
+        request.url = plain.url
+        self._answered = True
+        return fallback
 
     async def _status_error(
         self, response: httpx.Response, repository: str, what: str
