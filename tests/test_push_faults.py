@@ -78,18 +78,21 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("small_chunks")
-async def test_a_chunk_cut_mid_body_starts_the_upload_over(
+async def test_a_chunk_cut_mid_body_resumes_or_starts_the_upload_over(
     proxy: FaultProxy, store: Path, skopeo: Skopeo, prefix: str, tmp_path: Path
 ) -> None:
-    """distribution gives up a session whose PATCH broke off (its status is then unknown):
-    asked where the session stands, it says so, and the upload starts over with a new POST."""
+    """After a PATCH broke off, the client asks where the session stands.  distribution
+    usually has given the session up by then (its status is unknown) and the upload starts
+    over with a new POST; if the question arrives before the registry noticed the break, the
+    session still answers with what it holds and the upload resumes there (both happen
+    here, about one run in fifteen the second)."""
     faults = proxy.reset(cut_upload_after=200_000, cut_times=2)
     result = await _push(proxy, store, prefix)
     assert faults.cut == 2
     assert proxy.count("PATCH", "/blobs/uploads/") >= 3 * 3  # every big layer in chunks
     assert proxy.count("GET", "/blobs/uploads/") == 2  # each cut: where does it stand?
     starts = proxy.count("POST", "/blobs/uploads/") - proxy.count("POST", "mount=")
-    assert starts == result.blobs_uploaded + 2
+    assert result.blobs_uploaded <= starts <= result.blobs_uploaded + 2  # one more per cut at most
     _check(result, skopeo, tmp_path, store)
 
 
