@@ -72,14 +72,15 @@ MAX_TOKEN_RESPONSE = 1 << 20
 #: most this much (a resume restarts after the last chunk handed on).
 STREAM_CHUNK = 256 << 10
 
-#: A registry blob of at least twice this size is fetched as up to ``SEGMENTS`` byte ranges at
-#: once (each at least this large): a registry's bandwidth per connection — not the link —
-#: is what usually bounds one big layer.  Parts after the first are spooled to an unlinked
-#: temp file until the decoder reaches them.
+#: A registry blob of at least twice this size may be fetched over up to ``SEGMENTS``
+#: connections at once, when they are idle: its part with the most bytes to come is cut in
+#: halves of at least ``SEGMENT_MIN / 2`` (transports/registry/ranges.py).  A registry's
+#: bandwidth per connection — not the link — is what usually bounds one big layer.  Parts
+#: after the first are spooled to an unlinked temp file until the decoder reaches them.
 SEGMENT_MIN = 8 << 20
 SEGMENTS = 4
-#: ... but a blob larger than this is fetched whole: its later ranges would hold up to three
-#: quarters of it in the temp directory (which may be memory, as a tmpfs ``/tmp`` is).
+#: ... but a blob larger than this is fetched whole: its later parts could hold most of it
+#: in the temp directory (which may be memory, as a tmpfs ``/tmp`` is).
 SEGMENTED_MAX = 1 << 30
 
 #: A blob up to this size is uploaded in one request (``POST`` then ``PUT`` with the body); a

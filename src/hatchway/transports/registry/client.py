@@ -8,9 +8,10 @@ httpx runs on anyio, so this works under asyncio and trio alike.  Contracts:
 * :meth:`RegistryClient.open_blob` streams a blob in chunks, unverified (the engine or the
   pull verifies), resuming a cut-short body with ``Range: bytes=N-`` when the registry answers
   ``206``, and refetching from the start (skipping the bytes already delivered) when it does
-  not.  A big blob is fetched as a few byte ranges at once (``SEGMENT_MIN``, ``SEGMENTS``):
-  the first streams straight to the consumer, the others into an unlinked temp file that the
-  consumer reads when it gets there; a registry that ignores ``Range`` (answers ``200``) is
+  not.  A big blob is also fetched over idle connections, as byte ranges cut from it while
+  it arrives (:mod:`.ranges`; ``SEGMENT_MIN``, ``SEGMENTS``): the first part streams straight
+  to the consumer, the others into an unlinked temp file that the consumer reads when it gets
+  there; a registry that ignores ``Range`` (answers ``200``) is
   not asked for ranges again.  Redirects (to a CDN or object store) are followed; httpx
   drops ``Authorization`` when a redirect leaves the registry's origin.
 * Every request is authorised by :class:`~hatchway.transports.registry.auth.Authenticator`, holds
@@ -32,7 +33,7 @@ httpx runs on anyio, so this works under asyncio and trio alike.  Contracts:
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import os
 import ssl
 import tempfile
@@ -62,7 +63,6 @@ from hatchway.limits import (
     MAX_DOCUMENT_SIZE,
     SEGMENT_MIN,
     SEGMENTED_MAX,
-    SEGMENTS,
     STREAM_CHUNK,
 )
 from hatchway.model import Descriptor
@@ -76,6 +76,7 @@ from hatchway.transports.registry.protocol import (
     parse_error_body,
     parse_retry_after,
 )
+from hatchway.transports.registry.ranges import Part, Slots, Spool
 from hatchway.transports.registry.trust import (
     Diagnosis,
     Failure,
@@ -146,7 +147,7 @@ class RegistryClient:
             transport=transport,
             trust_env=False,
         )
-        self._slots = anyio.CapacityLimiter(limit)
+        self._slots = Slots(limit)
         explicit = Credentials.parse(options.creds) if options.creds else None
         self._creds_cache: dict[str, Credentials | None] = {}
         self._creds_lock = anyio.Lock()
@@ -209,12 +210,14 @@ class RegistryClient:
         self, repository: str, descriptor: Descriptor
     ) -> AsyncIterator[AsyncIterator[bytes]]:
         """Stream a blob's bytes (see the module docstring for resume and verification)."""
-        # Ranges queue for connections like any request, so splitting costs nothing when every
-        # connection is busy anyway, and saves the long tail of one big blob when they are not
-        # (measured: a base layer of 60 MB among small ones).  A blob takes at most half.
+        # A blob takes at most half the connections (and ranges_per_blob), and only idle ones.
         most = min(self.options.ranges_per_blob, self.options.max_connections_per_registry // 2)
-        if self._ranges_work is not False and len(bounds := segments(descriptor.size, most)) > 1:
-            async with self._segmented(repository, descriptor, bounds) as chunks:
+        if (
+            most > 1
+            and self._ranges_work is not False
+            and 2 * SEGMENT_MIN <= descriptor.size <= SEGMENTED_MAX
+        ):
+            async with self._split(repository, descriptor, most - 1) as chunks:
                 yield chunks
             return
         chunks = self._blob_chunks(repository, descriptor)
@@ -225,65 +228,107 @@ class RegistryClient:
                 await chunks.aclose()
 
     @asynccontextmanager
-    async def _segmented(
-        self, repository: str, descriptor: Descriptor, bounds: list[tuple[int, int]]
+    async def _split(
+        self, repository: str, descriptor: Descriptor, helpers: int
     ) -> AsyncIterator[AsyncIterator[bytes]]:
-        """The blob as ``bounds`` fetched at once; chunks in order (see the module)."""
-        try:
-            spool = _Spool(await anyio.to_thread.run_sync(_unlinked_temp), bounds)
-        except OSError as exc:
-            raise _spool_error(exc) from None
+        """The blob in one request that ``helpers`` cut short while connections are idle
+        (:mod:`.ranges`); chunks in order."""
+        spool = Spool(descriptor.size)
         try:
             async with anyio.create_task_group() as tg:
-                for part in range(1, len(bounds)):
-                    tg.start_soon(self._fill, repository, descriptor, spool, part)
+                for _ in range(helpers):
+                    tg.start_soon(self._help, repository, descriptor, spool)
                 chunks = self._in_order(repository, descriptor, spool)
                 try:
                     yield chunks
                 finally:
                     with anyio.CancelScope(shield=True):
                         await chunks.aclose()
-                tg.cancel_scope.cancel()  # the consumer stopped early: the rest is not needed
+                tg.cancel_scope.cancel()  # done, or the consumer stopped early
         finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(os.close, spool.fd)
+            if spool.fd is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(os.close, spool.fd)
+
+    async def _help(self, repository: str, descriptor: Descriptor, spool: Spool) -> None:
+        """While the blob has a big part left, take an idle connection and fetch that part's
+        back half."""
+        min_half = SEGMENT_MIN // 2
+
+        def wanted() -> bool:
+            return self._ranges_work is not False and spool.splittable(min_half)
+
+        # Not before the first part flows: by then every blob opened at the same time has
+        # asked for its first connection, and a helper takes only a slot none of them wants.
+        await spool.flowing.wait()
+        while await self._slots.spare(wanted):
+            try:
+                part = spool.split(min_half)
+                if part is not None:
+                    await self._fill(repository, descriptor, spool, part)
+            finally:
+                self._slots.release()
 
     async def _fill(
-        self, repository: str, descriptor: Descriptor, spool: _Spool, part: int
+        self, repository: str, descriptor: Descriptor, spool: Spool, part: Part
     ) -> None:
-        start, end = spool.bounds[part]
-        # aclosing: a generator left suspended would hold its connection slot until collected.
-        async with aclosing(self._blob_chunks(repository, descriptor, start, end)) as chunks:
-            async for chunk in chunks:
-                offset = start + spool.filled[part]
+        """Fetch ``part`` into the spool (on the slot the caller holds), stopping where the
+        part ends — earlier than asked if it was split meanwhile."""
+        async with spool.file_lock:
+            if spool.fd is None:
                 try:
-                    await anyio.to_thread.run_sync(pwrite_all, spool.fd, chunk, offset)
+                    spool.fd = await anyio.to_thread.run_sync(_unlinked_temp)
                 except OSError as exc:
                     raise _spool_error(exc) from None
-                spool.filled[part] += len(chunk)
+        fd = spool.fd
+        # aclosing: a generator left suspended would hold its connection until collected.
+        chunks = self._blob_chunks(repository, descriptor, part.start, part.end, held=True)
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                piece = chunk[: part.unclaimed]
+                offset = part.start + part.claimed
+                part.claimed += len(piece)
+                try:
+                    await anyio.to_thread.run_sync(pwrite_all, fd, piece, offset)
+                except OSError as exc:
+                    raise _spool_error(exc) from None
+                part.filled += len(piece)
                 spool.changed()
+                if not part.unclaimed:
+                    break
 
     async def _in_order(
-        self, repository: str, descriptor: Descriptor, spool: _Spool
+        self, repository: str, descriptor: Descriptor, spool: Spool
     ) -> AsyncGenerator[bytes, None]:
-        first_end = spool.bounds[0][1]
-        async with aclosing(self._blob_chunks(repository, descriptor, 0, first_end)) as chunks:
-            async for chunk in chunks:
-                yield chunk
-        for part in range(1, len(spool.bounds)):
-            start, end = spool.bounds[part]
+        first = spool.first
+        if first.unclaimed:
+            # Asked as a range (to the end): the first answer tells whether ranges work here.
+            chunks = self._blob_chunks(repository, descriptor, 0, descriptor.size, held=True)
+            async with self._slots.hold(), aclosing(chunks):
+                spool.flowing.set()
+                async for chunk in chunks:
+                    piece = chunk[: first.unclaimed]
+                    first.claimed += len(piece)
+                    yield piece
+                    if not first.unclaimed:
+                        break
+        offset = first.end
+        while offset < descriptor.size:
+            part = spool.after(offset)
             done = 0
-            while done < end - start:
-                while spool.filled[part] == done:
+            while done < part.end - part.start:
+                while part.filled == done:
                     await spool.wait()
-                size = min(spool.filled[part] - done, STREAM_CHUNK)
-                chunk = await anyio.to_thread.run_sync(os.pread, spool.fd, size, start + done)
+                size = min(part.filled - done, STREAM_CHUNK)
+                assert spool.fd is not None  # a part has bytes only once the file exists
+                chunk = await anyio.to_thread.run_sync(os.pread, spool.fd, size, part.start + done)
                 if not chunk:  # only if the spool was cut behind our back: never loop on it
                     raise RegistryError(
                         self.domain, repository, f"blob {descriptor.digest}: spool file shrank"
                     )
                 done += len(chunk)
                 yield chunk
+            offset = part.end
 
     @asynccontextmanager
     async def request(
@@ -302,7 +347,7 @@ class RegistryClient:
         are the token scopes it needs (default: pull on ``repository``).  Transport errors
         propagate as httpx's; nothing is retried except once on a 401 that new authorisation
         may satisfy (so ``body`` must make a fresh body each call)."""
-        async with self._slots:
+        async with self._slots.hold():
             response = await self._send_authorised(
                 url, repository, dict(headers or {}), method=method, body=body, scopes=scopes
             )
@@ -336,11 +381,17 @@ class RegistryClient:
     # -- blob streaming with resume -------------------------------------------------------
 
     async def _blob_chunks(
-        self, repository: str, descriptor: Descriptor, start: int = 0, end: int | None = None
+        self,
+        repository: str,
+        descriptor: Descriptor,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        held: bool = False,
     ) -> AsyncGenerator[bytes, None]:
         """Bytes ``start`` to ``end`` (default: the blob's end) of the blob, resumed after
         faults; a ``200`` to a ranged request is read whole, keeping only what is wanted, and
-        turns ranges off for this client."""
+        turns ranges off for this client.  ``held``: the caller holds a connection slot."""
         path = f"/v2/{repository}/blobs/{descriptor.digest}"
         what = f"blob {descriptor.digest}"
         policy = self.options.retry
@@ -355,7 +406,7 @@ class RegistryClient:
                 headers["Range"] = f"bytes={start + received}-{ranged_end}"
             try:
                 async with (
-                    self._open(path, repository, what, headers) as resp,
+                    self._open(path, repository, what, headers, held) as resp,
                     aclosing(_raw(resp, STREAM_CHUNK)) as body,
                 ):
                     if "Range" in headers:
@@ -381,13 +432,12 @@ class RegistryClient:
                             if not chunk:
                                 continue
                         if end is not None:
-                            # A 200 goes on past the range: read it to its end all the same
-                            # (httpx leaves a body abandoned halfway to the garbage collector).
-                            chunk = chunk[: wanted - received]
-                            if not chunk:
-                                continue
+                            chunk = chunk[: wanted - received]  # a 200 goes on past the range
                         received += len(chunk)
-                        yield chunk
+                        if chunk:
+                            yield chunk
+                        if end is not None and received >= wanted:
+                            break  # the rest of a 200 is not wanted: hang up (see _raw)
                 if received >= wanted:
                     return
                 raise _Retry(  # noqa: TRY301 - a clean but short body is retried like a cut one
@@ -436,13 +486,14 @@ class RegistryClient:
 
     @asynccontextmanager
     async def _open(
-        self, path: str, repository: str, what: str, headers: dict[str, str]
+        self, path: str, repository: str, what: str, headers: dict[str, str], held: bool = False
     ) -> AsyncIterator[httpx.Response]:
-        """One authorised GET whose response is 200 or 206; raises otherwise.
+        """One authorised GET whose response is 200 or 206; raises otherwise.  It takes a
+        connection slot for its time, unless the caller ``held`` one already.
 
         Retryable failures raise :class:`_Retry`; transport errors propagate as httpx's.
         """
-        async with self._slots:
+        async with contextlib.nullcontext() if held else self._slots.hold():
             response = await self._send_authorised(path, repository, headers)
             try:
                 if response.status_code not in (200, 206):
@@ -748,13 +799,22 @@ async def _raw(
         yield response.content
         return
     chunks = response.aiter_raw(chunk_size)
+    finished = False
     try:
         async for chunk in chunks:
             yield chunk
-    finally:  # closed at once when this one is, not left to the garbage collector
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        finished = True
+    finally:
+        if not finished:
+            # Left early (a range cut short, a consumer that hung up, an error).  httpx reads
+            # a body through a chain of async generators, and closing the outer one leaves the
+            # inner ones to the garbage collector (trio warns about each).  Closing the
+            # connection first makes the next read fail, and that error ends every one of them.
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+                with contextlib.suppress(Exception):
+                    async for _ in chunks:
+                        pass
 
 
 async def _drain(response: httpx.Response) -> None:
@@ -780,35 +840,6 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
         return "connection lost"
     return "transport error"
-
-
-def segments(size: int, most: int = SEGMENTS) -> list[tuple[int, int]]:
-    """The byte ranges a blob of ``size`` bytes is fetched in: one for a small blob (or one
-    over ``SEGMENTED_MAX``), else up to ``SEGMENTS`` (and ``most``) of at least
-    ``SEGMENT_MIN`` bytes each, in order."""
-    if size > SEGMENTED_MAX:
-        return [(0, size)]
-    count = max(1, min(SEGMENTS, most, size // SEGMENT_MIN))
-    cuts = [size * i // count for i in range(count + 1)]
-    return list(itertools.pairwise(cuts))
-
-
-class _Spool:
-    """The parts of a segmented blob after the first: where they land (``fd``, at their own
-    offsets) and how far each has arrived; :meth:`wait` until any part moves on."""
-
-    def __init__(self, fd: int, bounds: list[tuple[int, int]]) -> None:
-        self.fd = fd
-        self.bounds = bounds
-        self.filled = [0] * len(bounds)
-        self._moved = anyio.Event()
-
-    def changed(self) -> None:
-        self._moved.set()
-        self._moved = anyio.Event()
-
-    async def wait(self) -> None:
-        await self._moved.wait()
 
 
 def _spool_error(exc: OSError) -> OutputError:
