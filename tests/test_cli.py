@@ -305,3 +305,16 @@ def test_the_guard_hides_no_error_class(
     if expected is not None:
         assert stderr.strip().splitlines()[-1] == expected
     assert files_under(tmp_path / "out") == []
+
+
+def test_the_command_does_not_import_httpx_own_command_line_tool() -> None:
+    """httpx imports its command-line tool (rich, pygments: ~50 ms) whenever it is imported;
+    the ``hatchway`` command stops that, and a registry client still works without it."""
+    code = (
+        "import sys, hatchway.cli, hatchway.transports.registry.client as c, httpx\n"
+        "c.RegistryClient('example.test', __import__('hatchway').RegistryOptions())\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rich', 'pygments')))\n"
+        "print(callable(httpx.main))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "True"], out.stdout

@@ -4,6 +4,8 @@ one error line and an exit code (``signals``); ``console`` draws progress and ta
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from hatchway import __version__
@@ -13,6 +15,11 @@ from hatchway.cli.pull import pull_command
 from hatchway.cli.push import push_command
 from hatchway.cli.save import save_command
 from hatchway.cli.verify import verify_command
+
+# When httpx is imported it also imports its own command-line tool, if what that needs is
+# installed (rich, pygments, click: ~50 ms of this command's start-up).  This process is
+# ours and never runs that tool: its import fails, and httpx falls back to a stub.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -513,7 +513,6 @@ class RegistryClient:
         body: Body | None = None,
         scopes: Sequence[str] | None = None,
     ) -> httpx.Response:
-        await self.prepare()
         await self._prepare_credentials(repository)
         for attempt in range(2):
             authorization = await self.auth.authorization(repository, scopes)
@@ -558,6 +557,7 @@ class RegistryClient:
             and "authorization" not in request.headers
         ):
             return await self._send_racing_plain(request)
+        await self.prepare()
         try:
             response = await self._http.send(request, stream=True)
         except (httpx.TransportError, ssl.SSLError) as exc:
@@ -612,8 +612,9 @@ class RegistryClient:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(send_plain)
                 try:
+                    await self.prepare()  # the host's trust, while the plain request goes
                     tls = await self._http.send(request, stream=True)
-                except (httpx.TransportError, ssl.SSLError) as exc:
+                except (httpx.TransportError, ssl.SSLError, RegistryError) as exc:
                     tls = exc
                 use_plain = (
                     isinstance(tls, BaseException)
