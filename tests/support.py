@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import tarfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -157,3 +159,9 @@ class ProbeStore:
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def fresh_interpreter(code: str) -> list[str]:
+    """The lines ``code`` prints when run by a new interpreter (imports start from nothing)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return done.stdout.splitlines()

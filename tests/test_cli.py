@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import hatchway
-from tests.support import Family, files_under, read_archive
+from tests.support import Family, files_under, fresh_interpreter, read_archive
 
 HATCHWAY = [sys.executable, "-m", "hatchway"]
 
@@ -316,5 +316,4 @@ def test_the_command_does_not_import_httpx_own_command_line_tool() -> None:
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rich', 'pygments')))\n"
         "print(callable(httpx.main))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split("\n")[:2] == ["[]", "True"], out.stdout
+    assert fresh_interpreter(code) == ["[]", "True"]

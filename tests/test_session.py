@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 from functools import partial
 from pathlib import Path
@@ -14,7 +12,7 @@ import pytest
 import hatchway
 from tests.fault_proxy import fault_proxy
 from tests.registry_support import Lab, options
-from tests.support import Family, files_under
+from tests.support import Family, files_under, fresh_interpreter
 
 pytestmark = pytest.mark.anyio
 
@@ -176,5 +174,4 @@ def test_the_registry_client_imports_what_httpx_would_import_on_the_event_loop()
         "c.RegistryClient('example.test', __import__('hatchway').RegistryOptions())\n"
         "print(sorted(set(sys.modules) - before))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
+    assert fresh_interpreter(code) == ["[]"]
