@@ -81,6 +81,25 @@ async def test_https_is_chosen_for_a_tls_loopback_registry_and_http_for_a_plain_
         await store.aclose()
 
 
+async def test_many_names_resolved_at_once_from_a_plain_loopback_registry(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """Seven names at once on a fresh client: one request finds out that the host does not
+    speak TLS while the others wait for its answer.  (When each raced TLS and plain HTTP on its
+    own, the plain answers held the connections their TLS attempts waited for: a hang.)"""
+    import anyio
+
+    names = ["hw/docker:1", "hw/oci:1", "hw/family-a:1", "hw/family-b:1", "hw/family-c:1"]
+    names += ["hw/big:1", "hw/multi:1"]
+    for connections in (1, 2, 8):
+        opts = _opts(max_connections_per_registry=connections)
+        with anyio.fail_after(30):
+            raw = await save_from_registry(
+                [f"docker://{lab.registry.host}/{n}" for n in names], tmp_path / "a.tar", opts
+            )
+        assert len(read_archive(raw).json("manifest.json")) == len(names)
+
+
 async def test_a_certs_d_ca_is_trusted(tls_lab: TlsLab, tmp_path: Path) -> None:
     host = tls_lab.tls.host
     root = tmp_path / "certs.d"

@@ -129,6 +129,7 @@ class RegistryClient:
         self._trust: HostTrust | None = None
         self._trust_lock = anyio.Lock()
         self._scheme_decided = not self.security.may_fall_back
+        self._deciding: anyio.Event | None = None  # set when the request deciding it is done
         self._answered = False  # any HTTP answer from this host yet
         self._ranges_work: bool | None = None  # blob ranges: answered with 206, or not
         self._client_checked = False
@@ -141,7 +142,8 @@ class RegistryClient:
             base_url=f"https://{self.api_host}",
             headers={"User-Agent": options.user_agent},
             timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=None),
-            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            # One more than the slots: the request that decides a host's scheme uses two.
+            limits=httpx.Limits(max_connections=limit + 1, max_keepalive_connections=limit),
             follow_redirects=True,
             verify=self._ssl,
             transport=transport,
@@ -549,14 +551,31 @@ class RegistryClient:
         HTTP for good and sends the request again that way; any answer over TLS keeps HTTPS
         (a host that spoke TLS once is never downgraded).
         """
-        if (
+        while (
             not self._scheme_decided
             and request.url.scheme == "https"
             and request.url.netloc == self._http.base_url.netloc
             and request.method == "GET"
             and "authorization" not in request.headers
         ):
-            return await self._send_racing_plain(request)
+            # One request at a time finds out (with two connections); the others wait for
+            # its answer instead of taking two connections each from a pool that may not
+            # have them (each one's plain answer would hold a connection its TLS attempt
+            # waits for).
+            if self._deciding is None:
+                self._deciding = deciding = anyio.Event()
+                try:
+                    return await self._send_racing_plain(request)
+                finally:
+                    self._deciding = None
+                    deciding.set()
+            await self._deciding.wait()
+        if (
+            request.url.scheme == "https"
+            and self._http.base_url.scheme == "http"
+            and request.url.netloc == self._http.base_url.netloc
+        ):
+            request.url = request.url.copy_with(scheme="http")  # built before the decision
         await self.prepare()
         try:
             response = await self._http.send(request, stream=True)
@@ -579,7 +598,7 @@ class RegistryClient:
         return response
 
     async def _send_racing_plain(self, request: httpx.Request) -> httpx.Response:
-        """The first requests to a loopback or insecure host, whose scheme is not decided yet.
+        """The first request to a loopback or insecure host, whose scheme is not decided yet.
 
         Finding out that a host does not speak TLS takes a round trip, and then the request
         takes its own over plain HTTP.  So the same request (a GET without credentials, which
