@@ -57,6 +57,7 @@ class Faults:
     injected: int = 0
     dropped: int = 0
     ranged: int = 0
+    peeks: list[str] = field(default_factory=list)  # paths asked for 4 bytes (a gzip trailer)
     cut: int = 0
     peak_connections: int = 0
 
@@ -96,13 +97,19 @@ class FaultProxy:
         """Requests with ``method`` whose path contains ``fragment``."""
         return sum(1 for m, path in self.faults.requests if m == method and fragment in path)
 
-    def blob_requests(self) -> dict[str, int]:
-        """GET requests per blob digest (across repositories)."""
+    def blob_requests(self, peeks: bool = False) -> dict[str, int]:
+        """GET requests per blob digest (across repositories); without the requests for a
+        gzip trailer's 4 bytes unless ``peeks``."""
         counts: dict[str, int] = {}
         for method, path in self.faults.requests:
             if method == "GET" and "/blobs/sha256:" in path:
                 digest = path.rsplit("/", 1)[1]
                 counts[digest] = counts.get(digest, 0) + 1
+        for path in () if peeks else self.faults.peeks:
+            digest = path.rsplit("/", 1)[1]
+            counts[digest] -= 1
+            if not counts[digest]:
+                del counts[digest]
         return counts
 
     async def serve(self, task_status: anyio.abc.TaskStatus[int]) -> None:
@@ -167,8 +174,11 @@ class FaultProxy:
                 faults = self.faults
                 with self._lock:
                     faults.requests.append((method, path))
-                    if any(ln.lower().startswith("range:") for ln in lines):
+                    ranges = [ln[6:] for ln in lines if ln.lower().startswith("range:")]
+                    if ranges:
                         faults.ranged += 1
+                        if _four_bytes(ranges[0]):
+                            faults.peeks.append(path)
                     inject = faults.fail_next > 0 and faults.fail_only in f"{method} {path}"
                     if inject and faults.fail_skip > 0:
                         faults.fail_skip -= 1
@@ -381,3 +391,9 @@ def fault_proxy(upstream_port: int) -> Iterator[FaultProxy]:
             yield proxy
         finally:
             future.cancel()
+
+
+def _four_bytes(spec: str) -> bool:
+    """Whether a ``Range`` header asks for exactly 4 bytes (``bytes=N-N+3``)."""
+    start, _, end = spec.strip().removeprefix("bytes=").partition("-")
+    return start.isdigit() and end.isdigit() and int(end) - int(start) == 3

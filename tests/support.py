@@ -165,3 +165,23 @@ def fresh_interpreter(code: str) -> list[str]:
     """The lines ``code`` prints when run by a new interpreter (imports start from nothing)."""
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return done.stdout.splitlines()
+
+
+class StagingWatch:
+    """A progress callback that looks into the staging area ``stage`` whenever a layer is
+    done: :attr:`staged` is what it found there each time (files in its subdirectories)."""
+
+    def __init__(self, stage: Path) -> None:
+        stage.mkdir()
+        self.stage = stage
+        self.staged: list[list[str]] = []
+
+    def __call__(self, event: object) -> None:
+        from hatchway import LayerDone
+
+        if isinstance(event, LayerDone):
+            self.staged.append([p for p in files_under(self.stage) if "/" in p])
+
+    @property
+    def never_staged(self) -> bool:
+        return bool(self.staged) and all(files == [] for files in self.staged)

@@ -12,7 +12,7 @@ import zstandard
 import hatchway
 from hatchway.testing import LayoutBuilder, layer_tar
 from hatchway.testing.layout import BuiltLayer
-from tests.support import Family, files_under
+from tests.support import Family, StagingWatch, files_under
 
 pytestmark = pytest.mark.anyio
 
@@ -28,19 +28,12 @@ async def _both_ways(store: Path, names: list[str], tmp_path: Path) -> tuple[byt
 async def test_compressed_local_layers_are_never_staged(family: Family, tmp_path: Path) -> None:
     """Every size is predictable (gzip trailers, zstd headers): the staging area stays empty
     while layers move — they go straight into the archive's temp file."""
-    stage = tmp_path / "stage"
-    stage.mkdir()
-    seen: list[list[str]] = []
-
-    def progress(event: hatchway.ProgressEvent) -> None:
-        if isinstance(event, hatchway.LayerDone):
-            seen.append([p for p in files_under(stage) if "/" in p])
-
+    watch = StagingWatch(tmp_path / "stage")
     await hatchway.save(
-        ["app", "tools", "busybox"], tmp_path / "o.tar", store=family.root, tmpdir=stage,
-        progress=progress,
+        ["app", "tools", "busybox"], tmp_path / "o.tar", store=family.root, tmpdir=watch.stage,
+        progress=watch,
     )  # fmt: skip
-    assert seen and all(files == [] for files in seen)
+    assert watch.never_staged
     file, stream = await _both_ways(family.root, ["app", "tools", "busybox"], tmp_path)
     assert file == stream
 

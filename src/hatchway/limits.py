@@ -83,6 +83,11 @@ SEGMENTS = 4
 #: in the temp directory (which may be memory, as a tmpfs ``/tmp`` is).
 SEGMENTED_MAX = 1 << 30
 
+#: Seconds a registry image's resolution waits, once its config is in, for requests still
+#: reading its gzip layers' trailers (sizes to write an archive in place; they went out
+#: beside the config request, so they are usually a moment behind it).
+PEEK_GRACE = 0.25
+
 #: A blob up to this size is uploaded in one request (``POST`` then ``PUT`` with the body); a
 #: larger one in ``PATCH`` chunks, so that a cut connection costs at most one chunk — the
 #: registry says how much it holds and the upload resumes there.  Small enough that a retried

@@ -23,6 +23,7 @@ import math
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -151,7 +152,12 @@ class Session:
         )
         destination = ArchiveDestination(target, archive_format, tmpdir=tmpdir)
         queries = [parse_query(name) for name in names]
-        async with self._operation(progress, queries) as report, self._sources(tmpdir) as source:
+        # Registry layers' sizes are worth peeking at only if the archive can be written in place.
+        peek = target.placement() is not None
+        async with (
+            self._operation(progress, queries) as report,
+            self._sources(tmpdir, peek_sizes=peek) as source,
+        ):
             done = await copy(
                 queries, source, destination, platform=the_platform, jobs=jobs, progress=report
             )
@@ -316,7 +322,9 @@ class Session:
                 yield progress or ignore_progress
 
     @asynccontextmanager
-    async def _sources(self, tmpdir: str | os.PathLike[str] | None) -> AsyncIterator[Source]:
+    async def _sources(
+        self, tmpdir: str | os.PathLike[str] | None, *, peek_sizes: bool = False
+    ) -> AsyncIterator[Source]:
         """The local store (or the caller's source), the registries and the archives (those
         compressed unpacked under ``tmpdir``), routed by name."""
         if isinstance(self._store, Source):
@@ -326,7 +334,7 @@ class Session:
         router = Router(
             {
                 Transport.STORE: self._local_store,
-                Transport.DOCKER: self._registry_source,
+                Transport.DOCKER: partial(self._registry_source, peek_sizes),
                 Transport.DOCKER_ARCHIVE: archives,
                 Transport.OCI_ARCHIVE: archives,
                 Transport.OCI: archives,
@@ -349,13 +357,13 @@ class Session:
             raise HatchwayError("this session's store is a Source object, not a path: name one")
         return Path(self._store) if self._store is not None else default_store_path()
 
-    def _registry_source(self) -> Source:
+    def _registry_source(self, peek_sizes: bool = False) -> Source:
         # Imported here: httpx and the registry client cost start-up time no local save needs.
         from hatchway.transports.registry.source import RegistryClients, RegistryStore
 
         if self._clients is None:
             self._clients = RegistryClients(self._registry_options)
-        source = RegistryStore(clients=self._clients)
+        source = RegistryStore(clients=self._clients, peek_sizes=peek_sizes)
         return self._cache.wrap(source) if self._share_fetches else source
 
 

@@ -232,6 +232,10 @@ class _CachingBlobSource:
         published = self.cache.published(descriptor.digest)
         return LocalBlob(str(published)) if published is not None else None
 
+    def size_hint(self, descriptor: Descriptor) -> int | None:
+        hint = getattr(self.inner, "size_hint", None)
+        return hint(descriptor) if hint is not None else None
+
 
 class _CachingSource:
     def __init__(self, inner: Source, cache: BlobCache) -> None:

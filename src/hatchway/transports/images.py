@@ -49,6 +49,7 @@ async def load_image(
     platform: Platform | None,
     read_manifest: ReadDocument,
     read_config: ReadConfig,
+    manifest_read: Callable[[Manifest], None] | None = None,
 ) -> LoadedImage:
     """Walk from ``top`` (with its verified bytes) to one image.
 
@@ -56,6 +57,8 @@ async def load_image(
     checked against ``platform`` only when one was asked for.  Raises
     :class:`~hatchway.errors.PlatformNotFound`, :class:`~hatchway.errors.UnsupportedMediaType`
     and :class:`~hatchway.errors.MalformedContent` (which the source re-raises as its own).
+    ``manifest_read`` is told the platform manifest before its config is read (a source may
+    start on the layers meanwhile).
     """
     descriptor, raw = top, top_raw
     media_type, doc = document_kind(raw, descriptor.media_type, f"manifest {descriptor.digest}")
@@ -71,6 +74,8 @@ async def load_image(
         if media_type in INDEX_TYPES:
             raise MalformedContent(f"index {top.digest}: nested index")
     manifest = parse_manifest(doc, media_type, f"manifest {descriptor.digest}")
+    if manifest_read is not None:
+        manifest_read(manifest)
     config = await read_config(manifest.config)
     single = descriptor.platform is None  # not picked from an index: check what was asked
     if platform is not None and single and not platform.matches(config.platform):

@@ -6,7 +6,9 @@ the output afterwards (one more write and read of every layer).  Often the sizes
 before decoding:
 
 * an uncompressed layer's size is its blob's;
-* a gzip file ends with ISIZE, its uncompressed size modulo 2³² (RFC 1952);
+* a gzip file ends with ISIZE, its uncompressed size modulo 2³² (RFC 1952) — read from the
+  file, or, for a registry's blob, with a ranged request while the image resolves (the source's
+  ``size_hint``);
 * a zstd frame header usually carries its content size.
 
 When every layer of a copy into ``-o FILE`` has a predicted size, the archive is planned up
@@ -40,26 +42,32 @@ from hatchway.transports.base import LocalBlob
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def predict_sizes(layers: Iterable[tuple[Layer, LocalBlob | None]]) -> dict[str, int] | None:
+def predict_sizes(
+    layers: Iterable[tuple[Layer, LocalBlob | None, int | None]],
+) -> dict[str, int] | None:
     """Every layer's uncompressed size by diffID, or ``None`` if one cannot be predicted.
+    Each layer comes with its local file, if any, and its source's hint, if any (a remote
+    gzip blob's trailer, read while the image resolved).
 
     Blocking (reads a few bytes of each compressed local blob): run it on a worker thread.
     """
     sizes: dict[str, int] = {}
-    for layer, local in layers:
+    for layer, local, hint in layers:
         if layer.diff_id in sizes:
             continue
-        size = predict_size(layer, local)
+        size = predict_size(layer, local, hint)
         if size is None:
             return None
         sizes[layer.diff_id] = size
     return sizes
 
 
-def predict_size(layer: Layer, local: LocalBlob | None) -> int | None:
+def predict_size(layer: Layer, local: LocalBlob | None, hint: int | None = None) -> int | None:
     """The uncompressed size ``layer`` will most likely have, or ``None`` (see the module)."""
     if layer.compression is Compression.NONE:
         return layer.blob.size
+    if local is None and layer.compression is Compression.GZIP:
+        return hint
     if local is None or layer.blob.size < 18:
         return None
     try:

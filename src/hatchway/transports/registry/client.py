@@ -132,6 +132,9 @@ class RegistryClient:
         self._deciding: anyio.Event | None = None  # set when the request deciding it is done
         self._answered = False  # any HTTP answer from this host yet
         self._ranges_work: bool | None = None  # blob ranges: answered with 206, or not
+        #: gzip blobs' uncompressed sizes (mod 2**32) as their trailers say, by digest
+        #: (:meth:`peek_size`): hints for writing an archive in place, never trusted.
+        self.size_hints: dict[str, int] = {}
         self._client_checked = False
         limit = options.max_connections_per_registry
         t = options.timeouts
@@ -206,6 +209,42 @@ class RegistryClient:
                 return await self._read_limited(r, repository, what)
 
         return await self._retrying(attempt, repository, what)
+
+    async def peek_size(
+        self, repository: str, descriptor: Descriptor, still: Callable[[], bool] = lambda: True
+    ) -> None:
+        """On an idle connection only, read a gzip blob's last 4 bytes — its uncompressed
+        size modulo 2**32 (RFC 1952) — into :attr:`size_hints`.  Best effort: any failure
+        or a registry that ignores ``Range`` leaves no hint; never raises but cancellation.
+        Waiting for an idle connection ends once ``still()`` is false (see :meth:`wake`)."""
+        digest = descriptor.digest
+
+        def wanted() -> bool:
+            return still() and digest not in self.size_hints and self._ranges_work is not False
+
+        if descriptor.size < 18 or not await self._slots.spare(wanted):
+            return
+        end = descriptor.size
+        headers = {"Accept-Encoding": "identity", "Range": f"bytes={end - 4}-{end - 1}"}
+        path = f"/v2/{repository}/blobs/{digest}"
+        try:
+            with contextlib.suppress(httpx.HTTPError, ssl.SSLError, RegistryError, _Retry):
+                async with self._open(path, repository, f"blob {digest}", headers, True) as r:
+                    self._ranges_work = r.status_code == 206
+                    tail = b""
+                    if r.status_code == 206:  # a 200 is the whole blob: hang up at once
+                        async for chunk in _raw(r):
+                            tail += chunk
+                            if len(tail) > 4:
+                                break
+                    if len(tail) == 4:
+                        self.size_hints[digest] = int.from_bytes(tail, "little")
+        finally:
+            self._slots.release()
+
+    def wake(self) -> None:
+        """Make what waits for an idle connection ask again whether it still wants one."""
+        self._slots.wake()
 
     @asynccontextmanager
     async def open_blob(

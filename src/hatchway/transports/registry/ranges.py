@@ -57,7 +57,8 @@ class Slots:
         return False (holding nothing) once ``wanted()`` is false.  A taken slot is given back
         with :meth:`release`, by the same task."""
         while wanted():
-            if not self._waiting and self._limiter.available_tokens >= 1:
+            # Spare: free even once every request waiting (or just acquiring) has its slot.
+            if self._limiter.available_tokens > self._waiting:
                 self._limiter.acquire_nowait()
                 return True
             await self._freed.wait()
@@ -65,6 +66,11 @@ class Slots:
 
     def release(self) -> None:
         self._limiter.release()
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake :meth:`spare` waiters to check ``wanted()`` again (a slot was freed, or what
+        they want changed)."""
         self._freed.set()
         self._freed = anyio.Event()
 

@@ -30,15 +30,26 @@ from contextlib import AbstractAsyncContextManager, contextmanager
 
 import anyio
 
-from hatchway.concurrency import KeyedOnce
+from hatchway.concurrency import KeyedOnce, collapse_errors
 from hatchway.errors import (
     DigestMismatch,
     MalformedContent,
     NoSuchImage,
     RegistryError,
     StoreError,
+    UnsupportedMediaType,
 )
-from hatchway.model import Descriptor, ImageConfig, Platform, parse_config, sha256_digest
+from hatchway.limits import PEEK_GRACE
+from hatchway.model import (
+    Compression,
+    Descriptor,
+    ImageConfig,
+    Manifest,
+    Platform,
+    layer_compression,
+    parse_config,
+    sha256_digest,
+)
 from hatchway.reference import DEFAULT_TAG, ImageQuery, Reference
 from hatchway.transports.base import LocalBlob, ResolvedImage
 from hatchway.transports.images import load_image
@@ -62,6 +73,11 @@ class RepositorySource:
 
     def local_file(self, descriptor: Descriptor) -> LocalBlob | None:
         return None
+
+    def size_hint(self, descriptor: Descriptor) -> int | None:
+        """The blob's uncompressed size as its gzip trailer says, if it was read while the
+        image resolved (:meth:`RegistryClient.peek_size`): a hint, never trusted."""
+        return self.client.size_hints.get(descriptor.digest)
 
 
 class RegistryClients:
@@ -106,13 +122,20 @@ class RegistryStore:
     Resolutions are cached for the store's lifetime (one operation: a tag resolves once however
     often it is named); ``clients`` shares connections, tokens and the registries.conf with
     other stores (a session's), else the store makes its own and closes them in
-    :meth:`aclose`.
+    :meth:`aclose`.  ``peek_sizes``: while an image's config is fetched, read its gzip layers'
+    trailers on idle connections (:meth:`RepositorySource.size_hint`), for an archive that
+    can be written in place.
     """
 
     def __init__(
-        self, options: RegistryOptions | None = None, *, clients: RegistryClients | None = None
+        self,
+        options: RegistryOptions | None = None,
+        *,
+        clients: RegistryClients | None = None,
+        peek_sizes: bool = False,
     ) -> None:
         self._owns_clients = clients is None
+        self._peek_sizes = peek_sizes
         self.clients = clients if clients is not None else RegistryClients(options)
         self.options = self.clients.options
         self.description = "registries"
@@ -184,15 +207,33 @@ class RegistryStore:
         async def read_config(config: Descriptor) -> ImageConfig:
             return await self._configs.run(config.digest, lambda: self._get_config(source, config))
 
-        with self._malformed(where):
-            loaded = await load_image(
-                top,
-                doc.raw,
-                name=text,
-                platform=platform,
-                read_manifest=read_manifest,
-                read_config=read_config,
-            )
+        # While the config is fetched, idle connections read the gzip layers' trailers (their
+        # sizes let an archive be written in place).  Once it is in, peeks still waiting for a
+        # connection give up, and those under way have PEEK_GRACE to finish.
+        resolving = [True]
+        with collapse_errors():
+            async with anyio.create_task_group() as peeks:
+
+                def manifest_read(manifest: Manifest) -> None:
+                    for layer in manifest.layers if self._peek_sizes else ():
+                        if _is_gzip(layer):
+                            peeks.start_soon(
+                                client.peek_size, there.path, layer, lambda: resolving[0]
+                            )
+
+                with self._malformed(where):
+                    loaded = await load_image(
+                        top,
+                        doc.raw,
+                        name=text,
+                        platform=platform,
+                        read_manifest=read_manifest,
+                        read_config=read_config,
+                        manifest_read=manifest_read,
+                    )
+                resolving[0] = False
+                client.wake()
+                peeks.cancel_scope.deadline = anyio.current_time() + PEEK_GRACE
         tags: tuple[Reference, ...] = ()
         if ref.digest is None:
             tags = (Reference(ref.domain, ref.path, ref.tag or DEFAULT_TAG),)
@@ -259,6 +300,13 @@ class RegistryStore:
             yield
         except MalformedContent as exc:
             raise StoreError(where, str(exc)) from None
+
+
+def _is_gzip(descriptor: Descriptor) -> bool:
+    try:
+        return layer_compression(descriptor, "layer") is Compression.GZIP
+    except UnsupportedMediaType:
+        return False  # reported when the image's layers are paired with the config
 
 
 def _verify(raw: bytes, descriptor: Descriptor, what: str) -> None:
