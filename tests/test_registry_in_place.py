@@ -1,7 +1,8 @@
 """Registry layers written straight into ``-o FILE``: while an image's config is fetched, idle
 connections read its gzip layers' trailers (their uncompressed sizes), so the archive can be
 planned up front and nothing is staged.  A registry that lies about a trailer changes no byte
-of the result; only a save that can write in place asks at all."""
+of the result; only a save that can write in place asks at all, and only for an image big
+enough to be worth it (``PEEK_MIN``, lowered here: the lab's images are small)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ NAMES = ["hw/family-a:1", "hw/family-c:1", "hw/big:1"]
 def proxy(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
     # A loaded machine must not turn "in place" into "staged": wait for every trailer.
     monkeypatch.setattr(registry_source, "PEEK_GRACE", 10.0)
+    monkeypatch.setattr(registry_source, "PEEK_MIN", 0)  # the lab's images are small
     with fault_proxy(lab.registry.port) as p:
         p.reset(latency=0.01)
         yield p
@@ -63,6 +65,14 @@ async def test_only_a_save_that_can_write_in_place_reads_trailers(
     await _streamed(proxy, tmp_path)
     await hatchway.save(_names(proxy), tmp_path / "o.tar.gz", registry=options())
     await hatchway.pull(_names(proxy), store=tmp_path / "store", registry=options())
+    assert proxy.faults.peeks == []
+
+
+async def test_a_small_image_is_staged_without_asking(
+    proxy: FaultProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry_source, "PEEK_MIN", 16 << 20)  # the default
+    await hatchway.save(_names(proxy)[:2], tmp_path / "o.tar", registry=options())
     assert proxy.faults.peeks == []
 
 

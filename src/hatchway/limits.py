@@ -87,6 +87,9 @@ SEGMENTED_MAX = 1 << 30
 #: reading its gzip layers' trailers (sizes to write an archive in place; they went out
 #: beside the config request, so they are usually a moment behind it).
 PEEK_GRACE = 0.25
+#: ... and only an image whose layers are at least this large (stored) is worth the requests:
+#: staging a smaller one costs less.
+PEEK_MIN = 16 << 20
 
 #: A blob up to this size is uploaded in one request (``POST`` then ``PUT`` with the body); a
 #: larger one in ``PATCH`` chunks, so that a cut connection costs at most one chunk — the

@@ -39,7 +39,7 @@ from hatchway.errors import (
     StoreError,
     UnsupportedMediaType,
 )
-from hatchway.limits import PEEK_GRACE
+from hatchway.limits import PEEK_GRACE, PEEK_MIN
 from hatchway.model import (
     Compression,
     Descriptor,
@@ -215,7 +215,9 @@ class RegistryStore:
             async with anyio.create_task_group() as peeks:
 
                 def manifest_read(manifest: Manifest) -> None:
-                    for layer in manifest.layers if self._peek_sizes else ():
+                    if not self._peek_sizes or sum(la.size for la in manifest.layers) < PEEK_MIN:
+                        return  # staging a small image costs less than the requests
+                    for layer in manifest.layers:
                         if _is_gzip(layer):
                             peeks.start_soon(
                                 client.peek_size, there.path, layer, lambda: resolving[0]
