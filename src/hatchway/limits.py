@@ -83,9 +83,9 @@ SEGMENTS = 4
 #: in the temp directory (which may be memory, as a tmpfs ``/tmp`` is).
 SEGMENTED_MAX = 1 << 30
 
-#: Seconds a registry image's resolution waits, once its config is in, for requests still
-#: reading its gzip layers' trailers (sizes to write an archive in place; they went out
-#: beside the config request, so they are usually a moment behind it).
+#: Seconds a registry image's resolution waits, once its config is in, for the requests that
+#: read its gzip layers' trailers on idle connections (sizes to write an archive in place:
+#: they went out beside the config request, or wait for other images' requests to finish).
 PEEK_GRACE = 0.25
 #: ... and only an image whose layers are at least this large (stored) is worth the requests:
 #: staging a smaller one costs less.

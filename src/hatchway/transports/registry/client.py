@@ -135,6 +135,7 @@ class RegistryClient:
         #: gzip blobs' uncompressed sizes (mod 2**32) as their trailers say, by digest
         #: (:meth:`peek_size`): hints for writing an archive in place, never trusted.
         self.size_hints: dict[str, int] = {}
+        self._peeking: set[str] = set()
         self._client_checked = False
         limit = options.max_connections_per_registry
         t = options.timeouts
@@ -210,20 +211,28 @@ class RegistryClient:
 
         return await self._retrying(attempt, repository, what)
 
-    async def peek_size(
-        self, repository: str, descriptor: Descriptor, still: Callable[[], bool] = lambda: True
-    ) -> None:
+    async def peek_size(self, repository: str, descriptor: Descriptor) -> None:
         """On an idle connection only, read a gzip blob's last 4 bytes — its uncompressed
         size modulo 2**32 (RFC 1952) — into :attr:`size_hints`.  Best effort: any failure
         or a registry that ignores ``Range`` leaves no hint; never raises but cancellation.
-        Waiting for an idle connection ends once ``still()`` is false (see :meth:`wake`)."""
+        A blob another call is peeking at already is left to it."""
         digest = descriptor.digest
 
         def wanted() -> bool:
-            return still() and digest not in self.size_hints and self._ranges_work is not False
+            return digest not in self.size_hints and self._ranges_work is not False
 
-        if descriptor.size < 18 or not await self._slots.spare(wanted):
+        if descriptor.size < 18 or digest in self._peeking:
             return
+        self._peeking.add(digest)
+        try:
+            if await self._slots.spare(wanted):
+                await self._peek(repository, descriptor)
+        finally:
+            self._peeking.discard(digest)
+
+    async def _peek(self, repository: str, descriptor: Descriptor) -> None:
+        """:meth:`peek_size`'s request, on the slot the caller took (and that this gives back)."""
+        digest = descriptor.digest
         end = descriptor.size
         headers = {"Accept-Encoding": "identity", "Range": f"bytes={end - 4}-{end - 1}"}
         path = f"/v2/{repository}/blobs/{digest}"
@@ -241,10 +250,6 @@ class RegistryClient:
                         self.size_hints[digest] = int.from_bytes(tail, "little")
         finally:
             self._slots.release()
-
-    def wake(self) -> None:
-        """Make what waits for an idle connection ask again whether it still wants one."""
-        self._slots.wake()
 
     @asynccontextmanager
     async def open_blob(

@@ -66,11 +66,6 @@ class Slots:
 
     def release(self) -> None:
         self._limiter.release()
-        self.wake()
-
-    def wake(self) -> None:
-        """Wake :meth:`spare` waiters to check ``wanted()`` again (a slot was freed, or what
-        they want changed)."""
         self._freed.set()
         self._freed = anyio.Event()
 

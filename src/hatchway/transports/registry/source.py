@@ -208,9 +208,8 @@ class RegistryStore:
             return await self._configs.run(config.digest, lambda: self._get_config(source, config))
 
         # While the config is fetched, idle connections read the gzip layers' trailers (their
-        # sizes let an archive be written in place).  Once it is in, peeks still waiting for a
-        # connection give up, and those under way have PEEK_GRACE to finish.
-        resolving = [True]
+        # sizes let an archive be written in place); once it is in, what is left of that has
+        # PEEK_GRACE (other images' requests free their connections meanwhile).
         with collapse_errors():
             async with anyio.create_task_group() as peeks:
 
@@ -219,9 +218,7 @@ class RegistryStore:
                         return  # staging a small image costs less than the requests
                     for layer in manifest.layers:
                         if _is_gzip(layer):
-                            peeks.start_soon(
-                                client.peek_size, there.path, layer, lambda: resolving[0]
-                            )
+                            peeks.start_soon(client.peek_size, there.path, layer)
 
                 with self._malformed(where):
                     loaded = await load_image(
@@ -233,8 +230,6 @@ class RegistryStore:
                         read_config=read_config,
                         manifest_read=manifest_read,
                     )
-                resolving[0] = False
-                client.wake()
                 peeks.cancel_scope.deadline = anyio.current_time() + PEEK_GRACE
         tags: tuple[Reference, ...] = ()
         if ref.digest is None:
