@@ -4,6 +4,7 @@ symlink or an existing file does what a user expects."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pty
@@ -255,6 +256,24 @@ def test_a_second_signal_does_not_cut_cleanup_short(
     stderr = _finish(proc)
     assert proc.returncode == status, stderr
     assert stderr.splitlines() == [message]
+    assert list(out.iterdir()) == []
+
+
+def test_signals_until_the_very_end_do_not_change_how_the_command_ends(
+    slow_layer_store: Path, tmp_path: Path
+) -> None:
+    """A SIGHUP, then a SIGTERM every millisecond until the process is gone: each one after
+    the first is absorbed, also after cleanup, while trio shuts down (a SIGTERM there used
+    to kill the process before its last line)."""
+    proc, out = _start_slow_save(slow_layer_store, tmp_path / "out")
+    proc.send_signal(signal.SIGHUP)
+    while proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        time.sleep(0.001)
+    stderr = _finish(proc)
+    assert proc.returncode == 129, stderr
+    assert stderr.splitlines() == ["hatchway: terminated (SIGHUP)"]
     assert list(out.iterdir()) == []
 
 

@@ -71,6 +71,9 @@ async def _cancel_on_signals(fn: Callable[[], Awaitable[T]]) -> T:
     result: list[T] = []
     with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         work = anyio.CancelScope()
+        if _early:  # a signal arrived before the receiver was there: act on it now
+            received.append(_early[0])
+            work.cancel()
         try:
             async with anyio.create_task_group() as tg:
 
@@ -101,11 +104,38 @@ def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group.exceptions[0] if len(group.exceptions) == 1 else group
 
 
+#: Stop signals that arrived while no receiver listened (see :func:`run`).
+_early: list[int] = []
+
+
+def _note(signum: int, frame: object) -> None:
+    _early.append(signum)
+
+
 def run(fn: Callable[[], Awaitable[T]]) -> T:
     """Run ``fn`` on trio; raise :class:`Exit` for every outcome but success."""
     # Start-up is done: the collector need never walk the imported modules' objects again
     # (full collections during a save of a thousand images get that much shorter).
     gc.freeze()
+    # Until trio's signal receiver is installed, and again after it is gone (while trio
+    # shuts down, when cleanup is over), a stop signal is only noted: the receiver acts on
+    # one noted before it, and one after it cannot kill the process before its last line
+    # (the receiver restores the handlers it found, so these are what it restores).
+    _early.clear()
+    previous = {signum: signal.signal(signum, _note) for signum in STOP_SIGNALS}
+    stopped = False
+    try:
+        return _outcome(fn)
+    except Exit as exit:
+        stopped = exit.code == 130 or exit.code - 128 in STOP_SIGNALS
+        raise
+    finally:
+        if not stopped:  # stopped: stop signals stay ignored until the process ends
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def _outcome(fn: Callable[[], Awaitable[T]]) -> T:
     try:
         return anyio.run(_cancel_on_signals, fn, backend="trio")
     except HatchwayError as exc:
