@@ -628,18 +628,27 @@ class RegistryClient:
                 not self.security.may_fall_back
                 or request.url.scheme != "https"
                 or request.url.netloc != self._http.base_url.netloc
-                or (self._scheme_decided and self._http.base_url.scheme == "https")
+                or self._heard_tls
                 or diagnose(exc).failure is not Failure.NOT_TLS
             ):
                 raise
-            self._scheme_decided = True
-            self._http.base_url = f"http://{self.api_host}"
+            self._use_plain_http()
             request.url = request.url.copy_with(scheme="http")
             return await self._http.send(request, stream=True)
         if request.url.netloc == self._http.base_url.netloc:
             self._scheme_decided = True
             self._answered = True
         return response
+
+    @property
+    def _heard_tls(self) -> bool:
+        """This host answered over TLS once: it is never downgraded."""
+        return self._scheme_decided and self._http.base_url.scheme == "https"
+
+    def _use_plain_http(self) -> None:
+        """This host does not speak TLS: plain HTTP for the client's lifetime."""
+        self._scheme_decided = True
+        self._http.base_url = f"http://{self.api_host}"
 
     async def _send_racing_plain(self, request: httpx.Request) -> httpx.Response:
         """The first request to a loopback or insecure host, whose scheme is not decided yet.
@@ -682,8 +691,7 @@ class RegistryClient:
                 use_plain = (
                     isinstance(tls, BaseException)
                     and diagnose(tls).failure is Failure.NOT_TLS
-                    # another request may have heard TLS from this host meanwhile
-                    and not (self._scheme_decided and self._http.base_url.scheme == "https")
+                    and not self._heard_tls  # another request may have, meanwhile
                 )
                 if use_plain:
                     await fallback_done.wait()
@@ -704,8 +712,7 @@ class RegistryClient:
         if not use_plain:
             assert isinstance(tls, BaseException)
             raise tls
-        self._scheme_decided = True
-        self._http.base_url = f"http://{self.api_host}"
+        self._use_plain_http()
         if isinstance(fallback, BaseException):
             raise fallback
         assert fallback is not None
@@ -888,10 +895,11 @@ async def _drain(response: httpx.Response) -> None:
         return
     read = 0
     try:
-        async for chunk in response.aiter_raw():
-            read += len(chunk)
-            if read > _MAX_ERROR_BODY:
-                return
+        async with aclosing(_raw(response)) as chunks:  # left early: closed, not abandoned
+            async for chunk in chunks:
+                read += len(chunk)
+                if read > _MAX_ERROR_BODY:
+                    return
     except httpx.HTTPError:
         return
 

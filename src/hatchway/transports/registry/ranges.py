@@ -32,7 +32,8 @@ import anyio
 
 class Slots:
     """A registry host's connection slots.  Requests (:meth:`hold`) queue for them in order;
-    spare-time work (:meth:`spare`) only takes a slot that is free while no request waits."""
+    spare-time work (:meth:`spare`) only takes a slot that stays free once every waiting
+    request has one."""
 
     def __init__(self, count: int) -> None:
         self._limiter = anyio.CapacityLimiter(count)
