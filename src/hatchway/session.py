@@ -153,10 +153,9 @@ class Session:
         destination = ArchiveDestination(target, archive_format, tmpdir=tmpdir)
         queries = [parse_query(name) for name in names]
         # Registry layers' sizes are worth peeking at only if the archive can be written in place.
-        peek = target.placement() is not None
         async with (
             self._operation(progress, queries) as report,
-            self._sources(tmpdir, peek_sizes=peek) as source,
+            self._sources(tmpdir, peek_sizes=destination.writes_in_place) as source,
         ):
             done = await copy(
                 queries, source, destination, platform=the_platform, jobs=jobs, progress=report

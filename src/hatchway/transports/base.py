@@ -82,6 +82,17 @@ class BlobSource(Protocol):
         """
         ...
 
+    # Optional, not part of the protocol (sources written before it need not have it):
+    # ``size_hint(descriptor) -> int | None``, what the blob is expected to inflate to (a
+    # registry's gzip trailer, read while the image resolved).  Read it with size_hint().
+
+
+def size_hint(source: BlobSource, descriptor: Descriptor) -> int | None:
+    """The uncompressed size ``source`` expects ``descriptor``'s blob to have, if it offers
+    such hints (never trusted: a hint only lets a destination plan ahead)."""
+    hint = getattr(source, "size_hint", None)
+    return hint(descriptor) if hint is not None else None
+
 
 @dataclass(frozen=True, slots=True)
 class LocalBlob:

@@ -34,7 +34,7 @@ from hatchway.files import write_all
 from hatchway.limits import CHUNK_SIZE
 from hatchway.model import Descriptor, Platform, hex_of
 from hatchway.reference import ImageQuery
-from hatchway.transports.base import BlobSource, LocalBlob, ResolvedImage, Source
+from hatchway.transports.base import BlobSource, LocalBlob, ResolvedImage, Source, size_hint
 
 
 class _Entry:
@@ -233,8 +233,7 @@ class _CachingBlobSource:
         return LocalBlob(str(published)) if published is not None else None
 
     def size_hint(self, descriptor: Descriptor) -> int | None:
-        hint = getattr(self.inner, "size_hint", None)
-        return hint(descriptor) if hint is not None else None
+        return size_hint(self.inner, descriptor)
 
 
 class _CachingSource:

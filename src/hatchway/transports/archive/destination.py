@@ -27,7 +27,7 @@ from hatchway.errors import OutputError
 from hatchway.files import AtomicTemp, TempFile, pwrite_all
 from hatchway.formats import ArchiveFormat, ExportImage, Member, archive_size, plan_archive
 from hatchway.limits import MEMORY_STAGING
-from hatchway.model import Compression, Descriptor, Layer
+from hatchway.model import Compression, Layer
 from hatchway.progress import WriteAdvanced, WriteStarted
 from hatchway.transports.archive.outputs import ArchiveOutput
 from hatchway.transports.archive.pipeline import Placed, PlacedTarget, predict_sizes
@@ -39,7 +39,7 @@ from hatchway.transports.archive.staging import (
     remove_staging_dir,
 )
 from hatchway.transports.archive.writers import lay_out
-from hatchway.transports.base import BlobSource, CopyContext, CopyPlan, LayerForm, LocalBlob
+from hatchway.transports.base import CopyContext, CopyPlan, LayerForm, LocalBlob, size_hint
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +69,12 @@ class ArchiveDestination:
         self.tmpdir = tmpdir
         self.description = output.description
 
+    @property
+    def writes_in_place(self) -> bool:
+        """Whether layers may be decoded straight into the output (when their sizes are
+        known in advance): a file output that is not compressed."""
+        return self.output.placement() is not None
+
     @asynccontextmanager
     async def receive(
         self, plan: CopyPlan, context: CopyContext
@@ -97,7 +103,7 @@ class ArchiveDestination:
             return None
         local = plan.local_files
         layers = [
-            (la, local.get(la.blob.digest), _size_hint(i.image.source, la.blob))
+            (la, local.get(la.blob.digest), size_hint(i.image.source, la.blob))
             for i in plan.images
             for la in i.image.layers
         ]
@@ -115,12 +121,6 @@ class ArchiveDestination:
                 await temp.discard()
             raise
         return _PipelinedReceiver(self, plan, directory, context, temp, file, laid_out)
-
-
-def _size_hint(source: BlobSource, blob: Descriptor) -> int | None:
-    """What the source expects the blob to inflate to, if it offers such hints."""
-    hint = getattr(source, "size_hint", None)
-    return hint(blob) if hint is not None else None
 
 
 def _plan(
