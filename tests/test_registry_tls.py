@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -87,8 +88,6 @@ async def test_many_names_resolved_at_once_from_a_plain_loopback_registry(
     """Seven names at once on a fresh client: one request finds out that the host does not
     speak TLS while the others wait for its answer.  (When each raced TLS and plain HTTP on its
     own, the plain answers held the connections their TLS attempts waited for: a hang.)"""
-    import anyio
-
     names = ["hw/docker:1", "hw/oci:1", "hw/family-a:1", "hw/family-b:1", "hw/family-c:1"]
     names += ["hw/big:1", "hw/multi:1"]
     for connections in (1, 2, 8):
@@ -304,8 +303,6 @@ async def test_an_undecided_host_is_asked_over_plain_http_without_waiting_for_tl
 ) -> None:
     """The plain request goes out at once: here TLS fails only after the plain request arrived
     (sent one after the other, the save would wait for ever)."""
-    import anyio
-
     plain_arrived = anyio.Event()
 
     async def handler(request: httpx.Request) -> httpx.Response:
@@ -321,8 +318,6 @@ async def test_an_undecided_host_is_asked_over_plain_http_without_waiting_for_tl
 
 
 async def test_a_host_that_answers_over_tls_keeps_https_even_if_plain_http_answers_first() -> None:
-    import anyio
-
     plain_answered = anyio.Event()
 
     async def handler(request: httpx.Request) -> httpx.Response:
