@@ -6,15 +6,7 @@ from __future__ import annotations
 
 import sys
 
-import click
-
-from hatchway import __version__
-from hatchway.cli.images import images_command
-from hatchway.cli.load import load_command
-from hatchway.cli.pull import pull_command
-from hatchway.cli.push import push_command
-from hatchway.cli.save import save_command
-from hatchway.cli.verify import verify_command
+from hatchway.cli import early
 
 # When httpx is imported it also imports its own command-line tool, if what that needs is
 # installed (rich, pygments, click: ~50 ms of this command's start-up).  This process is
@@ -22,28 +14,20 @@ from hatchway.cli.verify import verify_command
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "-V", "--version", prog_name="hatchway")
-def main() -> None:
-    """Save container images into docker-save-compatible tar archives, and push them into
-    registries, concurrently.
+def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
+    """The ``hatchway`` command (arguments from ``sys.argv`` unless given).
 
-    \b
-    Examples:
-      hatchway images --store ./store
-      hatchway save --store ./store -o app.tar app:1.0 busybox
-      hatchway save --store ./store app | gzip > app.tar.gz
-      hatchway save -o app.tar docker://127.0.0.1:5000/app:1.0
-      hatchway pull docker://registry.example.com/team/app:2.0
-      hatchway push --store ./store --to registry.internal:5000/mirror app:1.0 busybox
-      hatchway save --images-from images.txt -o bundle.tar.zst
-      hatchway verify bundle.tar.zst && hatchway load bundle.tar.zst
+    Stop signals are handled from its first line: importing the commands is most of the
+    command's start-up, and this module imports nothing heavy (nor does ``hatchway``).
     """
+    early.install()
+    try:
+        from hatchway.cli.commands import commands
 
-
-main.add_command(save_command)
-main.add_command(pull_command)
-main.add_command(push_command)
-main.add_command(load_command)
-main.add_command(verify_command)
-main.add_command(images_command)
+        early.check()
+        commands.main(args=args, prog_name=prog_name)
+    except early.Stopped as stop:
+        early.ignore()
+        code, message = early.outcome(stop.signum)
+        sys.stderr.write(message + "\n")
+        sys.exit(code)

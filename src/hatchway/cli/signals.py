@@ -26,10 +26,8 @@ import anyio
 import click
 
 from hatchway import HatchwayError
-
-#: The signals that stop a command: Ctrl-C, ``kill``/``timeout``/``docker stop``, and a
-#: closed terminal.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+from hatchway.cli import early
+from hatchway.cli.early import STOP_SIGNALS, ignore, outcome
 
 T = TypeVar("T")
 
@@ -65,7 +63,9 @@ async def _cancel_on_signals(fn: Callable[[], Awaitable[T]]) -> T:
 
     The signal receiver stays open until ``fn`` has returned or raised — its cleanup included
     — so later signals are absorbed instead of killing the process half-way through cleanup.
-    Once a signal arrived, how ``fn`` ended does not matter: the command was stopped.
+    Once a signal arrived, the command was stopped, whatever ``fn`` raised — unless it
+    returned: then the work was done (the archive committed) before the stop could take
+    effect, and the command succeeded.
     """
     received: list[int] = []
     result: list[T] = []
@@ -93,7 +93,7 @@ async def _cancel_on_signals(fn: Callable[[], Awaitable[T]]) -> T:
         except BaseException:
             if not received:
                 raise
-    if received:
+    if received and not result:
         raise _Terminated(received[0])
     return result[0]
 
@@ -121,18 +121,15 @@ def run(fn: Callable[[], Awaitable[T]]) -> T:
     # shuts down, when cleanup is over), a stop signal is only noted: the receiver acts on
     # one noted before it, and one after it cannot kill the process before its last line
     # (the receiver restores the handlers it found, so these are what it restores).
-    _early.clear()
-    previous = {signum: signal.signal(signum, _note) for signum in STOP_SIGNALS}
-    stopped = False
+    _early[:] = early.received  # one whose exception was dropped is acted on now
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _note)
     try:
         return _outcome(fn)
-    except Exit as exit:
-        stopped = exit.code == 130 or exit.code - 128 in STOP_SIGNALS
-        raise
     finally:
-        if not stopped:  # stopped: stop signals stay ignored until the process ends
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+        # The outcome is decided — the archive committed or discarded — and a stop signal
+        # from now on could only make the command lie about it, or cut its last line short.
+        ignore()
 
 
 def _outcome(fn: Callable[[], Awaitable[T]]) -> T:
@@ -141,10 +138,8 @@ def _outcome(fn: Callable[[], Awaitable[T]]) -> T:
     except HatchwayError as exc:
         raise error(exc) from None
     except _Terminated as exc:
-        _ignore_stop_signals()  # cleanup is done; nothing may cut the last line short
-        if exc.signum == signal.SIGINT:
-            raise Exit(130, "hatchway: interrupted") from None
-        raise Exit(128 + exc.signum, f"hatchway: terminated ({exc})") from None
+        ignore()  # cleanup is done; nothing may cut the last line short
+        raise Exit(*outcome(exc.signum)) from None
     except KeyboardInterrupt:  # Ctrl-C before the signal receiver was installed
         raise Exit(130, "hatchway: interrupted") from None
     except OSError as exc:
@@ -176,11 +171,6 @@ def _internal(exc: BaseException) -> Exit:
         f"internal error: {exc!r}; this is a bug in hatchway, please report it "
         "(HATCHWAY_DEBUG=1 shows the traceback)"
     )
-
-
-def _ignore_stop_signals() -> None:
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

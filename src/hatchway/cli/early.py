@@ -1,0 +1,74 @@
+"""The command's first lines: stop signals are handled from the moment it starts.
+
+Until an operation starts (while modules are imported, arguments parsed, an image list read
+from standard input), nothing exists that a stop would have to clean up, so a stop signal
+ends the command at once — with the line and status a stop has at any other time, instead of
+a ``KeyboardInterrupt`` traceback or a silent death.  Once an operation runs, ``signals``
+takes over.  Standard library only: this runs before anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+import _signal  # type: ignore[import-not-found]  # the C module: ``signal`` imports enum (~5 ms) before any handler is set
+import sys
+
+#: The signals that stop a command: Ctrl-C, ``kill``/``timeout``/``docker stop``, and a
+#: closed terminal.
+STOP_SIGNALS = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
+
+
+def outcome(signum: int) -> tuple[int, str]:
+    """The exit status and the last line of a command stopped by ``signum``."""
+    import signal
+
+    if signum == signal.SIGINT:
+        return 130, "hatchway: interrupted"
+    return 128 + signum, f"hatchway: terminated ({signal.Signals(signum).name})"
+
+
+class Stopped(BaseException):
+    """A stop signal arrived before any operation started (a ``BaseException``, like
+    ``KeyboardInterrupt``: no ``except Exception`` on the way may swallow it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+#: Stop signals received so far.  Raising from a handler interrupts whatever runs (a read of
+#: standard input), but Python drops an exception raised inside some callbacks (an import's
+#: lock cleanup); so each signal is also kept here, and looked at once the commands are
+#: imported and again when the operation starts (``signals.run``).
+received: list[int] = []
+
+
+def _stop(signum: int, frame: object) -> None:
+    received.append(signum)
+    raise Stopped(signum)
+
+
+def check() -> None:
+    """Raise :class:`Stopped` for a signal whose exception was dropped."""
+    if received:
+        raise Stopped(received[0])
+
+
+def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    if not isinstance(unraisable.exc_value, Stopped):  # a dropped stop: check() acts on it
+        sys.__unraisablehook__(unraisable)
+
+
+def install() -> None:
+    """Stop at once on a stop signal (until ``signals.run`` installs its own handlers)."""
+    sys.unraisablehook = _unraisable
+    try:
+        for signum in STOP_SIGNALS:
+            _signal.signal(signum, _stop)
+    except Stopped:
+        pass  # one arrived meanwhile: kept in `received`, and acted on by check()
+
+
+def ignore() -> None:
+    """The outcome is decided: stop signals can no longer change it, nor cut it short."""
+    for signum in STOP_SIGNALS:
+        _signal.signal(signum, _signal.SIG_IGN)
