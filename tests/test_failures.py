@@ -370,3 +370,42 @@ def test_stdout_gets_verified_bytes_or_nothing_while_the_store_changes(
         stop.set()
         flipper.join()
     assert outcomes  # (which outcomes occur depends on timing; both are correct)
+
+
+async def test_an_archive_inside_the_store_it_reads_is_refused(family: Family) -> None:
+    """``-o`` naming a file of the store (its index, a blob) would replace it with the tar."""
+    index = family.root / "index.json"
+    before = index.read_bytes()
+    for target in (index, family.root / "blobs" / "sha256" / "new.tar"):
+        with pytest.raises(hatchway.OutputError, match=r"inside .*which this save reads"):
+            await hatchway.save(["app:1.0"], target, store=family.root)
+    link = family.root.parent / "link.tar"
+    link.symlink_to(index)
+    with pytest.raises(hatchway.OutputError, match="inside"):
+        await hatchway.save(["app:1.0"], link, store=family.root)
+    assert index.read_bytes() == before
+    assert not (family.root / "blobs" / "sha256" / "new.tar").exists()
+    # Beside the store, or from an archive only, it is an ordinary output.
+    await hatchway.save(["app:1.0"], family.root.parent / "beside.tar", store=family.root)
+
+
+async def test_a_symlink_loop_as_output_is_an_output_error(tmp_path: Path, family: Family) -> None:
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    with pytest.raises(hatchway.OutputError, match="symbolic links"):
+        await hatchway.save(["app:1.0"], tmp_path / "a", store=family.root)
+
+
+async def test_a_fifo_nobody_reads_does_not_hold_cancellation(
+    family: Family, tmp_path: Path
+) -> None:
+    """Opening a FIFO for writing waits for a reader; that wait is cancellable, and what
+    the save staged is removed."""
+    out = tmp_path / "out"
+    out.mkdir()
+    fifo = out / "pipe"
+    os.mkfifo(fifo)
+    with anyio.move_on_after(0.5) as scope:
+        await hatchway.save(["app:1.0"], fifo, store=family.root, tmpdir=out)
+    assert scope.cancelled_caught
+    assert sorted(p.name for p in out.iterdir()) == ["pipe"]

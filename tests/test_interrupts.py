@@ -12,6 +12,7 @@ import select
 import signal
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -105,6 +106,109 @@ def test_output_symlink_is_followed_and_mode_kept(family: Family, tmp_path: Path
     assert link.is_symlink()
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert read_archive(target.read_bytes()).json("manifest.json")[0]["RepoTags"] == ["app:1.0"]
+
+
+def test_output_to_dev_stdout_writes_into_the_pipe(family: Family) -> None:
+    """/dev/stdout is opened by that name (resolving the link would name a /proc path)."""
+    result = run("save", "--store", str(family.root), "-o", "/dev/stdout", "app:1.0")
+    assert result.returncode == 0, result.stderr
+    assert read_archive(result.stdout).json("manifest.json")[0]["RepoTags"] == ["app:1.0"]
+
+
+def test_an_output_inside_the_store_is_refused_and_the_store_kept(family: Family) -> None:
+    index = family.root / "index.json"
+    before = index.read_bytes()
+    result = run("save", "--store", str(family.root), "-o", str(index), "app:1.0")
+    assert result.returncode == 1
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1 and "which this save reads images from" in lines[0]
+    assert index.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("signum", "status", "message"),
+    [
+        (signal.SIGINT, 130, "hatchway: interrupted"),
+        (signal.SIGTERM, 143, "hatchway: terminated (SIGTERM)"),
+        (signal.SIGHUP, 129, "hatchway: terminated (SIGHUP)"),
+    ],
+)
+@pytest.mark.parametrize("delay", [0.05, 1.0], ids=["starting", "reading-the-list"])
+def test_a_stop_before_the_operation_starts_ends_with_its_line(
+    family: Family, tmp_path: Path, signum: int, status: int, message: str, delay: float
+) -> None:
+    """While the command starts, or waits for an image list on stdin, a stop signal ends it at
+    once with its usual line: no KeyboardInterrupt traceback, no silent death, no waiting for
+    the list to end."""
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen(
+        [
+            *HATCHWAY,
+            "save",
+            "--store",
+            str(family.root),
+            "--images-from",
+            "-",
+            "-o",
+            str(out / "o.tar"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        time.sleep(delay)
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == status, stderr
+    assert stderr.decode().splitlines() == [message]
+    assert list(out.iterdir()) == []
+
+
+LATE_SIGNAL = """
+import os, signal, sys
+import hatchway.cli, hatchway.session
+
+original = hatchway.session.Session.save
+
+async def save(self, *args, **kwargs):
+    result = await original(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)  # the archive is committed: too late to stop it
+    return result
+
+hatchway.session.Session.save = save
+sys.argv = ["hatchway", *sys.argv[1:]]
+hatchway.cli.main()
+"""
+
+
+def test_a_stop_after_the_archive_is_committed_does_not_fail_the_command(
+    family: Family, tmp_path: Path
+) -> None:
+    out = tmp_path / "o.tar"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            LATE_SIGNAL,
+            "save",
+            "-q",
+            "--store",
+            str(family.root),
+            "-o",
+            str(out),
+            "app:1.0",
+        ],
+        capture_output=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == b""
+    assert read_archive(out.read_bytes()).json("manifest.json")[0]["RepoTags"] == ["app:1.0"]
 
 
 def test_closed_stdout_is_a_one_line_error(family: Family) -> None:

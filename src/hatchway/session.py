@@ -49,7 +49,7 @@ from hatchway.results import (
     SaveResult,
 )
 from hatchway.transports.archive.destination import ArchiveDestination
-from hatchway.transports.archive.outputs import Output, output_for
+from hatchway.transports.archive.outputs import Output, check_outside, output_for
 from hatchway.transports.archive.source import ArchiveStore
 from hatchway.transports.archive.verify import VerifyReport, verify_archive
 from hatchway.transports.base import Source
@@ -150,8 +150,9 @@ class Session:
             compression=parse_compression(compression),
             level=compression_level,
         )
-        destination = ArchiveDestination(target, archive_format, tmpdir=tmpdir)
         queries = [parse_query(name) for name in names]
+        check_outside(target, self._read_directories(queries))
+        destination = ArchiveDestination(target, archive_format, tmpdir=tmpdir)
         # Registry layers' sizes are worth peeking at only if the archive can be written in place.
         async with (
             self._operation(progress, queries) as report,
@@ -348,6 +349,15 @@ class Session:
         if isinstance(self._store, Source):
             return self._store
         return OCILayoutStore(self._store_path(None))
+
+    def _read_directories(self, queries: Sequence[ImageQuery]) -> list[Path]:
+        """The directories ``queries`` read images from: the store, ``oci:`` layouts."""
+        found = [Path(q.path) for q in queries if q.transport is Transport.OCI and q.path]
+        if not isinstance(self._store, Source) and any(
+            q.transport is Transport.STORE for q in queries
+        ):
+            found.append(self._store_path(None))
+        return found
 
     def _store_path(self, store: str | os.PathLike[str] | None) -> Path:
         if store is not None:

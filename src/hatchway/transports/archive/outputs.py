@@ -24,9 +24,11 @@ written back yet.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -147,15 +149,54 @@ def output_for(
             if path.is_dir():
                 raise OutputError(f"{raw} is a directory")
             raise OutputError(f"cannot write {raw}: a trailing slash names a directory")
-        if path.is_symlink():
-            path = path.resolve()
-        if path.exists() and not path.is_file():
-            if path.is_dir():
-                raise OutputError(f"{path} is a directory")
+        try:
+            found = os.stat(raw)  # through every link: what would be written
+        except FileNotFoundError:
+            found = None  # a new file (or a link to one not there yet)
+        except OSError as exc:  # a link loop, a path through a non-directory, ...
+            raise OutputError(f"cannot write {raw}: {exc.strerror}") from None
+        if found is not None and not stat.S_ISREG(found.st_mode):
+            if stat.S_ISDIR(found.st_mode):
+                raise OutputError(f"{raw} is a directory")
+            # Opened by the name given: /dev/stdout must stay "this process's stdout", which
+            # resolving the link would turn into a /proc path that opens nothing.
             return DeviceOutput(path, how)
+        if path.is_symlink():
+            path = _resolved(path)
         check_destination(path)
         return FileOutput(path, fsync=fsync, compression=how)
     return StreamOutput(target, how)
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a link loop, on Python < 3.13
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return "too many levels of symbolic links" if isinstance(exc, RuntimeError) else str(exc)
+
+
+def check_outside(output: ArchiveOutput, read_from: Iterable[Path]) -> None:
+    """Refuse an archive file inside a directory the same operation reads (a store, an
+    ``oci:`` layout): it would replace a file of it (``index.json``, a blob) with the tar."""
+    if not isinstance(output, FileOutput):
+        return
+    where = _resolved(output.path)
+    for directory in read_from:
+        try:
+            root = directory.resolve(strict=True)
+        except (OSError, RuntimeError):
+            continue  # not there: reading it fails on its own, with its own message
+        if where.is_relative_to(root):
+            raise OutputError(
+                f"cannot write {output.path}: it is inside {directory}, which this save "
+                "reads images from; write the archive elsewhere"
+            )
 
 
 def check_destination(path: Path) -> None:
@@ -262,7 +303,7 @@ class DeviceOutput:
         jobs: int,
     ) -> int:
         try:
-            fd = await anyio.to_thread.run_sync(os.open, self._path, os.O_WRONLY | os.O_CLOEXEC)
+            fd = await _open_special(self._path)
         except OSError as exc:
             raise OutputError(f"cannot write {self._path}: {exc.strerror}") from None
         try:
@@ -308,6 +349,26 @@ class StreamOutput:
         finally:
             await writer.aclose()
         return writer.written
+
+
+#: How often a FIFO nobody reads yet is tried again.
+_READER_POLL = 0.05
+
+
+async def _open_special(path: Path) -> int:
+    """Open a FIFO or device for writing.  Opening a FIFO blocks until a reader opens it, in
+    a thread that cancellation cannot stop; so it is opened without blocking, and tried
+    again while there is no reader yet (``ENXIO``), with a checkpoint between tries."""
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO or not stat.S_ISFIFO(os.stat(path).st_mode):
+                raise
+            await anyio.sleep(_READER_POLL)
+            continue
+        os.set_blocking(fd, True)
+        return fd
 
 
 async def _write_fd(
