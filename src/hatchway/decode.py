@@ -66,6 +66,8 @@ class LayerDecoder:
         self.consumed = 0
         self._dest = dest
         self.store = store
+        #: What the blob is called in errors.
+        self.what = f"layer blob {layer.blob.digest}"
         self._blob_hash = hashlib.sha256()
         self._plain = layer.compression is Compression.NONE or not decompress
         self._check_diff = decompress
@@ -198,6 +200,17 @@ class LayerDecoder:
             )
         return self.size
 
+    def measured(self) -> tuple[str, str]:
+        """For a blob whose digests are not known beforehand (an archive's compressed layer
+        member): once every byte was fed, end the stream — checked for truncation and
+        trailing garbage as :meth:`finish` checks it — and return the blob digest and the
+        diffID found.  The layer given must have the blob's size."""
+        if self._gzip is not None:
+            self._end_gzip()
+        if self._zstd is not None:
+            self._zstd.flush()
+        return "sha256:" + self._blob_hash.hexdigest(), "sha256:" + self._diff_hash.hexdigest()
+
     def _emit(self, data: bytes | memoryview) -> None:
         if not data:
             return
@@ -244,4 +257,4 @@ class LayerDecoder:
             raise self._corrupt("gzip data ends early (truncated blob)")
 
     def _corrupt(self, message: str) -> StoreError:
-        return StoreError(self.store, f"layer blob {self.layer.blob.digest}: {message}")
+        return StoreError(self.store, f"{self.what}: {message}")

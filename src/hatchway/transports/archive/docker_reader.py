@@ -25,12 +25,10 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-import zstandard
-from isal import isal_zlib
-
-from hatchway.errors import InvalidReference, MalformedContent
+from hatchway.decode import LayerDecoder
+from hatchway.errors import InvalidReference, MalformedContent, StoreError
 from hatchway.formats.plan import compact_json
 from hatchway.model import (
     OCI_CONFIG,
@@ -38,13 +36,14 @@ from hatchway.model import (
     OCI_MANIFEST,
     Compression,
     Descriptor,
+    Layer,
     parse_json_object,
 )
 from hatchway.reference import DEFAULT_TAG, Reference, parse_reference
 from hatchway.transports.archive.tarindex import ArchiveDamage, TarIndex, TarMember, sniff
 
-_GZIP_ERROR = cast("type[Exception]", isal_zlib.error)
 _HEX64 = re.compile(r"[a-f0-9]{64}")
+_UNKNOWN = "sha256:" + "0" * 64
 _V1_FIELDS = ("id", "parent", "Size", "parent_id", "layer_id", "throwaway")
 _MEDIA = {
     Compression.NONE: OCI_LAYER,
@@ -178,21 +177,35 @@ def _tags(index: TarIndex, recorded: list[str], where: str) -> tuple[Reference, 
     return tuple(tags)
 
 
-def _layer(index: TarIndex, name: str, diff_id: str | None = None) -> ArchiveLayer:
+def _layer(index: TarIndex, name: str) -> ArchiveLayer:
     member = index.file(name)
     compression = sniff(index.head(member))
     if compression is Compression.NONE:
         # The blob is the diffID's content, verified when the layer moves.
-        return ArchiveLayer(member, None, compression, diff_id)
-    digest = _hash_member(index, member)
-    return ArchiveLayer(member, Descriptor(_MEDIA[compression], digest, member.size), compression)
+        return ArchiveLayer(member, None, compression)
+    # Nothing names a compressed member's digest: it is whatever the member hashes to, so
+    # moving the blob checks nothing.  Its content is checked here instead, decompressed
+    # whole (the diffID, checked against the config by the source), or a load would store a
+    # layer that every later save refuses.
+    return _measured(index, member, name, compression)
 
 
-def _hash_member(index: TarIndex, member: TarMember) -> str:
-    hasher = hashlib.sha256()
-    for chunk in index.chunks(member):
-        hasher.update(chunk)
-    return "sha256:" + hasher.hexdigest()
+def _measured(
+    index: TarIndex, member: TarMember, name: str, compression: Compression
+) -> ArchiveLayer:
+    """A layer member hashed (and decompressed, if compressed): its blob and its diffID, the
+    stream's end checked (truncation, trailing garbage) as when the layer is saved."""
+    unknown = Descriptor(_MEDIA[compression], _UNKNOWN, member.size)  # measured, not checked
+    decoder = LayerDecoder(Layer(unknown, _UNKNOWN, compression), None, store=index.description)
+    decoder.what = f"member {name}"
+    try:
+        for chunk in index.chunks(member):
+            decoder.feed(chunk)
+        digest, diff_id = decoder.measured()
+    except StoreError as exc:
+        raise ArchiveDamage(index.description, exc.message, name) from None
+    blob = Descriptor(_MEDIA[compression], digest, member.size)
+    return ArchiveLayer(member, blob, compression, diff_id)
 
 
 # -- legacy: repositories + v1 directories ----------------------------------------------------
@@ -284,22 +297,7 @@ def _chain(index: TarIndex, v1: dict[str, dict[str, Any]], top: str) -> list[str
 def _legacy_layer(index: TarIndex, name: str) -> ArchiveLayer:
     """A legacy layer with its diffID: hashed (decompressed first, if it is compressed)."""
     member = index.file(name, origin=name)
-    compression = sniff(index.head(member))
-    blob_hash, diff_hash = hashlib.sha256(), hashlib.sha256()
-    inflate: Any = None
-    if compression is Compression.GZIP:
-        inflate = isal_zlib.decompressobj(31)
-    elif compression is Compression.ZSTD:
-        inflate = zstandard.ZstdDecompressor().decompressobj()
-    try:
-        for chunk in index.chunks(member):
-            blob_hash.update(chunk)
-            diff_hash.update(inflate.decompress(chunk) if inflate is not None else chunk)
-    except (_GZIP_ERROR, zstandard.ZstdError) as exc:
-        raise ArchiveDamage(index.description, f"member {name}: corrupt ({exc})", name) from None
-    diff_id = "sha256:" + diff_hash.hexdigest()
-    blob = Descriptor(_MEDIA[compression], "sha256:" + blob_hash.hexdigest(), member.size)
-    return ArchiveLayer(member, blob, compression, diff_id)
+    return _measured(index, member, name, sniff(index.head(member)))
 
 
 def _legacy_config(v1: dict[str, dict[str, Any]], chain: list[str], diff_ids: list[str]) -> bytes:

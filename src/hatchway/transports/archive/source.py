@@ -232,6 +232,13 @@ class DockerArchive(_Blobs):
             )
         layers = []
         for stored, diff_id in zip(archived.layers, config.diff_ids, strict=True):
+            if stored.diff_id is not None and stored.diff_id != diff_id:  # a measured member
+                raise DigestMismatch(
+                    f"{self.description}: member {stored.member.name} (uncompressed content vs "
+                    "config diff_id)",
+                    diff_id,
+                    stored.diff_id,
+                )
             blob = stored.blob or Descriptor(OCI_LAYER, diff_id, stored.member.size)
             layers.append(Layer(blob, diff_id, stored.compression))
             member = stored.member
