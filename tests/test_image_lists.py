@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,38 @@ from tests.test_cli import HATCHWAY, run
 def test_list_syntax() -> None:
     text = "app:1.0\n\n  # a comment\n\ttools  \n#busybox\r\nmulti:latest\r\n   \n"
     assert parse_image_list(text) == ["app:1.0", "tools", "multi:latest"]
+    assert parse_image_list("\ufeffapp:1.0\r\n") == ["app:1.0"]  # a BOM, as Notepad writes
+
+
+def test_a_list_that_never_ends_or_cannot_be_read_is_one_usage_error(
+    family: Family, tmp_path: Path
+) -> None:
+    out = tmp_path / "o.tar"
+    for source, expected in [
+        ("/dev/zero", "longer than 4 Mi characters"),
+        ("/proc/self/mem", "cannot read"),
+    ]:
+        result = run("save", "--store", str(family.root), "-o", str(out), "--images-from", source)
+        stderr = result.stderr.decode()
+        assert result.returncode == 2, stderr
+        assert expected in stderr and "Traceback" not in stderr
+    # An endless list on stdin (`yes app:1.0 | hatchway save --images-from -`).
+    proc = subprocess.Popen(
+        [*HATCHWAY, "save", "--store", str(family.root), "-o", str(out), "--images-from", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    lines = b"app:1.0\n" * 4096
+    with proc:
+        with contextlib.suppress(BrokenPipeError):
+            while proc.poll() is None:
+                proc.stdin.write(lines)
+        endless = proc.stderr.read().decode()
+    assert proc.returncode == 2
+    assert "longer than" in endless
+    assert not out.exists()
 
 
 def _tags(path: Path) -> list[list[str] | None]:
