@@ -51,6 +51,8 @@ def test_parse_reference(
         ("-a", "invalid path component"),
         ("a b", "whitespace"),
         ("ftp://x/y", "unknown transport"),
+        ("127.0.0.1:99999/x:1", "invalid registry host"),
+        ("docker://registry.local:0/x", "invalid registry host"),
     ],
 )
 def test_invalid_references(text: str, reason: str) -> None:

@@ -62,7 +62,7 @@ class Reference:
     registry: bool = False
 
     def __post_init__(self) -> None:
-        if not _DOMAIN.fullmatch(self.domain):
+        if not _is_domain(self.domain):
             raise InvalidReference(self.domain, "invalid registry host")
         for component in self.path.split("/"):
             if not _COMPONENT.fullmatch(component):
@@ -206,10 +206,19 @@ def parse_reference(text: str, *, registry: bool = False) -> Reference:
     return Reference(domain, path, tag, digest, registry)
 
 
+def _is_domain(text: str) -> bool:
+    """A registry host, its port (if any) a TCP port: the grammar allows any digits, and
+    ``host:99999`` would otherwise fail only when connecting, as "connection refused"."""
+    if not _DOMAIN.fullmatch(text):
+        return False
+    _, colon, port = text.rpartition(":")
+    return not (colon and port.isdigit()) or 0 < int(port) < 65536
+
+
 def _split_domain(text: str, name: str) -> tuple[str, str]:
     first, sep, rest = name.partition("/")
     if sep and (_looks_like_domain(first) or first != first.lower()):
-        if not _DOMAIN.fullmatch(first):
+        if not _is_domain(first):
             raise InvalidReference(text, "invalid registry host")
         domain, path = first, rest
     else:

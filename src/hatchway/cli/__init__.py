@@ -21,6 +21,7 @@ def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
     command's start-up, and this module imports nothing heavy (nor does ``hatchway``).
     """
     early.install()
+    early.hold_standard_descriptors()
     try:
         from hatchway.cli.commands import commands
 

@@ -10,6 +10,7 @@ takes over.  Standard library only: this runs before anything heavy is imported.
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # the C module: ``signal`` imports enum (~5 ms) before any handler is set
+import os
 import sys
 
 #: The signals that stop a command: Ctrl-C, ``kill``/``timeout``/``docker stop``, and a
@@ -72,3 +73,27 @@ def ignore() -> None:
     """The outcome is decided: stop signals can no longer change it, nor cut it short."""
     for signum in STOP_SIGNALS:
         _signal.signal(signum, _signal.SIG_IGN)
+
+
+#: The standard descriptors (0, 1, 2) that were closed when the command started.
+closed_at_start: frozenset[int] = frozenset()
+
+
+def hold_standard_descriptors() -> None:
+    """Open ``/dev/null`` on each closed standard descriptor, and note which were closed.
+
+    A closed descriptor is the lowest free one: the next file opened (the event loop's epoll,
+    a staging file) would become "standard output", and the archive would go into it.
+    """
+    global closed_at_start
+    closed = set()
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.add(fd)
+            placeholder = os.open(os.devnull, os.O_RDWR)
+            if placeholder != fd:  # a lower one was closed too and is held already
+                os.dup2(placeholder, fd)
+                os.close(placeholder)
+    closed_at_start = frozenset(closed)

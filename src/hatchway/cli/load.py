@@ -14,7 +14,7 @@ from hatchway.cli.options import execute, jobs_option, platform_option, quiet_op
 
 
 @click.command("load")
-@click.argument("archives", nargs=-1, metavar="ARCHIVE...")
+@click.argument("archives", nargs=-1, metavar="[ARCHIVE]...")
 @store_option
 @platform_option
 @jobs_option

@@ -49,7 +49,7 @@ jobs_option = click.option(
     type=click.IntRange(min=1, max=256),
     default=DEFAULT_JOBS,
     show_default=True,
-    help="Layers moved at once (fetched and verified, or copied into the output).",
+    help="Layers worked on at once (fetched, checked, copied).",
 )
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 
@@ -119,6 +119,7 @@ def registry_options(fn: Command) -> Command:
         "--creds",
         metavar="USER:PASSWORD",
         envvar="HATCHWAY_CREDS",
+        show_envvar=True,
         help="Registry credentials (default: $REGISTRY_AUTH_FILE, then ~/.docker/config.json "
         "and its credential helpers).",
     )(fn)
