@@ -29,6 +29,10 @@ from tests.registry_support import Lab
 from tests.support import Family, read_archive
 from tests.test_cli import HATCHWAY, run
 
+#: The command as installed (its console script): ``python -m hatchway`` imports the library
+#: before any line of the command runs.
+COMMAND = str(Path(sys.executable).with_name("hatchway"))
+
 
 @pytest.fixture
 def slow_link(lab: Lab) -> Iterator[FaultProxy]:
@@ -144,7 +148,7 @@ def test_a_stop_before_the_operation_starts_ends_with_its_line(
     out.mkdir()
     proc = subprocess.Popen(
         [
-            *HATCHWAY,
+            COMMAND,
             "save",
             "--store",
             str(family.root),

@@ -6,10 +6,7 @@ import ast
 import sys
 from pathlib import Path
 
-import pytest
-
 import hatchway
-from tests.support import fresh_interpreter
 
 PURE = [
     "hatchway.reference",
@@ -30,24 +27,6 @@ def test_all_lists_exactly_the_public_names() -> None:
     assert sorted(public - modules) == sorted(set(hatchway.__all__) - {"__version__"})
     for name in hatchway.__all__:
         assert hasattr(hatchway, name), name
-
-
-def test_importing_the_package_imports_no_io_library_until_a_name_is_used() -> None:
-    """The public names are imported on first use: the pure core (and the command, which
-    installs its signal handlers first) can be imported without the I/O libraries."""
-    probe = (
-        "import sys, hatchway, hatchway.reference, hatchway.model\n"
-        "print(sorted(m for m in ('anyio', 'trio', 'httpx') if m in sys.modules))\n"
-        "hatchway.save\n"
-        "print('anyio' in sys.modules)\n"
-    )
-    assert fresh_interpreter(probe) == ["[]", "True"]
-
-
-def test_an_unknown_name_is_an_attribute_error() -> None:
-    typo = "sav"
-    with pytest.raises(AttributeError, match="no attribute 'sav'"):
-        getattr(hatchway, typo)
 
 
 def _imports(path: Path) -> set[str]:

@@ -16,134 +16,55 @@ command line uses only what is exported here.  ``hatchway.testing`` holds docume
 for tests.
 """
 
-import importlib as _importlib
-
-# Not ``typing.TYPE_CHECKING``: importing typing is ~10 ms the command's first lines need not
-# wait for (type checkers read any ``TYPE_CHECKING`` as true).
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from hatchway.api import list_images, load, open_store, pull, push, save, verify
-    from hatchway.errors import (
-        AmbiguousReference,
-        BlobNotFound,
-        ConfigError,
-        DigestMismatch,
-        HatchwayError,
-        InvalidReference,
-        MalformedContent,
-        NoSuchImage,
-        OutputError,
-        PlatformNotFound,
-        RegistryError,
-        StoreError,
-        UnsupportedMediaType,
-    )
-    from hatchway.formats import ArchiveFormat
-    from hatchway.limits import DEFAULT_JOBS
-    from hatchway.model import Compression, Platform
-    from hatchway.progress import (
-        CopyFinished,
-        CopyStarted,
-        LayerAdvanced,
-        LayerDone,
-        LayerStarted,
-        ProgressCallback,
-        ProgressEvent,
-        UploadAdvanced,
-        UploadDone,
-        UploadStarted,
-        WriteAdvanced,
-        WriteStarted,
-    )
-    from hatchway.results import (
-        LoadedImage,
-        LoadResult,
-        PulledImage,
-        PullResult,
-        PushedImage,
-        PushResult,
-        SavedImage,
-        SaveResult,
-    )
-    from hatchway.session import Progress, Session, default_store_path, progress_stream
-    from hatchway.transports.archive.outputs import Output
-    from hatchway.transports.archive.verify import VerifiedImage, VerifyReport
-    from hatchway.transports.base import BlobSource, LocalBlob, ResolvedImage, Source
-    from hatchway.transports.layout.source import ImageSummary, OCILayoutStore
-    from hatchway.transports.registry.options import RegistryOptions, RetryPolicy, Timeouts
-
-#: Where each public name is defined.  Importing ``hatchway`` imports none of it: a name's
-#: module is imported when the name is first used, so ``import hatchway.reference`` stays
-#: free of the I/O libraries, and the ``hatchway`` command installs its signal handlers
-#: before anything heavy is imported (a Ctrl-C during start-up is then handled like any).
-_WHERE: dict[str, str] = {
-    **dict.fromkeys(
-        ("list_images", "load", "open_store", "pull", "push", "save", "verify"), "hatchway.api"
-    ),
-    **dict.fromkeys(
-        (
-            "AmbiguousReference",
-            "BlobNotFound",
-            "ConfigError",
-            "DigestMismatch",
-            "HatchwayError",
-            "InvalidReference",
-            "MalformedContent",
-            "NoSuchImage",
-            "OutputError",
-            "PlatformNotFound",
-            "RegistryError",
-            "StoreError",
-            "UnsupportedMediaType",
-        ),
-        "hatchway.errors",
-    ),
-    **dict.fromkeys(("ArchiveFormat",), "hatchway.formats"),
-    **dict.fromkeys(("DEFAULT_JOBS",), "hatchway.limits"),
-    **dict.fromkeys(("Compression", "Platform"), "hatchway.model"),
-    **dict.fromkeys(
-        (
-            "CopyFinished",
-            "CopyStarted",
-            "LayerAdvanced",
-            "LayerDone",
-            "LayerStarted",
-            "ProgressCallback",
-            "ProgressEvent",
-            "UploadAdvanced",
-            "UploadDone",
-            "UploadStarted",
-            "WriteAdvanced",
-            "WriteStarted",
-        ),
-        "hatchway.progress",
-    ),
-    **dict.fromkeys(
-        (
-            "LoadedImage",
-            "LoadResult",
-            "PulledImage",
-            "PullResult",
-            "PushedImage",
-            "PushResult",
-            "SavedImage",
-            "SaveResult",
-        ),
-        "hatchway.results",
-    ),
-    **dict.fromkeys(
-        ("Progress", "Session", "default_store_path", "progress_stream"), "hatchway.session"
-    ),
-    **dict.fromkeys(("Output",), "hatchway.transports.archive.outputs"),
-    **dict.fromkeys(("VerifiedImage", "VerifyReport"), "hatchway.transports.archive.verify"),
-    **dict.fromkeys(
-        ("BlobSource", "LocalBlob", "ResolvedImage", "Source"), "hatchway.transports.base"
-    ),
-    **dict.fromkeys(("ImageSummary", "OCILayoutStore"), "hatchway.transports.layout.source"),
-    **dict.fromkeys(
-        ("RegistryOptions", "RetryPolicy", "Timeouts"), "hatchway.transports.registry.options"
-    ),
-}
+from hatchway.api import list_images, load, open_store, pull, push, save, verify
+from hatchway.errors import (
+    AmbiguousReference,
+    BlobNotFound,
+    ConfigError,
+    DigestMismatch,
+    HatchwayError,
+    InvalidReference,
+    MalformedContent,
+    NoSuchImage,
+    OutputError,
+    PlatformNotFound,
+    RegistryError,
+    StoreError,
+    UnsupportedMediaType,
+)
+from hatchway.formats import ArchiveFormat
+from hatchway.limits import DEFAULT_JOBS
+from hatchway.model import Compression, Platform
+from hatchway.progress import (
+    CopyFinished,
+    CopyStarted,
+    LayerAdvanced,
+    LayerDone,
+    LayerStarted,
+    ProgressCallback,
+    ProgressEvent,
+    UploadAdvanced,
+    UploadDone,
+    UploadStarted,
+    WriteAdvanced,
+    WriteStarted,
+)
+from hatchway.results import (
+    LoadedImage,
+    LoadResult,
+    PulledImage,
+    PullResult,
+    PushedImage,
+    PushResult,
+    SavedImage,
+    SaveResult,
+)
+from hatchway.session import Progress, Session, default_store_path, progress_stream
+from hatchway.transports.archive.outputs import Output
+from hatchway.transports.archive.verify import VerifiedImage, VerifyReport
+from hatchway.transports.base import BlobSource, LocalBlob, ResolvedImage, Source
+from hatchway.transports.layout.source import ImageSummary, OCILayoutStore
+from hatchway.transports.registry.options import RegistryOptions, RetryPolicy, Timeouts
 
 __version__ = "0.1.0"
 
@@ -210,21 +131,3 @@ __all__ = [
     "save",
     "verify",
 ]
-
-
-if not TYPE_CHECKING:  # for mypy, the imports above define every name
-
-    def __getattr__(name: str) -> object:
-        where = _WHERE.get(name)
-        if where is None:
-            raise AttributeError(f"module 'hatchway' has no attribute {name!r}")
-        value = getattr(_importlib.import_module(where), name)
-        globals()[name] = value  # looked up once
-        return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_WHERE})
-
-
-del TYPE_CHECKING

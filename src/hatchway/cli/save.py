@@ -8,9 +8,9 @@ from typing import IO
 
 import click
 
+import _hatchway_cli as early
 import hatchway
 from hatchway import ArchiveFormat, Platform, ProgressCallback, SaveResult
-from hatchway.cli import early
 from hatchway.cli.console import human_size
 from hatchway.cli.names import collect_names, images_from_option
 from hatchway.cli.options import (

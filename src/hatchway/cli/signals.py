@@ -25,9 +25,9 @@ from typing import TypeVar
 import anyio
 import click
 
+import _hatchway_cli as early
+from _hatchway_cli import STOP_SIGNALS, ignore, outcome
 from hatchway import HatchwayError
-from hatchway.cli import early
-from hatchway.cli.early import STOP_SIGNALS, ignore, outcome
 
 T = TypeVar("T")
 

@@ -56,6 +56,7 @@ import anyio
 # making a client on the event loop does not stall it for ~0.1 s.
 import httpcore  # noqa: F401
 import httpx
+from anyio import Event, Lock  # anyio imports them on first use: here, on a worker thread
 
 from hatchway.errors import OutputError, RegistryError
 from hatchway.files import pwrite_all
@@ -127,9 +128,9 @@ class RegistryClient:
         # Loaded with the host's trust by prepare() (file reads belong in a thread, not here).
         self._ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         self._trust: HostTrust | None = None
-        self._trust_lock = anyio.Lock()
+        self._trust_lock = Lock()
         self._scheme_decided = not self.security.may_fall_back
-        self._deciding: anyio.Event | None = None  # set when the request deciding it is done
+        self._deciding: Event | None = None  # set when the request deciding it is done
         self._answered = False  # any HTTP answer from this host yet
         self._ranges_work: bool | None = None  # blob ranges: answered with 206, or not
         #: gzip blobs' uncompressed sizes (mod 2**32) as their trailers say, by digest
@@ -156,7 +157,7 @@ class RegistryClient:
         self._slots = Slots(limit)
         explicit = Credentials.parse(options.creds) if options.creds else None
         self._creds_cache: dict[str, Credentials | None] = {}
-        self._creds_lock = anyio.Lock()
+        self._creds_lock = Lock()
         self._lookup = CredentialLookup()
         self._explicit = explicit
         self.auth = Authenticator(domain, options, self._credentials, self._http)
@@ -607,7 +608,7 @@ class RegistryClient:
             # have them (each one's plain answer would hold a connection its TLS attempt
             # waits for).
             if self._deciding is None:
-                self._deciding = deciding = anyio.Event()
+                self._deciding = deciding = Event()
                 try:
                     return await self._send_racing_plain(request)
                 finally:
@@ -668,7 +669,7 @@ class RegistryClient:
         )
         tls: httpx.Response | BaseException | None = None
         fallback: httpx.Response | BaseException | None = None
-        fallback_done = anyio.Event()
+        fallback_done = Event()
 
         async def send_plain() -> None:
             nonlocal fallback

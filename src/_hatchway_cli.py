@@ -1,10 +1,15 @@
-"""The command's first lines: stop signals are handled from the moment it starts.
+"""The ``hatchway`` command's first lines: stop signals are handled from the moment it starts.
+
+This module sits outside the ``hatchway`` package on purpose: importing anything inside it
+imports the package, which imports the whole library (~130 ms) — the public names are loaded
+eagerly, so that an application's first ``hatchway.save`` does not import them on its event
+loop.  The command installs its handlers first, then imports the commands.
 
 Until an operation starts (while modules are imported, arguments parsed, an image list read
 from standard input), nothing exists that a stop would have to clean up, so a stop signal
 ends the command at once — with the line and status a stop has at any other time, instead of
-a ``KeyboardInterrupt`` traceback or a silent death.  Once an operation runs, ``signals``
-takes over.  Standard library only: this runs before anything heavy is imported.
+a ``KeyboardInterrupt`` traceback or a silent death.  Once an operation runs,
+``hatchway.cli.signals`` takes over.  Standard library only.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
 
 
 def install() -> None:
-    """Stop at once on a stop signal (until ``signals.run`` installs its own handlers)."""
+    """Stop at once on a stop signal (until ``hatchway.cli.signals.run`` installs its own)."""
     sys.unraisablehook = _unraisable
     try:
         for signum in STOP_SIGNALS:
@@ -97,3 +102,19 @@ def hold_standard_descriptors() -> None:
                 os.dup2(placeholder, fd)
                 os.close(placeholder)
     closed_at_start = frozenset(closed)
+
+
+def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
+    """The ``hatchway`` command (arguments from ``sys.argv`` unless given)."""
+    install()
+    hold_standard_descriptors()
+    try:
+        from hatchway.cli.commands import commands
+
+        check()
+        commands.main(args=args, prog_name=prog_name)
+    except Stopped as stop:
+        ignore()
+        code, message = outcome(stop.signum)
+        sys.stderr.write(message + "\n")
+        sys.exit(code)
