@@ -409,3 +409,35 @@ async def test_a_fifo_nobody_reads_does_not_hold_cancellation(
         await hatchway.save(["app:1.0"], fifo, store=family.root, tmpdir=out)
     assert scope.cancelled_caught
     assert sorted(p.name for p in out.iterdir()) == ["pipe"]
+
+
+def _nested_store(root: Path, depth: int) -> LayoutBuilder:
+    """A store whose ``nest:1`` is an arm64 and an amd64 image behind ``depth`` indexes."""
+    b = LayoutBuilder(root)
+    amd = b.image([b.layer({"amd": b"64"})], architecture="amd64")
+    arm = b.image([b.layer({"arm": b"64"})], architecture="arm64")
+    top = b.index([amd, arm])
+    for _ in range(depth - 1):
+        top = b.index([top])  # listed without a platform, as the spec allows
+    b.tag(top, "nest:1")
+    b.save()
+    return b
+
+
+async def test_indexes_inside_indexes_lead_to_the_platform_image(tmp_path: Path) -> None:
+    """save and load read a nested index as verify does (it once said: no image for
+    linux/amd64 (it has: linux/amd64))."""
+    root = tmp_path / "store"
+    _nested_store(root, depth=3)
+    out = tmp_path / "o.tar"
+    await hatchway.save(["nest:1"], out, store=root, platform="linux/arm64")
+    assert (await hatchway.verify(out)).ok
+    with pytest.raises(hatchway.PlatformNotFound, match=r"it has: linux/amd64, linux/arm64\)"):
+        await hatchway.save(["nest:1"], tmp_path / "no.tar", store=root, platform="linux/s390x")
+
+
+async def test_indexes_nested_without_end_are_refused(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    _nested_store(root, depth=10)
+    with pytest.raises(hatchway.StoreError, match="indexes nested over 8 deep"):
+        await hatchway.save(["nest:1"], tmp_path / "o.tar", store=root)

@@ -64,6 +64,10 @@ MAX_DOCUMENT_SIZE = 16 << 20
 #: then fail when it is written into an archive.  Deeper documents are refused as malformed.
 MAX_JSON_DEPTH = 200
 
+#: How many image indexes may lead, one inside the other, to an image's manifest.  The image
+#: spec allows an index to list indexes; real ones nest one or two deep.
+MAX_INDEX_DEPTH = 8
+
 #: The most a registry's token endpoint may answer, read as it arrives; a token server that
 #: sends more is refused instead of filling memory.
 MAX_TOKEN_RESPONSE = 1 << 20

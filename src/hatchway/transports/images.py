@@ -8,10 +8,11 @@ already checked against their descriptors.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from hatchway.errors import MalformedContent, PlatformNotFound
+from hatchway.limits import MAX_INDEX_DEPTH
 from hatchway.model import (
     INDEX_TYPES,
     Descriptor,
@@ -62,17 +63,25 @@ async def load_image(
     """
     descriptor, raw = top, top_raw
     media_type, doc = document_kind(raw, descriptor.media_type, f"manifest {descriptor.digest}")
-    if media_type in INDEX_TYPES:
+    wanted = platform or Platform.host()
+    for _ in range(MAX_INDEX_DEPTH + 1):
+        if media_type not in INDEX_TYPES:
+            break
         children = parse_index(doc, f"index {descriptor.digest}")
-        wanted = platform or Platform.host()
-        chosen = select_platform(children, wanted)
+        # A manifest for the platform, else an index listed for it (or for none): the spec
+        # lets an index list indexes, and verify reads them so.
+        chosen = select_platform(children, wanted) or _nested_index(children, wanted)
         if chosen is None:
-            available = [str(c.platform) for c in children if c.platform is not None]
+            available = [
+                str(c.platform)
+                for c in children
+                if c.platform is not None and c.media_type not in INDEX_TYPES
+            ]
             raise PlatformNotFound(name, str(wanted), available)
         descriptor, raw = chosen, await read_manifest(chosen)
         media_type, doc = document_kind(raw, chosen.media_type, f"manifest {chosen.digest}")
-        if media_type in INDEX_TYPES:
-            raise MalformedContent(f"index {top.digest}: nested index")
+    else:
+        raise MalformedContent(f"index {top.digest}: indexes nested over {MAX_INDEX_DEPTH} deep")
     manifest = parse_manifest(doc, media_type, f"manifest {descriptor.digest}")
     if manifest_read is not None:
         manifest_read(manifest)
@@ -82,3 +91,12 @@ async def load_image(
         raise PlatformNotFound(name, str(platform), [str(config.platform)])
     layers = image_layers(manifest, config, f"manifest {descriptor.digest}")
     return LoadedImage(descriptor, raw, manifest, config, layers)
+
+
+def _nested_index(children: Sequence[Descriptor], wanted: Platform) -> Descriptor | None:
+    for child in children:
+        if child.media_type in INDEX_TYPES and (
+            child.platform is None or wanted.matches(child.platform)
+        ):
+            return child
+    return None
