@@ -120,6 +120,64 @@ def test_bad_archives_leave_the_store_unchanged(family: Family, tmp_path: Path) 
     assert not fresh.exists()
 
 
+_ZERO = "sha256:" + "0" * 64
+
+#: index.json documents whose entries are not descriptors the store's reader accepts.
+ODD_INDEXES: dict[str, object] = {
+    "list-digest": {"schemaVersion": 2, "manifests": [{"digest": ["x"]}]},
+    "object-digest": {"schemaVersion": 2, "manifests": [{"digest": {"a": 1}, "annotations": {}}]},
+    "number-image-name": {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": "x",
+                "digest": _ZERO,
+                "size": 1,
+                "annotations": {"io.containerd.image.name": 5},
+            }
+        ],
+    },
+    "number-ref-name": {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": "x",
+                "digest": _ZERO,
+                "size": 1,
+                "annotations": {"org.opencontainers.image.ref.name": 5},
+            }
+        ],
+    },
+    "entry-not-an-object": {"schemaVersion": 2, "manifests": [3]},
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD_INDEXES))
+def test_odd_index_entries_are_one_error_line_and_left_alone(
+    family: Family, tmp_path: Path, case: str
+) -> None:
+    """An index.json entry that is not a descriptor (a list as its digest, a number as its
+    name) failed the load as an "internal error"; it is malformed, and left as it is.  The
+    store's reader refuses the same file with one line too."""
+    bundle = save_sync(family, tmp_path / "b.tar", ["app:1.0"])
+    store = tmp_path / "s"
+    assert run("load", "-q", "--store", str(store), str(bundle)).returncode == 0
+    odd = json.dumps(ODD_INDEXES[case]).encode()
+    (store / "index.json").write_bytes(odd)
+    result = run("load", "--store", str(store), str(bundle))
+    assert result.returncode == 1
+    assert error_line(result) == (
+        f"hatchway: error: store {store}: index.json is malformed; not overwriting it"
+    )
+    assert (store / "index.json").read_bytes() == odd
+    out = tmp_path / "o.tar"
+    for args in (["images"], ["save", "-o", str(out), "app:1.0"]):
+        result = run(*args, "--store", str(store))
+        assert result.returncode == 1, args
+        assert error_line(result).startswith(f"hatchway: error: store {store}: index.json entry")
+    assert not out.exists()
+
+
 def test_cli_load_from_stdin_and_images(family: Family, tmp_path: Path) -> None:
     bundle = save_sync(family, tmp_path / "b.tar.gz", ["app:1.0", "tools"])
     store = tmp_path / "s"

@@ -12,6 +12,8 @@ Rules (docs/registry.md, "The index.json concurrency rule"):
   replaced, and the result is written to a temp file, flushed, and renamed over the old one.
   Two concurrent copies therefore never lose each other's entries, and a reader never sees a
   half-written file.  The lock is taken in a worker thread so the event loop never blocks.
+  A file the store's reader would refuse (not JSON, an entry that is not a valid descriptor)
+  is never overwritten: the copy fails with one line instead.
 
 Order of effects of a copy: every layer blob first, then configs and manifests, then
 ``index.json`` once.  A failed copy never adds an entry; verified blobs it already wrote stay
@@ -34,10 +36,10 @@ from typing import Any
 
 import anyio
 
-from hatchway.errors import DigestMismatch, OutputError, StoreError
+from hatchway.errors import DigestMismatch, MalformedContent, OutputError, StoreError
 from hatchway.files import RegularFileReader, atomic_write, read_regular, write_all
 from hatchway.limits import CHUNK_SIZE, MAX_DOCUMENT_SIZE
-from hatchway.model import Descriptor, Layer, hex_of, sha256_digest
+from hatchway.model import Descriptor, Layer, hex_of, parse_index, parse_json_object, sha256_digest
 from hatchway.reference import Reference
 from hatchway.transports.base import CopyContext, CopyPlan, LayerForm, LocalBlob
 from hatchway.transports.layout.spec import (
@@ -166,13 +168,19 @@ class LayoutWriter:
             raise StoreError(
                 self.description, f"index.json: {exc.strerror or exc}; not overwriting it"
             ) from None
+        # Parsed and every entry checked here, by the rules the store's reader applies, so
+        # the merge can rely on each entry being an object with a valid digest and string
+        # annotations (a list as a digest or a number as a name would otherwise fail it as a
+        # bug).  The entries stay the raw objects: fields hatchway does not know are written
+        # back as they were.
         try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            doc = None
-        if not isinstance(doc, dict) or not isinstance(doc.get("manifests", []), list):
-            raise StoreError(self.description, "index.json is malformed; not overwriting it")
-        doc.setdefault("manifests", [])
+            doc = parse_json_object(raw, INDEX_NAME)
+            doc.setdefault("manifests", [])
+            parse_index(doc, INDEX_NAME)
+        except MalformedContent:
+            raise StoreError(
+                self.description, "index.json is malformed; not overwriting it"
+            ) from None
         return doc
 
 
@@ -234,28 +242,22 @@ def _last_per_name(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return kept
 
 
-def _unnamed_in(existing: object, digests: set[str]) -> bool:
+def _unnamed_in(existing: dict[str, Any], digests: set[str]) -> bool:
     """An unnamed entry for a manifest that is now named: the name replaces it."""
-    return (
-        isinstance(existing, dict)
-        and not existing.get("annotations")
-        and existing.get("digest") in digests
-    )
+    return not existing.get("annotations") and existing["digest"] in digests
 
 
-def _already_held(entry: dict[str, Any], existing: list[Any]) -> bool:
+def _already_held(entry: dict[str, Any], existing: list[dict[str, Any]]) -> bool:
     """An unnamed entry is added only for a manifest no entry refers to yet: loading the
     same untagged image twice must not grow ``index.json``, and a named image is already
     reachable by its ID."""
     if entry.get("annotations"):
         return False
-    return any(isinstance(m, dict) and m.get("digest") == entry["digest"] for m in existing)
+    return any(m["digest"] == entry["digest"] for m in existing)
 
 
-def _replaced_by(existing: object, entries: list[dict[str, Any]]) -> bool:
-    if not isinstance(existing, dict) or not isinstance(existing.get("annotations"), dict):
-        return False
-    name = entry_key(existing["annotations"])
+def _replaced_by(existing: dict[str, Any], entries: list[dict[str, Any]]) -> bool:
+    name = entry_key(existing.get("annotations") or {})
     return name is not None and any(entry_key(e.get("annotations") or {}) == name for e in entries)
 
 
