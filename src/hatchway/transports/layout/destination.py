@@ -15,9 +15,11 @@ Rules (docs/registry.md, "The index.json concurrency rule"):
   A file the store's reader would refuse (not JSON, an entry that is not a valid descriptor)
   is never overwritten: the copy fails with one line instead.
 
-Order of effects of a copy: every layer blob first, then configs and manifests, then
-``index.json`` once.  A failed copy never adds an entry; verified blobs it already wrote stay
-(content-addressed and complete, a later copy reuses them).
+Order of effects of a copy: the layout itself first (an empty ``index.json`` and
+``oci-layout`` where they are missing), then every layer blob, then configs and manifests,
+then ``index.json`` once.  A failed copy never adds an entry; verified blobs it already wrote
+stay (content-addressed and complete, a later copy reuses them); a store it created is a valid
+layout, empty.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +65,10 @@ class LayoutWriter:
         self.description = f"store {self.root}"
 
     async def ensure_layout(self) -> None:
-        """Create the directories and ``oci-layout`` (atomically) unless they exist."""
+        """Make ``root`` a valid layout before any blob is written into it: ``index.json``
+        (empty) and ``oci-layout`` each written atomically unless they exist, then the blob
+        directories.  A copy that fails or is stopped later therefore leaves a store that
+        lists its images (none, for a new one), not a directory hatchway refuses to read."""
         await anyio.to_thread.run_sync(self._ensure_layout_sync)
 
     def blob_path(self, digest: str) -> Path:
@@ -98,10 +103,16 @@ class LayoutWriter:
 
     def _ensure_layout_sync(self) -> None:
         try:
-            self.blobs.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not (self.root / INDEX_NAME).exists():
+                # Under the lock: a concurrent copy may be writing its entries right now.
+                with self._index_lock():
+                    if not (self.root / INDEX_NAME).exists():
+                        atomic_write(self.root / INDEX_NAME, _index_bytes(index_document([])))
             layout = self.root / "oci-layout"
             if not layout.exists():
                 atomic_write(layout, OCI_LAYOUT_BYTES)
+            self.blobs.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create the store {self.root}: {exc.strerror}") from None
 
@@ -136,7 +147,9 @@ class LayoutWriter:
         except OSError as exc:
             raise OutputError(f"cannot write into {self.blobs}: {exc.strerror}") from None
 
-    def _add_entries_sync(self, entries: list[dict[str, Any]]) -> None:
+    @contextlib.contextmanager
+    def _index_lock(self) -> Iterator[None]:
+        """Blocking: hold the exclusive lock that serialises changes to ``index.json``."""
         lock_path = self.root / INDEX_LOCK_NAME
         try:
             lock = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -144,19 +157,27 @@ class LayoutWriter:
             raise OutputError(f"cannot lock {lock_path}: {exc.strerror}") from None
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            doc = self._read_index_locked()
-            named = {e["digest"] for e in entries if e.get("annotations")}
-            manifests = [
-                m
-                for m in doc["manifests"]
-                if not _replaced_by(m, entries) and not _unnamed_in(m, named)
-            ]
-            doc["manifests"] = manifests + [e for e in entries if not _already_held(e, manifests)]
-            atomic_write(self.root / INDEX_NAME, (json.dumps(doc, indent=2) + "\n").encode())
-        except OSError as exc:
-            raise OutputError(f"cannot update {self.root / INDEX_NAME}: {exc.strerror}") from None
+            yield
         finally:
             os.close(lock)  # closing the descriptor releases the flock
+
+    def _add_entries_sync(self, entries: list[dict[str, Any]]) -> None:
+        try:
+            with self._index_lock():
+                self._merge_entries_locked(entries)
+        except OSError as exc:
+            raise OutputError(f"cannot update {self.root / INDEX_NAME}: {exc.strerror}") from None
+
+    def _merge_entries_locked(self, entries: list[dict[str, Any]]) -> None:
+        doc = self._read_index_locked()
+        named = {e["digest"] for e in entries if e.get("annotations")}
+        manifests = [
+            m
+            for m in doc["manifests"]
+            if not _replaced_by(m, entries) and not _unnamed_in(m, named)
+        ]
+        doc["manifests"] = manifests + [e for e in entries if not _already_held(e, manifests)]
+        atomic_write(self.root / INDEX_NAME, _index_bytes(doc))
 
     def _read_index_locked(self) -> dict[str, Any]:
         path = self.root / INDEX_NAME
@@ -230,6 +251,10 @@ class BlobFile:
                 os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._temp)
+
+
+def _index_bytes(doc: dict[str, Any]) -> bytes:
+    return (json.dumps(doc, indent=2) + "\n").encode()
 
 
 def _last_per_name(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
