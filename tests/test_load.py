@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
+import sys
 from pathlib import Path
 
+import anyio
 import pytest
 
 import hatchway
-from tests.archive_support import NAMES, members, rewrite, save, save_sync
+from tests.archive_support import (
+    NAMES,
+    first_layer,
+    flip_byte,
+    members,
+    rewrite,
+    save,
+    save_sync,
+)
 from tests.support import Family, files_under
 from tests.test_cli import HATCHWAY, error_line, run
 
@@ -118,6 +129,144 @@ def test_bad_archives_leave_the_store_unchanged(family: Family, tmp_path: Path) 
     fresh = tmp_path / "never-made"
     assert run("load", "--store", str(fresh), str(unsafe)).returncode == 1
     assert not fresh.exists()
+
+
+def assert_valid_and_empty(store: Path) -> None:
+    """``store`` lists no image, as ``hatchway images`` and ``save`` read it, and holds no
+    temp file: what a load that failed or was stopped may leave of a store it created."""
+    result = run("images", "--json", "--store", str(store))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [] and result.stderr == b""
+    assert [p for p in files_under(store) if "hatchway-tmp" in p] == []
+
+
+def test_a_failed_load_into_a_new_store_leaves_a_valid_store(
+    family: Family, tmp_path: Path
+) -> None:
+    """A digest mismatch is found while the layers are stored: the new store then held
+    ``oci-layout`` and blobs but no ``index.json``, which ``images`` and ``save`` refused as
+    "not an OCI image layout".  The layout is now complete before any blob is written."""
+    good = save_sync(family, tmp_path / "good.tar", ["app:2.0"])
+    bad = rewrite(good, tmp_path / "bad.tar", flip_byte(first_layer(good)))
+    store = tmp_path / "new" / "store"
+    result = run("load", "--store", str(store), str(bad))
+    assert result.returncode == 1
+    assert "digest mismatch" in error_line(result)
+    assert_valid_and_empty(store)
+    assert run("load", "-q", "--store", str(store), str(good)).returncode == 0
+    listed = run("images", "--store", str(store)).stdout.decode().splitlines()
+    assert [row.split()[:2] for row in listed[1:]] == [["app", "2.0"]]
+
+
+async def test_concurrent_loads_into_one_new_store_keep_every_entry(
+    family: Family, tmp_path: Path
+) -> None:
+    """Each load makes the new store's layout, an empty ``index.json`` included, under the
+    lock its entries are added with: none of them may replace another's entries."""
+    names = ["app:1.0", "app:2.0", "tools", "busybox"]
+    bundles = [await save(family, tmp_path / f"{i}.tar", [n]) for i, n in enumerate(names)]
+    store = tmp_path / "new" / "store"
+    async with anyio.create_task_group() as tg:
+        for bundle in bundles:
+            tg.start_soon(functools.partial(hatchway.load, [bundle], store=store))
+    rows = await hatchway.list_images(store)
+    assert all(r.error is None for r in rows)
+    assert sorted(r.name.recorded_tag() for r in rows if r.name) == [
+        "app:1.0",
+        "app:2.0",
+        "busybox:latest",
+        "tools:latest",
+    ]
+
+
+#: ``hatchway load`` stopped by Ctrl-C while its first layer is written into the store.
+STOP_MID_LAYER = """
+import os, signal, sys
+import anyio
+import hatchway.cli
+from hatchway.transports.layout.destination import BlobFile
+
+async def commit(self, size):
+    os.kill(os.getpid(), signal.SIGINT)
+    await anyio.sleep(60)  # cancelled by the signal: the layer is never committed
+
+BlobFile.commit = commit
+sys.argv = ["hatchway", *sys.argv[1:]]
+hatchway.cli.main()
+"""
+
+
+def test_ctrl_c_mid_load_into_a_new_store_leaves_a_valid_store(
+    family: Family, tmp_path: Path
+) -> None:
+    bundle = save_sync(family, tmp_path / "b.tar", ["app:2.0"])
+    store = tmp_path / "new"
+    result = subprocess.run(
+        [sys.executable, "-c", STOP_MID_LAYER, "load", "--store", str(store), str(bundle)],
+        capture_output=True,
+        timeout=120,
+    )
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.decode().splitlines() == ["hatchway: interrupted"]
+    assert_valid_and_empty(store)
+
+
+_ZERO = "sha256:" + "0" * 64
+
+#: index.json documents whose entries are not descriptors the store's reader accepts.
+ODD_INDEXES: dict[str, object] = {
+    "list-digest": {"schemaVersion": 2, "manifests": [{"digest": ["x"]}]},
+    "object-digest": {"schemaVersion": 2, "manifests": [{"digest": {"a": 1}, "annotations": {}}]},
+    "number-image-name": {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": "x",
+                "digest": _ZERO,
+                "size": 1,
+                "annotations": {"io.containerd.image.name": 5},
+            }
+        ],
+    },
+    "number-ref-name": {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": "x",
+                "digest": _ZERO,
+                "size": 1,
+                "annotations": {"org.opencontainers.image.ref.name": 5},
+            }
+        ],
+    },
+    "entry-not-an-object": {"schemaVersion": 2, "manifests": [3]},
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD_INDEXES))
+def test_odd_index_entries_are_one_error_line_and_left_alone(
+    family: Family, tmp_path: Path, case: str
+) -> None:
+    """An index.json entry that is not a descriptor (a list as its digest, a number as its
+    name) failed the load as an "internal error"; it is malformed, and left as it is.  The
+    store's reader refuses the same file with one line too."""
+    bundle = save_sync(family, tmp_path / "b.tar", ["app:1.0"])
+    store = tmp_path / "s"
+    assert run("load", "-q", "--store", str(store), str(bundle)).returncode == 0
+    odd = json.dumps(ODD_INDEXES[case]).encode()
+    (store / "index.json").write_bytes(odd)
+    result = run("load", "--store", str(store), str(bundle))
+    assert result.returncode == 1
+    assert error_line(result) == (
+        f"hatchway: error: store {store}: index.json is malformed; not overwriting it"
+    )
+    assert (store / "index.json").read_bytes() == odd
+    out = tmp_path / "o.tar"
+    for args in (["images"], ["save", "-o", str(out), "app:1.0"]):
+        result = run(*args, "--store", str(store))
+        assert result.returncode == 1, args
+        assert error_line(result).startswith(f"hatchway: error: store {store}: index.json entry")
+    assert not out.exists()
 
 
 def test_cli_load_from_stdin_and_images(family: Family, tmp_path: Path) -> None:

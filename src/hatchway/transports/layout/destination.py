@@ -12,10 +12,14 @@ Rules (docs/registry.md, "The index.json concurrency rule"):
   replaced, and the result is written to a temp file, flushed, and renamed over the old one.
   Two concurrent copies therefore never lose each other's entries, and a reader never sees a
   half-written file.  The lock is taken in a worker thread so the event loop never blocks.
+  A file the store's reader would refuse (not JSON, an entry that is not a valid descriptor)
+  is never overwritten: the copy fails with one line instead.
 
-Order of effects of a copy: every layer blob first, then configs and manifests, then
-``index.json`` once.  A failed copy never adds an entry; verified blobs it already wrote stay
-(content-addressed and complete, a later copy reuses them).
+Order of effects of a copy: the layout itself first (an empty ``index.json`` and
+``oci-layout`` where they are missing), then every layer blob, then configs and manifests,
+then ``index.json`` once.  A failed copy never adds an entry; verified blobs it already wrote
+stay (content-addressed and complete, a later copy reuses them); a store it created is a valid
+layout, empty.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +38,10 @@ from typing import Any
 
 import anyio
 
-from hatchway.errors import DigestMismatch, OutputError, StoreError
+from hatchway.errors import DigestMismatch, MalformedContent, OutputError, StoreError
 from hatchway.files import RegularFileReader, atomic_write, read_regular, write_all
 from hatchway.limits import CHUNK_SIZE, MAX_DOCUMENT_SIZE
-from hatchway.model import Descriptor, Layer, hex_of, sha256_digest
+from hatchway.model import Descriptor, Layer, hex_of, parse_index, parse_json_object, sha256_digest
 from hatchway.reference import Reference
 from hatchway.transports.base import CopyContext, CopyPlan, LayerForm, LocalBlob
 from hatchway.transports.layout.spec import (
@@ -61,7 +65,10 @@ class LayoutWriter:
         self.description = f"store {self.root}"
 
     async def ensure_layout(self) -> None:
-        """Create the directories and ``oci-layout`` (atomically) unless they exist."""
+        """Make ``root`` a valid layout before any blob is written into it: ``index.json``
+        (empty) and ``oci-layout`` each written atomically unless they exist, then the blob
+        directories.  A copy that fails or is stopped later therefore leaves a store that
+        lists its images (none, for a new one), not a directory hatchway refuses to read."""
         await anyio.to_thread.run_sync(self._ensure_layout_sync)
 
     def blob_path(self, digest: str) -> Path:
@@ -96,10 +103,16 @@ class LayoutWriter:
 
     def _ensure_layout_sync(self) -> None:
         try:
-            self.blobs.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not (self.root / INDEX_NAME).exists():
+                # Under the lock: a concurrent copy may be writing its entries right now.
+                with self._index_lock():
+                    if not (self.root / INDEX_NAME).exists():
+                        atomic_write(self.root / INDEX_NAME, _index_bytes(index_document([])))
             layout = self.root / "oci-layout"
             if not layout.exists():
                 atomic_write(layout, OCI_LAYOUT_BYTES)
+            self.blobs.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create the store {self.root}: {exc.strerror}") from None
 
@@ -134,7 +147,9 @@ class LayoutWriter:
         except OSError as exc:
             raise OutputError(f"cannot write into {self.blobs}: {exc.strerror}") from None
 
-    def _add_entries_sync(self, entries: list[dict[str, Any]]) -> None:
+    @contextlib.contextmanager
+    def _index_lock(self) -> Iterator[None]:
+        """Blocking: hold the exclusive lock that serialises changes to ``index.json``."""
         lock_path = self.root / INDEX_LOCK_NAME
         try:
             lock = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -142,19 +157,27 @@ class LayoutWriter:
             raise OutputError(f"cannot lock {lock_path}: {exc.strerror}") from None
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            doc = self._read_index_locked()
-            named = {e["digest"] for e in entries if e.get("annotations")}
-            manifests = [
-                m
-                for m in doc["manifests"]
-                if not _replaced_by(m, entries) and not _unnamed_in(m, named)
-            ]
-            doc["manifests"] = manifests + [e for e in entries if not _already_held(e, manifests)]
-            atomic_write(self.root / INDEX_NAME, (json.dumps(doc, indent=2) + "\n").encode())
-        except OSError as exc:
-            raise OutputError(f"cannot update {self.root / INDEX_NAME}: {exc.strerror}") from None
+            yield
         finally:
             os.close(lock)  # closing the descriptor releases the flock
+
+    def _add_entries_sync(self, entries: list[dict[str, Any]]) -> None:
+        try:
+            with self._index_lock():
+                self._merge_entries_locked(entries)
+        except OSError as exc:
+            raise OutputError(f"cannot update {self.root / INDEX_NAME}: {exc.strerror}") from None
+
+    def _merge_entries_locked(self, entries: list[dict[str, Any]]) -> None:
+        doc = self._read_index_locked()
+        named = {e["digest"] for e in entries if e.get("annotations")}
+        manifests = [
+            m
+            for m in doc["manifests"]
+            if not _replaced_by(m, entries) and not _unnamed_in(m, named)
+        ]
+        doc["manifests"] = manifests + [e for e in entries if not _already_held(e, manifests)]
+        atomic_write(self.root / INDEX_NAME, _index_bytes(doc))
 
     def _read_index_locked(self) -> dict[str, Any]:
         path = self.root / INDEX_NAME
@@ -166,13 +189,19 @@ class LayoutWriter:
             raise StoreError(
                 self.description, f"index.json: {exc.strerror or exc}; not overwriting it"
             ) from None
+        # Parsed and every entry checked here, by the rules the store's reader applies, so
+        # the merge can rely on each entry being an object with a valid digest and string
+        # annotations (a list as a digest or a number as a name would otherwise fail it as a
+        # bug).  The entries stay the raw objects: fields hatchway does not know are written
+        # back as they were.
         try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            doc = None
-        if not isinstance(doc, dict) or not isinstance(doc.get("manifests", []), list):
-            raise StoreError(self.description, "index.json is malformed; not overwriting it")
-        doc.setdefault("manifests", [])
+            doc = parse_json_object(raw, INDEX_NAME)
+            doc.setdefault("manifests", [])
+            parse_index(doc, INDEX_NAME)
+        except MalformedContent:
+            raise StoreError(
+                self.description, "index.json is malformed; not overwriting it"
+            ) from None
         return doc
 
 
@@ -224,6 +253,10 @@ class BlobFile:
             os.unlink(self._temp)
 
 
+def _index_bytes(doc: dict[str, Any]) -> bytes:
+    return (json.dumps(doc, indent=2) + "\n").encode()
+
+
 def _last_per_name(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     kept: list[dict[str, Any]] = []
     for i, entry in enumerate(entries):
@@ -234,28 +267,22 @@ def _last_per_name(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return kept
 
 
-def _unnamed_in(existing: object, digests: set[str]) -> bool:
+def _unnamed_in(existing: dict[str, Any], digests: set[str]) -> bool:
     """An unnamed entry for a manifest that is now named: the name replaces it."""
-    return (
-        isinstance(existing, dict)
-        and not existing.get("annotations")
-        and existing.get("digest") in digests
-    )
+    return not existing.get("annotations") and existing["digest"] in digests
 
 
-def _already_held(entry: dict[str, Any], existing: list[Any]) -> bool:
+def _already_held(entry: dict[str, Any], existing: list[dict[str, Any]]) -> bool:
     """An unnamed entry is added only for a manifest no entry refers to yet: loading the
     same untagged image twice must not grow ``index.json``, and a named image is already
     reachable by its ID."""
     if entry.get("annotations"):
         return False
-    return any(isinstance(m, dict) and m.get("digest") == entry["digest"] for m in existing)
+    return any(m["digest"] == entry["digest"] for m in existing)
 
 
-def _replaced_by(existing: object, entries: list[dict[str, Any]]) -> bool:
-    if not isinstance(existing, dict) or not isinstance(existing.get("annotations"), dict):
-        return False
-    name = entry_key(existing["annotations"])
+def _replaced_by(existing: dict[str, Any], entries: list[dict[str, Any]]) -> bool:
+    name = entry_key(existing.get("annotations") or {})
     return name is not None and any(entry_key(e.get("annotations") or {}) == name for e in entries)
 
 
