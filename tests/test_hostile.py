@@ -301,3 +301,34 @@ def test_store_that_is_a_file_says_so(tmp_path: Path) -> None:
         f"layout); to read an archive, name it docker-archive:{archive} or use `hatchway load`"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images.tar"]
+
+
+# -- the same layouts read as archives: load DIR, load oci:DIR -------------------------------
+
+#: The store cases about a layout's files themselves (not its registry-like lies), which an
+#: ``oci:DIR`` read must refuse as the store does: none may block on a FIFO or read a device.
+LAYOUT_CASES = sorted(
+    case
+    for case in STORE_CASES
+    if case.startswith(("fifo-", "urandom-", "zero-", "socket-", "directory-", "sparse-"))
+)
+
+
+@pytest.mark.parametrize("form", ["DIR", "oci:DIR"])
+@pytest.mark.parametrize("case", LAYOUT_CASES)
+def test_hostile_layout_directory_loaded(tmp_path: Path, case: str, form: str) -> None:
+    """An OCI layout directory given to ``load`` is opened as the store is: a FIFO as its
+    ``index.json`` is refused at once (it used to hang, deaf to SIGTERM), and no image is
+    stored (layers verified before a bad one may stay, as after a failed pull)."""
+    spoil, message = STORE_CASES[case]
+    layout = build_store(tmp_path / "layout")
+    spoil(layout)
+    before = snapshot(layout.root)
+    target = tmp_path / "loaded"
+    argument = form.replace("DIR", str(layout.root))
+    result = run_bounded(["load", "-q", "--store", str(target), argument])
+    line = assert_one_error_line(result)
+    assert message in line, line
+    assert result.stdout == b""
+    assert not (target / "index.json").exists()
+    assert snapshot(layout.root) == before
