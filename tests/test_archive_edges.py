@@ -84,6 +84,8 @@ async def test_compressed_layer_members(family: Family, tmp_path: Path, fmt: str
         (b"[1]", "not an object"),
         (b'[{"Config": 1, "Layers": []}]', "needs Config, Layers and RepoTags"),
         (b'[{"Config": "x", "Layers": [], "RepoTags": ["BAD:x"]}]', "member x is missing"),
+        # Deep enough to overflow Python's parser: malformed, not an internal RecursionError.
+        (b"[" * 100_000 + b"]" * 100_000, "manifest.json: JSON nested too deeply"),
     ],
 )
 async def test_malformed_manifest_json(
@@ -101,6 +103,9 @@ async def test_malformed_manifest_json(
     with pytest.raises(hatchway.StoreError, match=words):
         await hatchway.load([bad], store=tmp_path / "s")
     assert not (tmp_path / "s").exists()
+    with pytest.raises(hatchway.StoreError, match=words):
+        await hatchway.save([f"docker-archive:{bad}"], tmp_path / "o.tar")
+    assert not (tmp_path / "o.tar").exists()
 
 
 async def test_bad_repo_tags(family: Family, tmp_path: Path) -> None:

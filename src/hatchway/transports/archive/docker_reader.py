@@ -22,7 +22,6 @@ verifies it.  Blocking: use from worker threads.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, cast
@@ -38,6 +37,7 @@ from hatchway.model import (
     OCI_MANIFEST,
     Compression,
     Descriptor,
+    parse_json,
     parse_json_object,
 )
 from hatchway.reference import DEFAULT_TAG, Reference, parse_reference
@@ -114,9 +114,9 @@ def synthesize_manifest(config_raw: bytes, layers: list[Descriptor]) -> bytes:
 def _from_manifest(index: TarIndex) -> list[ArchivedImage]:
     where = "manifest.json"
     try:
-        doc = json.loads(index.read(where))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ArchiveDamage(index.description, f"{where}: not valid JSON ({exc})", where) from None
+        doc = parse_json(index.read(where), where)  # never a RecursionError, however deep
+    except MalformedContent as exc:
+        raise ArchiveDamage(index.description, str(exc), where) from None
     if not isinstance(doc, list):
         raise ArchiveDamage(index.description, f"{where}: not a JSON array", where)
     images = []
