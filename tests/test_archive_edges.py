@@ -140,6 +140,27 @@ async def test_malformed_legacy(family: Family, tmp_path: Path) -> None:
     assert not report.ok and "not a tag map" in (report.problem or "")
 
 
+@pytest.mark.parametrize(
+    ("key", "value"), [("container_config", "x"), ("container_config", ["Cmd"]), ("config", 1)]
+)
+async def test_legacy_v1_fields_of_the_wrong_type(
+    family: Family, tmp_path: Path, key: str, value: object
+) -> None:
+    """A v1 ``json`` whose ``container_config`` or ``config`` is not an object is malformed:
+    Docker's legacy loader decodes both into ``container.Config`` and refuses the image, so
+    hatchway names the member instead of ignoring the field (it was an internal error)."""
+    good = await save(family, tmp_path / "g.tar", ["tools"], format="docker-legacy")
+    top = json.loads(members(good)["repositories"])["tools"]["latest"]
+    where = f"{top}/json"
+    bad = rewrite(good, tmp_path / "bad.tar", json_edit(where, lambda d: {**d, key: value}))  # type: ignore[dict-item]
+    report = await hatchway.verify(bad)
+    assert not report.ok and report.member == where, report.problem
+    assert f"{key} is not an object" in (report.problem or "")
+    with pytest.raises(hatchway.StoreError, match=f"member {where}: {key} is not an object"):
+        await hatchway.load([bad], store=tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+
+
 async def test_hard_links_and_non_files(family: Family, tmp_path: Path) -> None:
     """A hard-linked layer member reads through its target; a member that is a directory
     where a file is expected is an error naming it."""

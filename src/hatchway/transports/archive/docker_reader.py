@@ -46,6 +46,8 @@ from hatchway.transports.archive.tarindex import ArchiveDamage, TarIndex, TarMem
 _GZIP_ERROR = cast("type[Exception]", isal_zlib.error)
 _HEX64 = re.compile(r"[a-f0-9]{64}")
 _V1_FIELDS = ("id", "parent", "Size", "parent_id", "layer_id", "throwaway")
+#: v1 fields that must be JSON objects (or null) when present: Docker's ``container.Config``.
+_V1_OBJECTS = ("config", "container_config")
 _MEDIA = {
     Compression.NONE: OCI_LAYER,
     Compression.GZIP: OCI_LAYER + "+gzip",
@@ -242,6 +244,12 @@ def _v1_images(index: TarIndex) -> dict[str, dict[str, Any]]:
         parent = doc.get("parent")
         if parent is not None and (not isinstance(parent, str) or not _HEX64.fullmatch(parent)):
             raise ArchiveDamage(index.description, f"member {name}: invalid parent", name)
+        for key in _V1_OBJECTS:
+            # Docker decodes these into structs and refuses the image when one is not an object.
+            if doc.get(key) is not None and not isinstance(doc[key], dict):
+                raise ArchiveDamage(
+                    index.description, f"member {name}: {key} is not an object", name
+                )
         v1[head] = doc
     for v1_id, doc in v1.items():
         parent = doc.get("parent")
