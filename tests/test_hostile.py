@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -332,3 +333,48 @@ def test_hostile_layout_directory_loaded(tmp_path: Path, case: str, form: str) -
     assert result.stdout == b""
     assert not (target / "index.json").exists()
     assert snapshot(layout.root) == before
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["verify", "ARCHIVE"],
+        ["load", "--store", "STORE", "ARCHIVE"],
+        ["save", "-o", "OUT", "docker-archive:ARCHIVE"],
+    ],
+)
+def test_a_device_is_no_archive(tmp_path: Path, command: list[str]) -> None:
+    """``/dev/zero`` given as an archive is refused at once; it was copied into the temp
+    directory until the disk was full.  A FIFO is still read: it is a stream that ends."""
+    staging, out = tmp_path / "staging", tmp_path / "out"
+    staging.mkdir()
+    out.mkdir()
+
+    def args(archive: str) -> list[str]:
+        filled = [
+            a.replace("ARCHIVE", archive)
+            .replace("STORE", str(tmp_path / "s"))
+            .replace("OUT", str(out / "o.tar"))
+            for a in command
+        ]
+        return [filled[0], "-q", "--tmpdir", str(staging), *filled[1:]]
+
+    # Should it copy /dev/zero again, the child is killed at 64 MiB, not at a full disk.
+    result = run_bounded(args("/dev/zero"), deadline=10, max_file_size=64 << 20)
+    line = assert_one_error_line(result)
+    assert line == "hatchway: error: /dev/zero: is a character device, not an archive"
+    assert list(staging.iterdir()) == [] and list(out.iterdir()) == []
+    assert not (tmp_path / "s").exists()
+    store = build_store(tmp_path / "store")
+    archive = tmp_path / "good.tar"
+    saved = run_bounded(["save", "-q", "--store", str(store.root), "-o", str(archive), "app:1"])
+    assert saved.returncode == 0, saved.stderr
+    fifo(tmp_path / "fifo.tar")
+    feeder = threading.Thread(
+        target=lambda: (tmp_path / "fifo.tar").write_bytes(archive.read_bytes()), daemon=True
+    )
+    feeder.start()
+    streamed = run_bounded(args(str(tmp_path / "fifo.tar")))
+    feeder.join(timeout=10)
+    assert streamed.returncode == 0, streamed.stderr
+    assert list(staging.iterdir()) == []
