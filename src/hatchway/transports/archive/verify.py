@@ -136,12 +136,17 @@ class _State:
         member = getattr(exc, "member", None)
         if member is None:
             member = self._member_in(exc)
+        return self.report(ok=False, problem=self._line(exc, member), member=member)
+
+    def _line(self, exc: HatchwayError, member: str | None) -> str:
+        """``PATH: member NAME: what went wrong``, naming the archive and the member once:
+        messages from the reader and the engine often start with one or both already."""
         message = str(exc)
-        if member is not None and f"member {member}" not in message:
-            message = f"{self.path}: member {member}: " + (
-                exc.message if isinstance(exc, StoreError) else message
-            )
-        return self.report(ok=False, problem=message, member=member)
+        if member is None or any(f"member {m}" in message for m in (member, repr(member))):
+            return message
+        what = exc.message if isinstance(exc, StoreError) else message
+        what = what.removeprefix(f"{self.path}: ").removeprefix(f"{member}: ")
+        return f"{self.path}: member {member}: {what}"
 
     def _member_in(self, exc: HatchwayError) -> str | None:
         """The member an engine error is about (it names a blob digest or a diffID)."""
