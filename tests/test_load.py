@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,29 @@ def test_bad_archives_leave_the_store_unchanged(family: Family, tmp_path: Path) 
     fresh = tmp_path / "never-made"
     assert run("load", "--store", str(fresh), str(unsafe)).returncode == 1
     assert not fresh.exists()
+
+
+async def test_load_refuses_what_verify_refuses(family: Family, tmp_path: Path) -> None:
+    """``load`` is no looser than ``verify``: a tar cut exactly between two members (it
+    parses, but lacks its end-of-archive blocks) loaded with success while ``verify``
+    refused it."""
+    good = await save(family, tmp_path / "good.tar", ["tools"], format="docker-1.10")
+    with tarfile.open(good) as tar:
+        last = tar.getmembers()[-1]
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(good.read_bytes()[: last.offset_data + last.size + (-last.size % 512)])
+    for archive, words in [
+        (cut, f"the tar ends after member {last.name} without its end-of-archive blocks"),
+    ]:
+        report = await hatchway.verify(archive)
+        assert not report.ok and words in (report.problem or ""), report.problem
+        store = tmp_path / f"store-{archive.stem}"
+        with pytest.raises(hatchway.StoreError, match=words):
+            await hatchway.load([archive], store=store)
+        assert not store.exists()
+        with pytest.raises(hatchway.StoreError, match=words):
+            await hatchway.save([f"docker-archive:{archive}"], tmp_path / "o.tar")
+        assert not (tmp_path / "o.tar").exists()
 
 
 def test_cli_load_from_stdin_and_images(family: Family, tmp_path: Path) -> None:

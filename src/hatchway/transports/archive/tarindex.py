@@ -11,8 +11,9 @@ decompressed once into a private file under the caller's temp directory (a :clas
 which removes it when the copy ends, even while the unpacking still runs).
 
 What makes an archive unreadable, each reported naming the member (:class:`ArchiveDamage`):
-a header that does not parse, a member whose body runs past the end of the file, a name that
-is absolute or contains ``..`` (an archive names members, never paths outside itself), the
+a header that does not parse, a member whose body runs past the end of the file, a tar that
+stops without its two end-of-archive blocks (cut exactly between members), a name that is
+absolute or contains ``..`` (an archive names members, never paths outside itself), the
 same name twice, and a link whose target is outside the archive or missing.
 """
 
@@ -162,6 +163,14 @@ class TarIndex:
             raise ArchiveDamage(self.description, f"damaged tar archive ({exc})") from None
         if not self.members:
             raise ArchiveDamage(self.description, "not a tar archive (no members)")
+        if not self.ends_properly():
+            # Cut exactly between two members, a tar still parses: only the end blocks tell.
+            last = self.order[-1]
+            raise ArchiveDamage(
+                self.description,
+                f"the tar ends after member {last} without its end-of-archive blocks (truncated?)",
+                last,
+            )
 
     def _add(self, info: tarfile.TarInfo) -> None:
         name = normalise(info.name)
