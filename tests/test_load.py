@@ -123,15 +123,17 @@ def test_bad_archives_leave_the_store_unchanged(family: Family, tmp_path: Path) 
 
 async def test_load_refuses_what_verify_refuses(family: Family, tmp_path: Path) -> None:
     """``load`` is no looser than ``verify``: a tar cut exactly between two members (it
-    parses, but lacks its end-of-archive blocks) loaded with success while ``verify``
-    refused it."""
+    parses, but lacks its end-of-archive blocks) and a ``manifest.json`` of ``[]`` loaded
+    with success, the second loading nothing; ``verify`` refused the first only."""
     good = await save(family, tmp_path / "good.tar", ["tools"], format="docker-1.10")
     with tarfile.open(good) as tar:
         last = tar.getmembers()[-1]
     cut = tmp_path / "cut.tar"
     cut.write_bytes(good.read_bytes()[: last.offset_data + last.size + (-last.size % 512)])
+    empty = rewrite(good, tmp_path / "empty.tar", lambda files: {"manifest.json": b"[]"})
     for archive, words in [
         (cut, f"the tar ends after member {last.name} without its end-of-archive blocks"),
+        (empty, "manifest.json: no images in the archive"),
     ]:
         report = await hatchway.verify(archive)
         assert not report.ok and words in (report.problem or ""), report.problem

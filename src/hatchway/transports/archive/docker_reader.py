@@ -85,13 +85,18 @@ class ArchivedImage:
 
 
 def read_docker_archive(index: TarIndex) -> list[ArchivedImage]:
-    """Every image the archive holds, in its own order."""
+    """Every image the archive holds, in its own order; an archive that holds none (a
+    ``manifest.json`` of ``[]``) is refused, so that ``load`` cannot succeed loading nothing."""
     if "manifest.json" in index:
-        return _from_manifest(index)
-    if "repositories" in index or any(n.endswith("/json") for n in index.members):
-        return _from_legacy(index)
-    hint = " (it is an OCI layout: name it oci-archive:)" if "index.json" in index else ""
-    raise ArchiveDamage(index.description, f"not a docker archive: no manifest.json{hint}")
+        where, images = "manifest.json", _from_manifest(index)
+    elif "repositories" in index or any(n.endswith("/json") for n in index.members):
+        where, images = "repositories", _from_legacy(index)
+    else:
+        hint = " (it is an OCI layout: name it oci-archive:)" if "index.json" in index else ""
+        raise ArchiveDamage(index.description, f"not a docker archive: no manifest.json{hint}")
+    if not images:
+        raise ArchiveDamage(index.description, f"{where}: no images in the archive", where)
+    return images
 
 
 def synthesize_manifest(config_raw: bytes, layers: list[Descriptor]) -> bytes:
