@@ -17,7 +17,7 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,13 +51,25 @@ def _limit_memory() -> None:  # pragma: no cover - runs in the child between for
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
 
 
+def _limits(max_file_size: int | None) -> Callable[[], None]:
+    def limit() -> None:  # pragma: no cover - runs in the child between fork and exec
+        _limit_memory()
+        if max_file_size is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_size, max_file_size))
+
+    return limit
+
+
 def run_bounded(
     args: Sequence[str],
     *,
     deadline: float = DEADLINE,
     env: Mapping[str, str] | None = None,
+    max_file_size: int | None = None,
 ) -> Bounded:
-    """Run ``hatchway ARGS`` with stdin closed; fail the test if it outlives ``deadline``."""
+    """Run ``hatchway ARGS`` with stdin closed; fail the test if it outlives ``deadline``.
+    ``max_file_size`` caps each file the child writes (``RLIMIT_FSIZE``: beyond it the child
+    is killed), for a run that a regression would make fill the disk."""
     started = time.monotonic()
     proc = subprocess.Popen(
         [*HATCHWAY, *args],
@@ -65,7 +77,7 @@ def run_bounded(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, **(env or {})},
-        preexec_fn=_limit_memory,
+        preexec_fn=_limits(max_file_size),
     )
     assert proc.stdout is not None and proc.stderr is not None
     stdout, stderr = proc.stdout, proc.stderr

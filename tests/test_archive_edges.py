@@ -84,6 +84,8 @@ async def test_compressed_layer_members(family: Family, tmp_path: Path, fmt: str
         (b"[1]", "not an object"),
         (b'[{"Config": 1, "Layers": []}]', "needs Config, Layers and RepoTags"),
         (b'[{"Config": "x", "Layers": [], "RepoTags": ["BAD:x"]}]', "member x is missing"),
+        # Deep enough to overflow Python's parser: malformed, not an internal RecursionError.
+        (b"[" * 100_000 + b"]" * 100_000, "manifest.json: JSON nested too deeply"),
     ],
 )
 async def test_malformed_manifest_json(
@@ -101,6 +103,9 @@ async def test_malformed_manifest_json(
     with pytest.raises(hatchway.StoreError, match=words):
         await hatchway.load([bad], store=tmp_path / "s")
     assert not (tmp_path / "s").exists()
+    with pytest.raises(hatchway.StoreError, match=words):
+        await hatchway.save([f"docker-archive:{bad}"], tmp_path / "o.tar")
+    assert not (tmp_path / "o.tar").exists()
 
 
 async def test_bad_repo_tags(family: Family, tmp_path: Path) -> None:
@@ -133,6 +138,27 @@ async def test_malformed_legacy(family: Family, tmp_path: Path) -> None:
     )
     report = await hatchway.verify(bad_tags)
     assert not report.ok and "not a tag map" in (report.problem or "")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("container_config", "x"), ("container_config", ["Cmd"]), ("config", 1)]
+)
+async def test_legacy_v1_fields_of_the_wrong_type(
+    family: Family, tmp_path: Path, key: str, value: object
+) -> None:
+    """A v1 ``json`` whose ``container_config`` or ``config`` is not an object is malformed:
+    Docker's legacy loader decodes both into ``container.Config`` and refuses the image, so
+    hatchway names the member instead of ignoring the field (it was an internal error)."""
+    good = await save(family, tmp_path / "g.tar", ["tools"], format="docker-legacy")
+    top = json.loads(members(good)["repositories"])["tools"]["latest"]
+    where = f"{top}/json"
+    bad = rewrite(good, tmp_path / "bad.tar", json_edit(where, lambda d: {**d, key: value}))  # type: ignore[dict-item]
+    report = await hatchway.verify(bad)
+    assert not report.ok and report.member == where, report.problem
+    assert f"{key} is not an object" in (report.problem or "")
+    with pytest.raises(hatchway.StoreError, match=f"member {where}: {key} is not an object"):
+        await hatchway.load([bad], store=tmp_path / "s")
+    assert not (tmp_path / "s").exists()
 
 
 async def test_hard_links_and_non_files(family: Family, tmp_path: Path) -> None:

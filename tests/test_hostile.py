@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -301,3 +302,80 @@ def test_store_that_is_a_file_says_so(tmp_path: Path) -> None:
         f"layout); to read an archive, name it docker-archive:{archive} or use `hatchway load`"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images.tar"]
+
+
+# -- the same layouts read as archives: load DIR, load oci:DIR -------------------------------
+
+#: The store cases about a layout's files themselves (not its registry-like lies), which an
+#: ``oci:DIR`` read must refuse as the store does: none may block on a FIFO or read a device.
+LAYOUT_CASES = sorted(
+    case
+    for case in STORE_CASES
+    if case.startswith(("fifo-", "urandom-", "zero-", "socket-", "directory-", "sparse-"))
+)
+
+
+@pytest.mark.parametrize("form", ["DIR", "oci:DIR"])
+@pytest.mark.parametrize("case", LAYOUT_CASES)
+def test_hostile_layout_directory_loaded(tmp_path: Path, case: str, form: str) -> None:
+    """An OCI layout directory given to ``load`` is opened as the store is: a FIFO as its
+    ``index.json`` is refused at once (it used to hang, deaf to SIGTERM), and no image is
+    stored (layers verified before a bad one may stay, as after a failed pull)."""
+    spoil, message = STORE_CASES[case]
+    layout = build_store(tmp_path / "layout")
+    spoil(layout)
+    before = snapshot(layout.root)
+    target = tmp_path / "loaded"
+    argument = form.replace("DIR", str(layout.root))
+    result = run_bounded(["load", "-q", "--store", str(target), argument])
+    line = assert_one_error_line(result)
+    assert message in line, line
+    assert result.stdout == b""
+    index = target / "index.json"  # no store, or the empty one a new store starts as
+    assert not index.exists() or json.loads(index.read_text())["manifests"] == []
+    assert snapshot(layout.root) == before
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["verify", "ARCHIVE"],
+        ["load", "--store", "STORE", "ARCHIVE"],
+        ["save", "-o", "OUT", "docker-archive:ARCHIVE"],
+    ],
+)
+def test_a_device_is_no_archive(tmp_path: Path, command: list[str]) -> None:
+    """``/dev/zero`` given as an archive is refused at once; it was copied into the temp
+    directory until the disk was full.  A FIFO is still read: it is a stream that ends."""
+    staging, out = tmp_path / "staging", tmp_path / "out"
+    staging.mkdir()
+    out.mkdir()
+
+    def args(archive: str) -> list[str]:
+        filled = [
+            a.replace("ARCHIVE", archive)
+            .replace("STORE", str(tmp_path / "s"))
+            .replace("OUT", str(out / "o.tar"))
+            for a in command
+        ]
+        return [filled[0], "-q", "--tmpdir", str(staging), *filled[1:]]
+
+    # Should it copy /dev/zero again, the child is killed at 64 MiB, not at a full disk.
+    result = run_bounded(args("/dev/zero"), deadline=10, max_file_size=64 << 20)
+    line = assert_one_error_line(result)
+    assert line == "hatchway: error: /dev/zero: is a character device, not an archive"
+    assert list(staging.iterdir()) == [] and list(out.iterdir()) == []
+    assert not (tmp_path / "s").exists()
+    store = build_store(tmp_path / "store")
+    archive = tmp_path / "good.tar"
+    saved = run_bounded(["save", "-q", "--store", str(store.root), "-o", str(archive), "app:1"])
+    assert saved.returncode == 0, saved.stderr
+    fifo(tmp_path / "fifo.tar")
+    feeder = threading.Thread(
+        target=lambda: (tmp_path / "fifo.tar").write_bytes(archive.read_bytes()), daemon=True
+    )
+    feeder.start()
+    streamed = run_bounded(args(str(tmp_path / "fifo.tar")))
+    feeder.join(timeout=10)
+    assert streamed.returncode == 0, streamed.stderr
+    assert list(staging.iterdir()) == []

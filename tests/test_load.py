@@ -6,6 +6,7 @@ import functools
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import anyio
@@ -267,6 +268,31 @@ def test_odd_index_entries_are_one_error_line_and_left_alone(
         assert result.returncode == 1, args
         assert error_line(result).startswith(f"hatchway: error: store {store}: index.json entry")
     assert not out.exists()
+
+
+async def test_load_refuses_what_verify_refuses(family: Family, tmp_path: Path) -> None:
+    """``load`` is no looser than ``verify``: a tar cut exactly between two members (it
+    parses, but lacks its end-of-archive blocks) and a ``manifest.json`` of ``[]`` loaded
+    with success, the second loading nothing; ``verify`` refused the first only."""
+    good = await save(family, tmp_path / "good.tar", ["tools"], format="docker-1.10")
+    with tarfile.open(good) as tar:
+        last = tar.getmembers()[-1]
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(good.read_bytes()[: last.offset_data + last.size + (-last.size % 512)])
+    empty = rewrite(good, tmp_path / "empty.tar", lambda files: {"manifest.json": b"[]"})
+    for archive, words in [
+        (cut, f"the tar ends after member {last.name} without its end-of-archive blocks"),
+        (empty, "manifest.json: no images in the archive"),
+    ]:
+        report = await hatchway.verify(archive)
+        assert not report.ok and words in (report.problem or ""), report.problem
+        store = tmp_path / f"store-{archive.stem}"
+        with pytest.raises(hatchway.StoreError, match=words):
+            await hatchway.load([archive], store=store)
+        assert not store.exists()
+        with pytest.raises(hatchway.StoreError, match=words):
+            await hatchway.save([f"docker-archive:{archive}"], tmp_path / "o.tar")
+        assert not (tmp_path / "o.tar").exists()
 
 
 def test_cli_load_from_stdin_and_images(family: Family, tmp_path: Path) -> None:

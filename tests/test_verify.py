@@ -70,8 +70,10 @@ async def expect_damage(archive: Path, member: str | None, words: str) -> None:
     assert not report.ok
     assert report.member == member, report.problem
     assert report.problem is not None and words in report.problem, report.problem
+    # One line that names the archive and the member once each (no doubled prefixes).
+    assert report.problem.count(str(archive)) == 1, report.problem
     if member is not None:
-        assert member in report.problem
+        assert report.problem.count(member) == 1, report.problem
 
 
 @pytest.mark.parametrize("fmt", ["docker", "docker-1.10"])

@@ -22,7 +22,6 @@ verifies it.  Blocking: use from worker threads.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +36,7 @@ from hatchway.model import (
     Compression,
     Descriptor,
     Layer,
+    parse_json,
     parse_json_object,
 )
 from hatchway.reference import DEFAULT_TAG, Reference, parse_reference
@@ -45,6 +45,8 @@ from hatchway.transports.archive.tarindex import ArchiveDamage, TarIndex, TarMem
 _HEX64 = re.compile(r"[a-f0-9]{64}")
 _UNKNOWN = "sha256:" + "0" * 64
 _V1_FIELDS = ("id", "parent", "Size", "parent_id", "layer_id", "throwaway")
+#: v1 fields that must be JSON objects (or null) when present: Docker's ``container.Config``.
+_V1_OBJECTS = ("config", "container_config")
 _MEDIA = {
     Compression.NONE: OCI_LAYER,
     Compression.GZIP: OCI_LAYER + "+gzip",
@@ -82,13 +84,18 @@ class ArchivedImage:
 
 
 def read_docker_archive(index: TarIndex) -> list[ArchivedImage]:
-    """Every image the archive holds, in its own order."""
+    """Every image the archive holds, in its own order; an archive that holds none (a
+    ``manifest.json`` of ``[]``) is refused, so that ``load`` cannot succeed loading nothing."""
     if "manifest.json" in index:
-        return _from_manifest(index)
-    if "repositories" in index or any(n.endswith("/json") for n in index.members):
-        return _from_legacy(index)
-    hint = " (it is an OCI layout: name it oci-archive:)" if "index.json" in index else ""
-    raise ArchiveDamage(index.description, f"not a docker archive: no manifest.json{hint}")
+        where, images = "manifest.json", _from_manifest(index)
+    elif "repositories" in index or any(n.endswith("/json") for n in index.members):
+        where, images = "repositories", _from_legacy(index)
+    else:
+        hint = " (it is an OCI layout: name it oci-archive:)" if "index.json" in index else ""
+        raise ArchiveDamage(index.description, f"not a docker archive: no manifest.json{hint}")
+    if not images:
+        raise ArchiveDamage(index.description, f"{where}: no images in the archive", where)
+    return images
 
 
 def synthesize_manifest(config_raw: bytes, layers: list[Descriptor]) -> bytes:
@@ -113,9 +120,9 @@ def synthesize_manifest(config_raw: bytes, layers: list[Descriptor]) -> bytes:
 def _from_manifest(index: TarIndex) -> list[ArchivedImage]:
     where = "manifest.json"
     try:
-        doc = json.loads(index.read(where))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ArchiveDamage(index.description, f"{where}: not valid JSON ({exc})", where) from None
+        doc = parse_json(index.read(where), where)  # never a RecursionError, however deep
+    except MalformedContent as exc:
+        raise ArchiveDamage(index.description, str(exc), where) from None
     if not isinstance(doc, list):
         raise ArchiveDamage(index.description, f"{where}: not a JSON array", where)
     images = []
@@ -255,6 +262,12 @@ def _v1_images(index: TarIndex) -> dict[str, dict[str, Any]]:
         parent = doc.get("parent")
         if parent is not None and (not isinstance(parent, str) or not _HEX64.fullmatch(parent)):
             raise ArchiveDamage(index.description, f"member {name}: invalid parent", name)
+        for key in _V1_OBJECTS:
+            # Docker decodes these into structs and refuses the image when one is not an object.
+            if doc.get(key) is not None and not isinstance(doc[key], dict):
+                raise ArchiveDamage(
+                    index.description, f"member {name}: {key} is not an object", name
+                )
         v1[head] = doc
     for v1_id, doc in v1.items():
         parent = doc.get("parent")

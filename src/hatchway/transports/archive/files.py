@@ -2,16 +2,20 @@
 
 ``oci-archive:`` and ``oci:`` read the same layout; only where its files live differs.  Both
 hand out documents (read whole, size-capped) and blobs (as :class:`~hatchway.transports.base.
-LocalBlob` ranges, or streamed).  Blocking: use from worker threads.
+LocalBlob` ranges, or streamed).  A directory's files are opened as the store's are
+(:func:`hatchway.files.open_regular`): a FIFO or a device in the layout is refused at once,
+never waited on or read forever.  Blocking: use from worker threads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
 from hatchway.errors import BlobNotFound, StoreError
+from hatchway.files import RegularFileReader, read_regular
 from hatchway.limits import CHUNK_SIZE, MAX_DOCUMENT_SIZE
 from hatchway.transports.archive.tarindex import TarIndex, normalise
 from hatchway.transports.base import LocalBlob
@@ -78,10 +82,27 @@ class DirFiles:
         return self._path(name).exists()
 
     def read(self, name: str, limit: int = MAX_DOCUMENT_SIZE) -> bytes:
-        path = self._path(name)
+        with self._translate(name):
+            return read_regular(self._path(name), limit)
+
+    def local(self, name: str) -> LocalBlob:
+        return LocalBlob(str(self._path(name)))
+
+    def chunks(self, name: str) -> Iterator[bytes]:
+        with self._translate(name):
+            reader = RegularFileReader(self._path(name))
         try:
-            with open(path, "rb") as file:
-                data = file.read(limit + 1)
+            while chunk := reader.read(CHUNK_SIZE):
+                yield chunk
+        finally:
+            reader.close()
+
+    @contextmanager
+    def _translate(self, name: str) -> Iterator[None]:
+        """Errors opening ``name`` as the layout's: a missing blob, a missing document, or
+        one line saying what is wrong (``is a FIFO, not a regular file``, ``too large``)."""
+        try:
+            yield
         except FileNotFoundError:
             if name.startswith("blobs/"):
                 raise BlobNotFound(self.description, _digest_of(name)) from None
@@ -90,23 +111,6 @@ class DirFiles:
             ) from None
         except OSError as exc:
             raise StoreError(self.description, f"{name}: {exc.strerror or exc}") from None
-        if len(data) > limit:
-            raise StoreError(self.description, f"{name}: larger than {limit} bytes")
-        return data
-
-    def local(self, name: str) -> LocalBlob:
-        return LocalBlob(str(self._path(name)))
-
-    def chunks(self, name: str) -> Iterator[bytes]:
-        try:
-            file = open(self._path(name), "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            raise BlobNotFound(self.description, _digest_of(name)) from None
-        except OSError as exc:
-            raise StoreError(self.description, f"{name}: {exc.strerror or exc}") from None
-        with file:
-            while chunk := file.read(CHUNK_SIZE):
-                yield chunk
 
 
 def _digest_of(name: str) -> str:

@@ -11,8 +11,9 @@ decompressed once into a private file under the caller's temp directory (a :clas
 which removes it when the copy ends, even while the unpacking still runs).
 
 What makes an archive unreadable, each reported naming the member (:class:`ArchiveDamage`):
-a header that does not parse, a member whose body runs past the end of the file, a name that
-is absolute or contains ``..`` (an archive names members, never paths outside itself), the
+a header that does not parse, a member whose body runs past the end of the file, a tar that
+stops without its two end-of-archive blocks (cut exactly between members), a name that is
+absolute or contains ``..`` (an archive names members, never paths outside itself), the
 same name twice, and a link whose target is outside the archive or missing.
 """
 
@@ -34,6 +35,8 @@ from hatchway.transports.archive.unpack import Scratch, unpack
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _MAX_LINK_DEPTH = 8
+#: The names standard input goes by (``-`` is ``/dev/stdin``).
+_STDIN = frozenset({"/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"})
 
 
 class ArchiveDamage(StoreError):
@@ -105,8 +108,9 @@ class TarIndex:
     @classmethod
     def open(cls, path: str, description: str, scratch: Scratch) -> TarIndex:
         """Index the archive at ``path``.  A compressed archive is first decompressed into
-        ``tmpdir`` (default: the system's); so is anything that is not a regular file (a pipe,
-        ``/dev/stdin``), which can be read only once."""
+        ``tmpdir`` (default: the system's); so is a stream (a pipe, ``/dev/stdin``), which can
+        be read only once.  A device is refused (:func:`_refuse_device`)."""
+        _refuse_device(path, description)
         try:
             file = open(path, "rb")  # noqa: SIM115 - closed below
         except FileNotFoundError:
@@ -159,6 +163,14 @@ class TarIndex:
             raise ArchiveDamage(self.description, f"damaged tar archive ({exc})") from None
         if not self.members:
             raise ArchiveDamage(self.description, "not a tar archive (no members)")
+        if not self.ends_properly():
+            # Cut exactly between two members, a tar still parses: only the end blocks tell.
+            last = self.order[-1]
+            raise ArchiveDamage(
+                self.description,
+                f"the tar ends after member {last} without its end-of-archive blocks (truncated?)",
+                last,
+            )
 
     def _add(self, info: tarfile.TarInfo) -> None:
         name = normalise(info.name)
@@ -276,6 +288,22 @@ class TarIndex:
                     raise ArchiveDamage(self.description, f"member {name} is truncated", name)
                 remaining -= len(chunk)
                 yield chunk
+
+
+def _refuse_device(path: str, description: str) -> None:
+    """A character or block device named as an archive is refused before it is opened: it is
+    no archive, and ``/dev/zero`` would be copied into the temp directory until the disk is
+    full.  Standard input is read whatever it is (what is piped or redirected into it is the
+    user's choice), and so is a FIFO: both are streams that end."""
+    if path in _STDIN:
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # opening it says what is wrong
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "a character device" if stat.S_ISCHR(mode) else "a block device"
+        raise StoreError(description, f"is {kind}, not an archive")
 
 
 def _members(tar: tarfile.TarFile, description: str) -> Iterator[tarfile.TarInfo]:

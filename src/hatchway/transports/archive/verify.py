@@ -3,10 +3,10 @@
 Two halves (docs/bundles.md, "Verifying a bundle"):
 
 * **Structure**, here: the tar is well formed (:class:`~.tarindex.TarIndex`: headers, no
-  duplicate, absolute or ``..`` names, no truncated member); every layout the archive
-  carries is read as its loader reads it — ``manifest.json`` (configs named after their
-  digest hash to it, layer counts match the diffIDs), the legacy v1 directories (ids,
-  parents, a ``layer.tar`` each), ``index.json`` (every manifest, index and config matches
+  duplicate, absolute or ``..`` names, no truncated member, its end blocks); every layout
+  the archive carries is read as its loader reads it — ``manifest.json`` (configs named
+  after their digest hash to it, layer counts match the diffIDs), the legacy v1 directories
+  (ids, parents, a ``layer.tar`` each), ``index.json`` (every manifest, index and config matches
   its descriptor's digest and size; every layer descriptor's size is its member's) — and the
   layouts agree: ``index.json`` and ``manifest.json`` describe the same images and layers,
   ``repositories`` names images and top layers that exist.  Blobs nothing refers to are
@@ -136,12 +136,17 @@ class _State:
         member = getattr(exc, "member", None)
         if member is None:
             member = self._member_in(exc)
+        return self.report(ok=False, problem=self._line(exc, member), member=member)
+
+    def _line(self, exc: HatchwayError, member: str | None) -> str:
+        """``PATH: member NAME: what went wrong``, naming the archive and the member once:
+        messages from the reader and the engine often start with one or both already."""
         message = str(exc)
-        if member is not None and f"member {member}" not in message:
-            message = f"{self.path}: member {member}: " + (
-                exc.message if isinstance(exc, StoreError) else message
-            )
-        return self.report(ok=False, problem=message, member=member)
+        if member is None or any(f"member {m}" in message for m in (member, repr(member))):
+            return message
+        what = exc.message if isinstance(exc, StoreError) else message
+        what = what.removeprefix(f"{self.path}: ").removeprefix(f"{member}: ")
+        return f"{self.path}: member {member}: {what}"
 
     def _member_in(self, exc: HatchwayError) -> str | None:
         """The member an engine error is about (it names a blob digest or a diffID)."""
@@ -156,15 +161,8 @@ class _State:
 async def _verify(
     store: ArchiveStore, state: _State, *, jobs: int, progress: ProgressCallback
 ) -> None:
-    index = await store.index(state.path)
+    index = await store.index(state.path)  # the tar's own checks, as for load and save
     state.index = index
-    if not await anyio.to_thread.run_sync(index.ends_properly):
-        last = index.order[-1]
-        raise ArchiveDamage(
-            index.description,
-            f"the tar ends after member {last} without its end-of-archive blocks (truncated?)",
-            last,
-        )
     state.checks.append("tar")
     images: list[ResolvedImage] = []
     docker: DockerArchive | None = None
