@@ -137,9 +137,9 @@ def test_an_output_inside_the_store_is_refused_and_the_store_kept(family: Family
         (signal.SIGHUP, 129, "hatchway: terminated (SIGHUP)"),
     ],
 )
-@pytest.mark.parametrize("delay", [0.05, 1.0], ids=["starting", "reading-the-list"])
+@pytest.mark.parametrize("phase", ["starting", "reading-the-list"])
 def test_a_stop_before_the_operation_starts_ends_with_its_line(
-    family: Family, tmp_path: Path, signum: int, status: int, message: str, delay: float
+    family: Family, tmp_path: Path, signum: int, status: int, message: str, phase: str
 ) -> None:
     """While the command starts, or waits for an image list on stdin, a stop signal ends it at
     once with its usual line: no KeyboardInterrupt traceback, no silent death, no waiting for
@@ -162,7 +162,11 @@ def test_a_stop_before_the_operation_starts_ends_with_its_line(
         stderr=subprocess.PIPE,
     )
     try:
-        time.sleep(delay)
+        # "starting": as soon as the command's handlers are installed, while it still imports
+        # the library (before that, the interpreter itself is starting: Python's defaults).
+        _wait_for(lambda: _catches(proc.pid, signal.SIGHUP), "the command's handlers", 30)
+        if phase == "reading-the-list":
+            time.sleep(1.0)
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=30)
     finally:
@@ -171,6 +175,15 @@ def test_a_stop_before_the_operation_starts_ends_with_its_line(
     assert proc.returncode == status, stderr
     assert stderr.decode().splitlines() == [message]
     assert list(out.iterdir()) == []
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (its ``SigCgt`` mask)."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
 
 
 LATE_SIGNAL = """
