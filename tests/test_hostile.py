@@ -11,11 +11,13 @@ Hostile registries are in ``test_hostile_registry.py``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import tempfile
 import threading
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -378,4 +380,51 @@ def test_a_device_is_no_archive(tmp_path: Path, command: list[str]) -> None:
     streamed = run_bounded(args(str(tmp_path / "fifo.tar")))
     feeder.join(timeout=10)
     assert streamed.returncode == 0, streamed.stderr
+    assert list(staging.iterdir()) == []
+
+
+def _endless(path: Path, chunk: bytes) -> None:
+    """Feed ``chunk`` into the FIFO at ``path`` again and again, until its reader leaves."""
+    with contextlib.suppress(BrokenPipeError, OSError), path.open("wb") as pipe:
+        while True:
+            pipe.write(chunk)
+
+
+def _gzip_of_zeros(path: Path, size: int) -> None:
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31)
+    with path.open("wb") as out:
+        for _ in range(size >> 20):
+            out.write(packer.compress(bytes(1 << 20)))
+        out.write(packer.flush())
+
+
+@pytest.mark.parametrize(
+    ("feed", "reason"),
+    [
+        ("zeros", "not a tar archive (no members)"),
+        ("random", "not a tar archive (no tar header at its start)"),
+        ("gzip-bomb", "not a tar archive in the gzip data (no members)"),
+    ],
+)
+def test_a_stream_that_is_no_tar_is_refused_at_its_first_block(
+    tmp_path: Path, feed: str, reason: str
+) -> None:
+    """A stream (stdin, a FIFO) or a compressed archive is unpacked into the temp directory
+    before it is indexed: endless zeros, random bytes or a gzip bomb of zeros were copied until
+    the disk was full.  What is unpacked must start with a tar header."""
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    source = tmp_path / "in"
+    if feed == "gzip-bomb":
+        _gzip_of_zeros(source, 256 << 20)
+    else:
+        fifo(source)
+        chunk = bytes(1 << 16) if feed == "zeros" else os.urandom(1 << 16)
+        threading.Thread(target=_endless, args=(source, chunk), daemon=True).start()
+    result = run_bounded(
+        ["verify", "-q", "--tmpdir", str(staging), str(source)],
+        deadline=20,
+        max_file_size=64 << 20,  # a regression is killed here, not at a full disk
+    )
+    assert assert_one_error_line(result) == f"hatchway: error: {source}: {reason}"
     assert list(staging.iterdir()) == []

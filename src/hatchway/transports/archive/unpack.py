@@ -4,6 +4,10 @@ A gzip or zstd archive, or a pipe (``/dev/stdin``), is copied once — decompres
 private file under the copy's temp directory, which :class:`Scratch` removes when the copy
 ends, also while an abandoned unpacking still runs in its worker thread.
 
+What is unpacked must start as a tar does — a header block with a valid checksum — or the
+unpacking stops at its first 512 bytes: ``/dev/urandom`` or an endless stream of zeros on
+stdin (or a gzip bomb of them) would otherwise be copied until the temp directory is full.
+
 A cut-short compressed stream must be an error, not a shorter archive: gzip's reader raises
 on it; python-zstandard's readers end quietly, so every zstd frame is walked alongside the
 decompression (:class:`ZstdFrames`: headers and block headers only, the block contents
@@ -98,6 +102,7 @@ def unpack(
     try:
         with os.fdopen(fd, "wb") as dst:
             sink = _Checked(dst, scratch, description)
+            sink.first = _TarStart(description, compression)
             if compression is Compression.ZSTD:
                 _unzstd(source, sink)
             else:
@@ -118,6 +123,8 @@ def unpack(
     except BaseException:
         _unlink(plain)
         raise
+    if sink.first is not None and sink.first.pending:
+        sink.first.check(bytes(sink.first.pending))  # shorter than a block: a tar it is not
     return plain
 
 
@@ -241,13 +248,81 @@ class _Prefixed:
 
 
 class _Checked:
-    """A file written while unpacking, which stops the unpacking once the copy has ended."""
+    """A file written while unpacking, which stops the unpacking once the copy has ended, and
+    checks that it starts as a tar (:class:`_TarStart`)."""
 
     def __init__(self, file: IO[bytes], scratch: Scratch, description: str) -> None:
         self._file = file
         self._scratch = scratch
         self._description = description
+        self.first: _TarStart | None = None
 
     def write(self, data: bytes) -> None:
         self._scratch.check(self._description)
-        self._file.write(data)
+        if self.first is not None:
+            data = self.first.feed(data)
+            if self.first.done:
+                self.first = None
+        if data:
+            try:
+                self._file.write(data)
+            except OSError as exc:  # ENOSPC: where it was written, not "cannot read"
+                where = self._scratch.tmpdir or tempfile.gettempdir()
+                raise StoreError(
+                    self._description, f"cannot unpack into {where}: {exc.strerror}"
+                ) from None
+
+
+class _TarStart:
+    """The first block of what is unpacked: a tar header with a valid checksum.  An all-zero
+    block (the end-of-archive marker) first means an empty archive."""
+
+    def __init__(self, description: str, compression: Compression) -> None:
+        self._description = description
+        self._compression = compression
+        self.pending = bytearray()
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        """Hold data until a block is there; check it, then pass everything on."""
+        self.pending += data
+        if len(self.pending) < _BLOCK:
+            return b""
+        self.check(bytes(self.pending[:_BLOCK]))
+        self.done = True
+        held, self.pending = bytes(self.pending), bytearray()
+        return held
+
+    def check(self, block: bytes) -> None:
+        from hatchway.transports.archive.tarindex import ArchiveDamage
+
+        what = (
+            ""
+            if self._compression is Compression.NONE
+            else f" in the {self._compression.value} data"
+        )
+        if len(block) < _BLOCK:
+            raise ArchiveDamage(self._description, f"not a tar archive{what} (too short)")
+        if not block.strip(b"\0"):
+            raise ArchiveDamage(self._description, f"not a tar archive{what} (no members)")
+        if not _header_checksum_ok(block):
+            raise ArchiveDamage(
+                self._description, f"not a tar archive{what} (no tar header at its start)"
+            )
+
+
+_BLOCK = 512
+
+
+def _header_checksum_ok(block: bytes) -> bool:
+    """A tar header's checksum (octal, at 148): the sum of its bytes with that field as
+    spaces; as unsigned bytes (POSIX) or, as some old tars wrote it, signed."""
+    field = block[148:156].replace(b"\0", b" ").strip()
+    try:
+        recorded = int(field, 8)
+    except ValueError:
+        return False
+    rest = block[:148] + b" " * 8 + block[156:]
+    unsigned = sum(rest)
+    signed = unsigned - 256 * sum(1 for byte in rest if byte > 127)
+    return recorded in (unsigned, signed)
