@@ -115,7 +115,22 @@ class HostileRegistry(BaseHTTPRequestHandler):
             self.send_header("Content-Type", OCI_MANIFEST)
             self.send_header("Content-Length", str(10 << 30))
             self.end_headers()
-        elif case in ("endless-token", "nested-token"):
+        elif case == "retry-after-superscript":  # '²' is a digit to str.isdigit()
+            self.send_response(429)
+            self.send_header("Retry-After", "\u00b2")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif case == "realm-not-a-url":
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Bearer realm="http://[::1/token"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif case == "redirect-not-a-url":
+            self.send_response(302)
+            self.send_header("Location", "http://[::1/elsewhere")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif case in ("endless-token", "nested-token", "token-with-newline", "token-forever"):
             realm = f"http://{self.headers['Host']}/token?case={case}"  # host:port asked
             self.send_response(401)
             self.send_header("WWW-Authenticate", f'Bearer realm="{realm}",service="hostile"')
@@ -127,6 +142,10 @@ class HostileRegistry(BaseHTTPRequestHandler):
     def _token(self, case: str) -> None:
         if case == "nested-token":
             self._send(200, b'{"token":' + NESTED + b"}", "application/json")
+        elif case == "token-with-newline":  # a secret that h11 would refuse in a header
+            self._send(200, json.dumps({"token": "SECRET-TOKEN\n"}).encode(), "application/json")
+        elif case == "token-forever":  # expires_in no float can hold; then the 401 again
+            self._send(200, b'{"token":"t","expires_in":1' + b"0" * 400 + b"}", "application/json")
         else:
             self._endless(200, "application/json")
 
@@ -183,6 +202,12 @@ CASES = {
     "endless-layer": "digest mismatch",
     "endless-small-layer": "blob is longer than its descriptor's 1048576 bytes",
     "huge-content-length": "is too large (10737418240 bytes)",
+    # answers that are malformed values rather than malformed documents
+    "retry-after-superscript": "Too Many Requests (HTTP 429)",
+    "realm-not-a-url": "the token realm http://[::1/token is not a valid URL",
+    "redirect-not-a-url": "Invalid URL in location header",
+    "token-with-newline": "token server sent an invalid token (not header-safe)",
+    "token-forever": "Unauthorized (HTTP 401)",
 }
 
 
@@ -196,5 +221,6 @@ def test_hostile_registry(hostile_registry: str, tmp_path: Path, case: str) -> N
     )
     line = assert_one_error_line(result)
     assert CASES[case] in line, line
+    assert "SECRET" not in line  # a token is a secret, in errors too
     assert list(out.iterdir()) == []
     assert result.max_rss < MAX_RSS, f"peak RSS {result.max_rss >> 20} MiB"

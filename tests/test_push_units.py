@@ -10,6 +10,7 @@ import random
 import zlib
 from pathlib import Path
 
+import httpx
 import pytest
 import zstandard
 from hypothesis import given, settings
@@ -283,3 +284,27 @@ def test_identity_tokens_in_files(tmp_path: Path) -> None:
     found = CredentialLookup([config]).find("reg.example", "x")
     assert found is not None and found.identity_token and found.password == "rt-1"
     assert "rt-1" not in repr(found) and "rt-1" not in str(found)
+
+
+def test_an_upload_location_is_resolved_against_the_request_and_checked() -> None:
+    """A relative ``Location`` is relative to the request's path (RFC 9110), not to the host's
+    root; one that is no URL is a registry error, not httpx's exception."""
+    from hatchway.errors import RegistryError
+    from hatchway.transports.registry.upload import _location
+
+    request = httpx.Request("POST", "http://127.0.0.1:5000/v2/app/blobs/uploads/")
+
+    def answer(location: str | None) -> httpx.Response:
+        headers = {"location": location} if location is not None else {}
+        return httpx.Response(202, headers=headers, request=request)
+
+    assert _location(answer("uploads/1"), "app", "upload") == (
+        "http://127.0.0.1:5000/v2/app/blobs/uploads/uploads/1"
+    )
+    assert _location(answer("/v2/app/blobs/uploads/2?state=x"), "app", "upload") == (
+        "http://127.0.0.1:5000/v2/app/blobs/uploads/2?state=x"
+    )
+    assert _location(answer("http://other:1/up/3"), "app", "upload") == "http://other:1/up/3"
+    assert _location(answer(None), "app", "upload") is None
+    with pytest.raises(RegistryError, match="invalid Location 'http://\\[::1/upload'"):
+        _location(answer("http://[::1/upload"), "app", "upload")

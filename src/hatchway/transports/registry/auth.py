@@ -24,6 +24,7 @@ and passwords never appear in errors.
 from __future__ import annotations
 
 import json
+import re
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,10 @@ from hatchway.transports.registry.trust import diagnose
 EXPIRY_MARGIN = 10.0
 #: The distribution spec's default lifetime when a token response names none.
 DEFAULT_TOKEN_LIFETIME = 60.0
+#: The longest a token is kept, whatever its ``expires_in`` says.
+MAX_TOKEN_LIFETIME = 86_400.0
+#: What a token may hold: it goes into an ``Authorization`` header as it is.
+_TOKEN = re.compile(r"[\x21-\x7e]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +177,10 @@ class Authenticator:
             raise RegistryError(
                 self.registry, repository, f"token server {_host(realm)} unreachable ({reason})"
             ) from None
+        except httpx.InvalidURL:  # the realm is not a URL (not an HTTPError: caught apart)
+            raise RegistryError(
+                self.registry, repository, f"the token realm {_host(realm)} is not a valid URL"
+            ) from None
         return self._parse_token(body, started, repository)
 
     async def _read_capped(
@@ -200,10 +209,14 @@ class Authenticator:
             value = doc.get("token") or doc.get("access_token")
         if not isinstance(value, str) or not value:
             raise RegistryError(self.registry, repository, "token server sent no token")
+        if not _TOKEN.fullmatch(value):  # it goes into a header: never echoed, never retried
+            raise RegistryError(
+                self.registry, repository, "token server sent an invalid token (not header-safe)"
+            )
         expires_in = doc.get("expires_in") if isinstance(doc, dict) else None
         lifetime = (
-            float(expires_in)
-            if isinstance(expires_in, int | float) and expires_in > 0
+            float(min(expires_in, MAX_TOKEN_LIFETIME))  # compared as given: a 400-digit int
+            if isinstance(expires_in, int | float) and expires_in > 0  # is no float
             else DEFAULT_TOKEN_LIFETIME
         )
         margin = min(EXPIRY_MARGIN, lifetime / 2)
@@ -224,4 +237,9 @@ class Authenticator:
 
 
 def _host(url: str) -> str:
-    return urlsplit(url).netloc or url
+    """The host of a URL a server gave, for an error line: short, and whatever the URL is."""
+    try:
+        host = urlsplit(url).netloc or url
+    except ValueError:  # "http://[::1/token": not even splittable
+        host = url
+    return host if len(host) <= 100 else host[:100] + "..."

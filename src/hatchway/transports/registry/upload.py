@@ -121,7 +121,7 @@ class BlobUploader:
                 if r.status_code == 201:
                     return None
                 if r.status_code == 202:
-                    return str(r.headers.get("location", ""))
+                    return _location(r, repository, what) or ""
                 if r.status_code in (401, 403, 404):
                     return ""  # not allowed to read the source, or no such blob: upload it
                 raise await self._failure(r, repository, what)
@@ -166,9 +166,9 @@ class BlobUploader:
         what = f"upload of blob {blob.digest}"
         try:
             async with self._request("POST", f"/v2/{repository}/blobs/uploads/", repository) as r:
-                location = r.headers.get("location")
+                location = _location(r, repository, what)
                 if r.status_code == 202 and location:
-                    return str(location)
+                    return location
                 if r.status_code == 202:
                     raise RegistryError(self.client.domain, repository, f"{what}: no Location")
                 raise await self._failure(r, repository, what)
@@ -217,7 +217,7 @@ class BlobUploader:
             ) as r:
                 held = parse_upload_range(r.headers.get("range"))
                 if r.status_code == 202 and held in (None, end):
-                    return str(r.headers.get("location") or location)
+                    return _location(r, repository, what) or location
                 if r.status_code == 202:
                     message = f"the registry holds {held} bytes after a chunk ending at {end}"
                     raise _Broken(self._error(repository, blob, message))
@@ -234,7 +234,7 @@ class BlobUploader:
             async with self._request("GET", location, repository) as r:
                 if r.status_code == 204:
                     held = parse_upload_range(r.headers.get("range")) or 0
-                    return str(r.headers.get("location") or location), min(held, blob.size)
+                    return _location(r, repository, what) or location, min(held, blob.size)
                 raise await self._failure(r, repository, what)
         except httpx.TransportError as exc:
             raise _Broken(self.client.transport_failure(exc, repository, what)) from None
@@ -350,3 +350,18 @@ class _Range(httpx.AsyncByteStream):
             raise OSError(f"staged blob ended at byte {self._position} of {self._end}")
         self._position += len(data)
         return data
+
+
+def _location(response: httpx.Response, repository: str, what: str) -> str | None:
+    """The upload session's ``Location``, resolved against the request it answers (a
+    relative one is relative to the request's path, RFC 9110); ``None`` when there is none."""
+    location = response.headers.get("location")
+    if not location:
+        return None
+    try:
+        return str(response.url.join(location))
+    except httpx.InvalidURL:
+        host = response.url.host
+        raise RegistryError(
+            host, repository, f"{what}: the registry gave an invalid Location {location[:200]!r}"
+        ) from None
