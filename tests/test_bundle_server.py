@@ -23,6 +23,8 @@ from tests.peers.process import ManagedProcess, wait_until_ready
 from tests.support import Family, build_family, read_archive
 
 ROOT = Path(__file__).parent.parent
+#: The servers' HATCHWAY_SEND_TIMEOUT: a client that takes no byte for this long is dropped.
+SEND_TIMEOUT = 5
 SERVERS = {
     "hypercorn-trio": ["-m", "hypercorn", "--worker-class", "trio", "--bind", "127.0.0.1:{port}"],
     "uvicorn-asyncio": ["-m", "uvicorn", "--loop", "asyncio", "--port", "{port}"],
@@ -37,6 +39,7 @@ class Server:
         args = [a.format(port=self.port) for a in SERVERS[kind]]
         env = dict(os.environ, HATCHWAY_STORE=str(store), HATCHWAY_TMPDIR=str(tmpdir))
         env["HATCHWAY_MAX_SAVES"] = "2"
+        env["HATCHWAY_SEND_TIMEOUT"] = str(SEND_TIMEOUT)
         self.process = ManagedProcess(
             kind,
             [sys.executable, *args, "docs.examples.bundle_server:app"],
@@ -150,6 +153,43 @@ def test_a_client_that_disconnects_mid_stream_leaves_nothing_behind(
             break
         time.sleep(0.05)
     assert health == {"ok": True, "saves": 0, "cancelled": before + 1}
+    assert server.leftovers() == []
+
+
+def test_a_client_that_stops_reading_gives_its_save_slot_back(server: Server) -> None:
+    """A client that neither reads nor hangs up would hold one of the server's few save slots
+    for ever; after the send timeout its response ends and its save is cancelled."""
+    with (
+        httpx.Client(timeout=60) as client,
+        client.stream("GET", f"{server.url}/bundle", params={"image": "big:1"}) as r,
+    ):
+        assert r.status_code == 200
+        unread = r.iter_raw(1024)  # kept: a dropped iterator would close the connection
+        next(unread)  # then nothing more: the connection stays open, unread
+        assert httpx.get(f"{server.url}/healthz", timeout=5).json()["saves"] == 1
+        deadline = time.monotonic() + SEND_TIMEOUT + 30
+        while time.monotonic() < deadline:
+            health = httpx.get(f"{server.url}/healthz", timeout=5).json()
+            if health["saves"] == 0 and server.leftovers() == []:
+                break
+            time.sleep(0.2)
+        assert health["saves"] == 0
+    assert server.leftovers() == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["docker-archive:/etc/passwd", "oci-archive:/etc/passwd", "oci:/", "docker://127.0.0.1:1/x:1"],
+)
+def test_names_of_files_or_of_other_registries_are_refused(server: Server, name: str) -> None:
+    """A web client names images, not the server's files (an archive transport would read,
+    or probe, any path the server can), nor registries the operator did not allow."""
+    response = httpx.get(f"{server.url}/bundle", params={"image": ["app", name]}, timeout=30)
+    assert response.status_code == 403
+    assert response.json()["kind"] == "Refused"
+    assert (
+        "/etc/passwd" not in response.json()["error"] or "names a file" in response.json()["error"]
+    )
     assert server.leftovers() == []
 
 

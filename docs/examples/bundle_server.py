@@ -20,11 +20,19 @@ What it shows (docs/api.md, "Embedding"):
 * at most ``HATCHWAY_MAX_SAVES`` saves run at once (default 4); further requests wait;
 * a client that disconnects mid-stream cancels its save, which removes its staging area;
 * the event loop stays responsive while archives are built (hatchway does its CPU work in
-  worker threads), so ``/healthz`` answers at once during a large save.
+  worker threads), so ``/healthz`` answers at once during a large save;
+* a web client names images, never files: names of the store only, and ``docker://`` names
+  only of the registries the operator allows — an archive transport
+  (``docker-archive:/etc/...``, ``oci:/``) would let any client read, or probe, the server's
+  files, and an arbitrary ``docker://`` host would make the server fetch from anywhere;
+* a client that stops reading does not hold a save slot for ever: a piece of the archive it
+  has not taken within ``HATCHWAY_SEND_TIMEOUT`` seconds ends its response.
 
 Environment: ``HATCHWAY_STORE`` (the local store), ``HATCHWAY_MAX_SAVES``,
-``HATCHWAY_TMPDIR`` (staging; default the system temp dir), ``HATCHWAY_INSECURE_REGISTRY``
-(comma-separated hosts reached over plain HTTP).
+``HATCHWAY_TMPDIR`` (staging; default the system temp dir), ``HATCHWAY_REGISTRIES``
+(comma-separated registry hosts whose ``docker://`` names are served; default none),
+``HATCHWAY_INSECURE_REGISTRY`` (comma-separated hosts reached over plain HTTP),
+``HATCHWAY_SEND_TIMEOUT`` (default 30).
 """
 
 from __future__ import annotations
@@ -59,15 +67,44 @@ class Bundles:
     """The server's state: one session, one limit on concurrent saves."""
 
     def __init__(self) -> None:
-        insecure = os.environ.get("HATCHWAY_INSECURE_REGISTRY", "")
         registry = hatchway.RegistryOptions(
-            insecure_registries=frozenset(h for h in insecure.split(",") if h)
+            insecure_registries=frozenset(_listed("HATCHWAY_INSECURE_REGISTRY"))
         )
         self.session = hatchway.Session(store=os.environ.get("HATCHWAY_STORE"), registry=registry)
         self.limit = anyio.CapacityLimiter(int(os.environ.get("HATCHWAY_MAX_SAVES", "4")))
         self.tmpdir = os.environ.get("HATCHWAY_TMPDIR")
+        self.registries = frozenset(_listed("HATCHWAY_REGISTRIES"))
+        self.send_timeout = float(os.environ.get("HATCHWAY_SEND_TIMEOUT", "30"))
         self.running = 0
         self.cancelled = 0
+
+
+def _listed(variable: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(variable, "").split(",") if item.strip()]
+
+
+#: The transports that name files or directories of the server's own machine.
+_PATH_TRANSPORTS = ("docker-archive:", "oci-archive:", "oci:")
+
+
+def refused(name: str, registries: frozenset[str]) -> str | None:
+    """Why a web client may not have ``name`` (``None``: it may)."""
+    if name.startswith(_PATH_TRANSPORTS):
+        return f"{name.split(':', 1)[0]}: names a file of the server; ask for images by name"
+    if name.startswith("docker://"):
+        host = _registry_host(name.removeprefix("docker://"))
+        if host not in registries:
+            return f"registry {host} is not served here"
+    return None
+
+
+def _registry_host(reference: str) -> str:
+    """The registry a ``docker://`` reference names (Docker's rule: a first component with
+    a dot or a port, or ``localhost``, is a host; otherwise it is Docker Hub)."""
+    first, slash, _ = reference.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
 
 
 class _Chunks(anyio.abc.ByteSendStream):
@@ -93,6 +130,10 @@ class BundleResponse:
         self.bundles = bundles
         self.names = names
         self.compress = compress
+        #: The save, cancelled when the client hangs up or stops reading.
+        self._save_scope = anyio.CancelScope()
+        #: When the piece being sent was handed to the server (``None``: none is).
+        self._sending_since: float | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         chunks_in, chunks_out = anyio.create_memory_object_stream[bytes](4)
@@ -100,13 +141,14 @@ class BundleResponse:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._save, chunks_in, failure)
             tg.start_soon(self._watch_disconnect, receive, tg.cancel_scope)
+            tg.start_soon(self._watch_stall, tg.cancel_scope)
             async with chunks_out:
                 first = await _next(chunks_out)
                 if first is None:
                     await _error_response(send, failure[0] if failure else None)
                 else:
                     await self._stream(send, first, chunks_out)
-            tg.cancel_scope.cancel()  # the disconnect watcher
+            tg.cancel_scope.cancel()  # the watchers
 
     async def _save(
         self, chunks: MemoryObjectSendStream[bytes], failure: list[hatchway.HatchwayError]
@@ -115,14 +157,21 @@ class BundleResponse:
         async with chunks, bundles.limit:
             bundles.running += 1
             try:
-                await bundles.session.save(
-                    self.names, _Chunks(chunks), tmpdir=bundles.tmpdir, compression=self.compress
-                )
+                with self._save_scope:
+                    await bundles.session.save(
+                        self.names,
+                        _Chunks(chunks),
+                        tmpdir=bundles.tmpdir,
+                        compression=self.compress,
+                    )
             except hatchway.HatchwayError as exc:
                 failure.append(exc)
             except anyio.get_cancelled_exc_class():
                 bundles.cancelled += 1  # the client hung up
                 raise
+            else:
+                if self._save_scope.cancelled_caught:
+                    bundles.cancelled += 1  # the client stopped reading
             finally:
                 bundles.running -= 1
 
@@ -139,10 +188,29 @@ class BundleResponse:
                 ],
             }
         )
-        await send({"type": "http.response.body", "body": first, "more_body": True})
+        await self._send_body(send, first, more=True)
         async for chunk in rest:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await self._send_body(send, chunk, more=True)
+        await self._send_body(send, b"", more=False)
+
+    async def _send_body(self, send: Send, body: bytes, *, more: bool) -> None:
+        self._sending_since = anyio.current_time()
+        await send({"type": "http.response.body", "body": body, "more_body": more})
+        self._sending_since = None
+
+    async def _watch_stall(self, response: anyio.CancelScope) -> None:
+        """A client that stops reading would hold its save slot for ever: once a piece has
+        waited ``send_timeout`` seconds, the save is cancelled (its slot and staging area freed)
+        and so is the response.  The save has its own scope: some servers (hypercorn) shield
+        the send itself, which then waits for the client to hang up — holding no slot."""
+        timeout = self.bundles.send_timeout
+        while True:
+            await anyio.sleep(min(1.0, timeout / 4))
+            since = self._sending_since
+            if since is not None and anyio.current_time() - since > timeout:
+                self._save_scope.cancel()
+                response.cancel()
+                return
 
     @staticmethod
     async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
@@ -195,7 +263,12 @@ async def bundle(request: Request) -> Any:
     compress = request.query_params.get("compress", "none")
     if compress not in _CONTENT_TYPES:
         return JSONResponse({"error": "compress is zstd, gzip or none"}, status_code=400)
-    return BundleResponse(request.app.state.bundles, names, compress)
+    bundles = request.app.state.bundles
+    for name in names:
+        reason = refused(name, bundles.registries)
+        if reason is not None:
+            return JSONResponse({"error": reason, "kind": "Refused"}, status_code=403)
+    return BundleResponse(bundles, names, compress)
 
 
 async def healthz(request: Request) -> JSONResponse:
