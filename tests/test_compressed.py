@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import subprocess
+import threading
 from pathlib import Path
 
 import anyio
@@ -15,7 +16,7 @@ import pytest
 import zstandard
 
 import hatchway
-from hatchway.transports.archive.compress import compression_for_path
+from hatchway.transports.archive.compress import Compressor, compression_for_path
 from tests.support import Family, files_under
 from tests.test_cli import error_line, run
 from tests.test_failures import corrupt_same_size
@@ -182,3 +183,27 @@ def test_cli_bad_level_is_one_line(family: Family, tmp_path: Path) -> None:
     assert result.returncode == 1
     assert error_line(result) == "hatchway: error: gzip levels are 0-3, not 9"
     assert files_under(tmp_path) == [p for p in files_under(tmp_path) if p.startswith("store")]
+
+
+@pytest.mark.parametrize("kind", [hatchway.Compression.ZSTD, hatchway.Compression.GZIP])
+def test_an_abandoned_stream_is_ended_off_the_caller_s_thread(kind: hatchway.Compression) -> None:
+    """Closing a stream ends it: zstd first compresses what its workers hold (seconds at
+    level 19).  An abandoned stream (an error, a cancellation) is closed on a thread of its
+    own, so whoever abandons it returns at once — cancellation must take milliseconds."""
+    compressor = Compressor(kind, 3)
+    compressor.feed(bytes(1 << 20))
+    released, ended = threading.Event(), threading.Event()
+    real = compressor._writer
+
+    class Slow:
+        def close(self) -> None:
+            released.wait(timeout=30)
+            real.close()
+            ended.set()
+
+    compressor._writer = Slow()
+    compressor.close()  # returns while the stream is still being ended
+    assert not ended.is_set()
+    compressor.close()  # idempotent: no second close
+    released.set()
+    assert ended.wait(timeout=30)

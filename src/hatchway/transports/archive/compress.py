@@ -127,6 +127,8 @@ class Compressor:
         self._spool = _Spool()
         self._pending = bytearray()
         self._closed = False
+        #: Held by each call into the writer: an abandoned step may still be in one.
+        self._lock = threading.Lock()
         self._writer: Any
         if compression is Compression.ZSTD:
             compressor = zstandard.ZstdCompressor(
@@ -142,6 +144,10 @@ class Compressor:
 
     def feed(self, data: bytes | memoryview) -> None:
         """Compress ``data`` (output becomes available to :meth:`take`)."""
+        with self._lock:
+            self._feed(data)
+
+    def _feed(self, data: bytes | memoryview) -> None:
         self.consumed += len(data)
         view = memoryview(data)
         if self._pending:  # complete the block begun by an earlier call first
@@ -163,17 +169,31 @@ class Compressor:
 
     def finish(self) -> bytes:
         """End the stream; return the last compressed bytes (everything not yet taken)."""
-        if self._pending:
-            self._write(bytes(self._pending))
-            self._pending.clear()
-        self._close_writer()
+        with self._lock:
+            if self._pending:
+                self._write(bytes(self._pending))
+                self._pending.clear()
+            self._close_writer()
         return self._spool.take()
 
     def close(self) -> None:
-        """Stop the compressor's threads (idempotent; after an error too).  Never raises."""
-        # The stream is being abandoned: its error is not the one to report.
-        with contextlib.suppress(Exception):
-            self._close_writer()
+        """Stop the compressor's threads (idempotent; after an error too).  Never raises.
+
+        A stream abandoned before :meth:`finish` (an error, a cancellation) is closed on a
+        daemon thread: closing ends the stream, and a zstd writer first compresses whatever
+        its workers hold — seconds at level 19 — for output nobody will read, while
+        cancellation must take effect within milliseconds.  The output goes into this
+        object's own buffer, never to a file, so nothing is written after the caller moved on.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        threading.Thread(
+            target=_close_abandoned,
+            args=(self._writer, self._lock),
+            name="hatchway-compressor-close",
+            daemon=True,
+        ).start()
 
     def _write(self, block: bytes | bytearray | memoryview) -> None:
         try:
@@ -185,6 +205,13 @@ class Compressor:
         if not self._closed:
             self._closed = True
             self._writer.close()
+
+
+def _close_abandoned(writer: Any, lock: threading.Lock) -> None:
+    # After the step still running, if any; the stream is being abandoned: its error is not
+    # the one to report.
+    with lock, contextlib.suppress(Exception):
+        writer.close()
 
 
 class CompressedWriter(BufferedWriter):
@@ -216,6 +243,10 @@ class CompressedWriter(BufferedWriter):
         self.verifies_pending = verifies_pending
         #: Compressed bytes written so far.
         self.written = 0
+        #: Compression steps are abandoned on cancellation (one can take seconds at high
+        #: levels); this gate keeps such a step from writing to ``fd`` once the writer is closed.
+        self._gate = threading.Lock()
+        self._abandoned = False
 
     async def write_file(self, body: StagedLayer, advance: Advance) -> None:
         """Read (and, when its check is pending, hash) the layer on one worker thread while
@@ -234,7 +265,10 @@ class CompressedWriter(BufferedWriter):
                 tg.start_soon(read)
                 async with receive:
                     async for chunks in receive:
-                        await self._emit(await anyio.to_thread.run_sync(self._compress_all, chunks))
+                        compressed = await anyio.to_thread.run_sync(
+                            self._compress_all, chunks, abandon_on_cancel=True
+                        )
+                        await self._emit(compressed)
                         advance(sum(len(c) for c in chunks))
 
     async def _read_layer(
@@ -269,17 +303,24 @@ class CompressedWriter(BufferedWriter):
 
     async def finish(self) -> None:
         await self.flush()
-        await self._emit(await anyio.to_thread.run_sync(self._end))
+        await self._emit(await anyio.to_thread.run_sync(self._end, abandon_on_cancel=True))
 
     async def aclose(self) -> None:
-        """Stop the compressor (shielded; never raises)."""
+        """Stop the compressor (shielded; never raises).  A step abandoned by cancellation
+        finishes on its own, writing nothing more to ``fd``."""
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._compressor.close)
+            await anyio.to_thread.run_sync(self._abandon)
+
+    def _abandon(self) -> None:
+        with self._gate:
+            self._abandoned = True
+        self._compressor.close()
 
     # -- worker-thread halves --------------------------------------------------------------
 
     async def _send(self, data: bytes) -> None:
-        await self._emit(await anyio.to_thread.run_sync(self._compress, data))
+        compressed = await anyio.to_thread.run_sync(self._compress, data, abandon_on_cancel=True)
+        await self._emit(compressed)
 
     def _compress(self, data: bytes) -> bytes:
         self._compressor.feed(data)
@@ -301,6 +342,14 @@ class CompressedWriter(BufferedWriter):
         for the stream."""
         if self._fd is None or not data:
             return data
+        with self._gate:
+            if self._abandoned:
+                return b""
+            self._write_fd(data)
+        return b""
+
+    def _write_fd(self, data: bytes) -> None:
+        assert self._fd is not None
         try:
             write_all(self._fd, data)
         except OSError as exc:
@@ -308,7 +357,6 @@ class CompressedWriter(BufferedWriter):
                 raise OutputError(f"{self._description}: the reader closed the pipe") from None
             raise OutputError(f"cannot write {self._description}: {exc.strerror}") from None
         self.written += len(data)
-        return b""
 
     async def _emit(self, data: bytes) -> None:
         if data and self._stream is not None:
