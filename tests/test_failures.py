@@ -441,3 +441,33 @@ async def test_indexes_nested_without_end_are_refused(tmp_path: Path) -> None:
     _nested_store(root, depth=10)
     with pytest.raises(hatchway.StoreError, match="indexes nested over 8 deep"):
         await hatchway.save(["nest:1"], tmp_path / "o.tar", store=root)
+
+
+@pytest.mark.parametrize("jobs", [0, -1, 1.5, "4", None, True])
+async def test_a_wrong_number_of_jobs_is_an_error_before_any_work(
+    family: Family, tmp_path: Path, jobs: object
+) -> None:
+    out = tmp_path / "o.tar"
+    with pytest.raises(hatchway.HatchwayError, match="jobs must be a whole number of at least 1"):
+        await hatchway.save(["app:1.0"], out, store=family.root, jobs=jobs)  # type: ignore[arg-type]
+    with pytest.raises(hatchway.HatchwayError, match="jobs must be"):
+        await hatchway.verify(out, jobs=jobs)  # type: ignore[arg-type]
+    assert not out.exists()
+
+
+async def test_an_unknown_format_is_an_error_naming_the_known_ones(
+    family: Family, tmp_path: Path
+) -> None:
+    with pytest.raises(hatchway.HatchwayError, match=r"'bogus' \(docker, docker-1.10, docker-"):
+        await hatchway.save(["app:1.0"], tmp_path / "o.tar", store=family.root, format="bogus")
+
+
+@pytest.mark.parametrize("output", [b"/tmp/o.tar", None, True, 3.5])
+async def test_an_output_of_the_wrong_type_is_refused_before_any_fetch(
+    family: Family, output: object
+) -> None:
+    """``True`` would have been fd 1, bytes or ``None`` a stream that fails once all is done."""
+    fetched: list[object] = []
+    with pytest.raises(TypeError, match="output must be a path, a file descriptor or a byte"):
+        await hatchway.save(["app:1.0"], output, store=family.root, progress=fetched.append)  # type: ignore[arg-type]
+    assert fetched == []

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from hatchway.engine.copy import copy
+from hatchway.engine.copy import check_jobs, copy
 from hatchway.errors import HatchwayError
 from hatchway.formats import ArchiveFormat
 from hatchway.limits import DEFAULT_JOBS
@@ -142,7 +142,7 @@ class Session:
         compression_level: int | None = None,
     ) -> SaveResult:
         """Save ``names`` into one archive; see :func:`hatchway.save`."""
-        archive_format = ArchiveFormat(format) if isinstance(format, str) else format
+        archive_format = parse_format(format)
         the_platform = parse_platform(platform)
         target = output_for(
             output,
@@ -279,8 +279,7 @@ class Session:
         progress: Progress | None = None,
     ) -> VerifyReport:
         """Check one archive; see :func:`hatchway.verify`."""
-        if jobs < 1:
-            raise HatchwayError(f"jobs must be at least 1, not {jobs}")
+        check_jobs(jobs)
         async with self._operation(progress) as report:
             return await verify_archive(
                 os.fspath(archive),
@@ -407,6 +406,17 @@ def parse_platform(platform: Platform | str | None) -> Platform | None:
         except ValueError as exc:
             raise HatchwayError(str(exc)) from None
     return platform
+
+
+def parse_format(format: ArchiveFormat | str) -> ArchiveFormat:
+    """``docker``, ``docker-1.10`` or ``docker-legacy`` as an :class:`~hatchway.ArchiveFormat`."""
+    if isinstance(format, ArchiveFormat):
+        return format
+    try:
+        return ArchiveFormat(format)
+    except ValueError:
+        names = ", ".join(f.value for f in ArchiveFormat)
+        raise HatchwayError(f"unknown archive format {format!r} ({names})") from None
 
 
 def parse_compression(compression: Compression | str | None) -> Compression | None:

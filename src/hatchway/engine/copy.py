@@ -83,6 +83,12 @@ class CopyReport(Generic[R]):
     result: R
 
 
+def check_jobs(jobs: object) -> None:
+    """``jobs`` is a whole number of at least 1 (``True`` is no number of jobs)."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise HatchwayError(f"jobs must be a whole number of at least 1, not {jobs!r}")
+
+
 async def copy(
     queries: Sequence[ImageQuery],
     source: Source,
@@ -99,8 +105,7 @@ async def copy(
     """
     if not queries:
         raise HatchwayError("no image names given")
-    if jobs < 1:
-        raise HatchwayError(f"jobs must be at least 1, not {jobs}")
+    check_jobs(jobs)
     resolved = await resolve_all(queries, source, platform)
     # Thousands of images: assembling them and asking for their files are a worker's job.
     plan = await anyio.to_thread.run_sync(_assembled, queries, resolved)

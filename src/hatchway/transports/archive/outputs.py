@@ -139,6 +139,12 @@ def output_for(
     names a directory and is refused, as ``cp`` and ``tar`` refuse it.  ``compression``
     ``None`` means: as a path's suffix says (none for descriptors and streams).
     """
+    if isinstance(target, bool) or not (
+        isinstance(target, int | str | os.PathLike) or callable(getattr(target, "send", None))
+    ):  # checked now: a wrong output would otherwise fail only once all was fetched
+        raise TypeError(
+            f"output must be a path, a file descriptor or a byte stream, not {target!r:.80}"
+        )
     how = OutputCompression.choose(target, compression, level)
     if isinstance(target, int):
         return FdOutput(target, how)
