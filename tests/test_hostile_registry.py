@@ -205,7 +205,7 @@ CASES = {
     # answers that are malformed values rather than malformed documents
     "retry-after-superscript": "Too Many Requests (HTTP 429)",
     "realm-not-a-url": "the token realm http://[::1/token is not a valid URL",
-    "redirect-not-a-url": "Invalid URL in location header",
+    "redirect-not-a-url": "bad redirect (Invalid URL in location header",
     "token-with-newline": "token server sent an invalid token (not header-safe)",
     "token-forever": "Unauthorized (HTTP 401)",
 }

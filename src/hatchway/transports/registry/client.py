@@ -782,6 +782,10 @@ class RegistryClient:
 
     async def _raise_if_permanent(self, exc: Exception, repository: str, what: str) -> None:
         """Raise at once, with the fix, when retrying cannot help (see :mod:`.trust`)."""
+        if isinstance(exc, httpx.UnsupportedProtocol) or (
+            isinstance(exc, httpx.RemoteProtocolError) and "location header" in str(exc)
+        ):  # a redirect nowhere (file://, no URL): the same answer on every retry
+            raise RegistryError(self.domain, repository, f"{what}: bad redirect ({exc})") from None
         diagnosis = diagnose(exc)
         if not diagnosis.permanent:
             found = await self._check_client_certificate(exc)
