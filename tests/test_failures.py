@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -471,3 +472,43 @@ async def test_an_output_of_the_wrong_type_is_refused_before_any_fetch(
     with pytest.raises(TypeError, match="output must be a path, a file descriptor or a byte"):
         await hatchway.save(["app:1.0"], output, store=family.root, progress=fetched.append)  # type: ignore[arg-type]
     assert fetched == []
+
+
+async def test_a_store_entry_pull_stored_for_one_platform_is_checked_against_another(
+    tmp_path: Path,
+) -> None:
+    """``pull`` records the platform it picked on the store's entry; a save that asks for
+    another platform must still check the image's config (it wrote amd64 for arm64)."""
+    b = LayoutBuilder(tmp_path / "store")
+    b.tag(b.image([b.layer({"a": b"1"})], architecture="amd64"), "pulled:1")
+    b.entries[-1]["platform"] = {"architecture": "amd64", "os": "linux"}
+    b.save()
+    with pytest.raises(hatchway.PlatformNotFound, match=r"linux/arm64 \(it has: linux/amd64\)"):
+        await hatchway.save(["pulled:1"], tmp_path / "o.tar", store=b.root, platform="linux/arm64")
+    assert not (tmp_path / "o.tar").exists()
+    await hatchway.save(["pulled:1"], tmp_path / "o.tar", store=b.root, platform="linux/amd64")
+
+
+async def test_a_killed_copy_s_temp_files_are_removed_by_a_later_one(
+    family: Family, tmp_path: Path
+) -> None:
+    """SIGKILL leaves a load's or pull's partial blob in ``blobs/sha256``; the next copy into
+    the store removes those untouched for an hour, never one a live copy is writing."""
+    archive = tmp_path / "a.tar"
+    await hatchway.save(["app:1.0"], archive, store=family.root)
+    store = tmp_path / "loaded"
+    await hatchway.load([archive], store=store)
+    blobs = store / "blobs" / "sha256"
+    stale, fresh, old_index = (
+        blobs / ".blob-killed.hatchway-tmp",
+        blobs / ".blob-live.hatchway-tmp",
+        store / ".index.json.killed.hatchway-tmp",
+    )
+    for path in (stale, fresh, old_index):
+        path.write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    for path in (stale, old_index):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    await hatchway.load([archive], store=store)
+    assert not stale.exists() and not old_index.exists()
+    assert fresh.exists()

@@ -64,6 +64,7 @@ async def load_image(
     descriptor, raw = top, top_raw
     media_type, doc = document_kind(raw, descriptor.media_type, f"manifest {descriptor.digest}")
     wanted = platform or Platform.host()
+    picked = False  # chosen from an index for ``wanted``, rather than named directly
     for _ in range(MAX_INDEX_DEPTH + 1):
         if media_type not in INDEX_TYPES:
             break
@@ -80,14 +81,16 @@ async def load_image(
             raise PlatformNotFound(name, str(wanted), available)
         descriptor, raw = chosen, await read_manifest(chosen)
         media_type, doc = document_kind(raw, chosen.media_type, f"manifest {chosen.digest}")
+        picked = True
     else:
         raise MalformedContent(f"index {top.digest}: indexes nested over {MAX_INDEX_DEPTH} deep")
     manifest = parse_manifest(doc, media_type, f"manifest {descriptor.digest}")
     if manifest_read is not None:
         manifest_read(manifest)
     config = await read_config(manifest.config)
-    single = descriptor.platform is None  # not picked from an index: check what was asked
-    if platform is not None and single and not platform.matches(config.platform):
+    # Named directly (a store entry may carry the platform `pull` picked it for, which says
+    # nothing of what was asked now): its config must match what was asked.
+    if platform is not None and not picked and not platform.matches(config.platform):
         raise PlatformNotFound(name, str(platform), [str(config.platform)])
     layers = image_layers(manifest, config, f"manifest {descriptor.digest}")
     return LoadedImage(descriptor, raw, manifest, config, layers)

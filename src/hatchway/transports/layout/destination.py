@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -54,6 +55,9 @@ from hatchway.transports.layout.spec import (
     index_entry,
     name_annotations,
 )
+
+#: How long a store's temp file must have been untouched to be a killed copy's leftover.
+STALE_TEMP_AGE = 3600.0
 
 
 class LayoutWriter:
@@ -115,6 +119,24 @@ class LayoutWriter:
             self.blobs.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create the store {self.root}: {exc.strerror}") from None
+        self._remove_stale_temps()
+
+    def _remove_stale_temps(self) -> None:
+        """Remove the temp files of copies that were killed (SIGKILL: no cleanup ran) — a
+        partial blob can be tens of MiB.  Only those untouched for ``STALE_TEMP_AGE``: a live
+        copy writes its temp files at least once per read timeout, or fails."""
+        horizon = time.time() - STALE_TEMP_AGE
+        for directory in (self.blobs, self.root):
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            for entry in entries:
+                if not (entry.name.startswith(".") and entry.name.endswith(".hatchway-tmp")):
+                    continue
+                with contextlib.suppress(OSError):
+                    if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < horizon:
+                        os.unlink(entry.path)
 
     def _has_blob_sync(self, descriptor: Descriptor) -> bool:
         path = self.blob_path(descriptor.digest)
