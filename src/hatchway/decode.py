@@ -184,10 +184,7 @@ class LayerDecoder:
             raise self._corrupt(
                 f"blob ended after {self.consumed} of {blob.size} bytes (truncated)"
             )
-        if self._gzip is not None:
-            self._end_gzip()
-        if self._zstd is not None:
-            self._zstd.flush()
+        self._end_stream()
         actual = "sha256:" + self._blob_hash.hexdigest()
         if actual != blob.digest:
             raise DigestMismatch(f"{self.store}: layer blob {blob.digest}", blob.digest, actual)
@@ -205,11 +202,16 @@ class LayerDecoder:
         member): once every byte was fed, end the stream — checked for truncation and
         trailing garbage as :meth:`finish` checks it — and return the blob digest and the
         diffID found.  The layer given must have the blob's size."""
+        self._end_stream()
+        return "sha256:" + self._blob_hash.hexdigest(), "sha256:" + self._diff_hash.hexdigest()
+
+    def _end_stream(self) -> None:
+        """The compressed stream is over: what it still holds is emitted, and it must have
+        ended properly (a gzip member cut short is an error)."""
         if self._gzip is not None:
             self._end_gzip()
         if self._zstd is not None:
             self._zstd.flush()
-        return "sha256:" + self._blob_hash.hexdigest(), "sha256:" + self._diff_hash.hexdigest()
 
     def _emit(self, data: bytes | memoryview) -> None:
         if not data:
