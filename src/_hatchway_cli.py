@@ -14,7 +14,8 @@ a ``KeyboardInterrupt`` traceback or a silent death.  Once an operation runs,
 
 from __future__ import annotations
 
-import _signal  # type: ignore[import-not-found]  # the C module: ``signal`` imports enum (~5 ms) before any handler is set
+# The C module: ``signal`` imports enum (~5 ms) before any handler could be set.
+import _signal  # type: ignore[import-not-found]
 import os
 import sys
 
@@ -44,12 +45,18 @@ class Stopped(BaseException):
 #: Stop signals received so far.  Raising from a handler interrupts whatever runs (a read of
 #: standard input), but Python drops an exception raised inside some callbacks (an import's
 #: lock cleanup); so each signal is also kept here, and looked at once the commands are
-#: imported and again when the operation starts (``signals.run``).
+#: imported and again when the operation starts (``hatchway.cli.signals``, whose handlers
+#: only :func:`note` them while no receiver listens).
 received: list[int] = []
 
 
-def _stop(signum: int, frame: object) -> None:
+def note(signum: int, frame: object) -> None:
+    """A handler that keeps the signal for later."""
     received.append(signum)
+
+
+def _stop(signum: int, frame: object) -> None:
+    note(signum, frame)
     raise Stopped(signum)
 
 

@@ -71,8 +71,8 @@ async def _cancel_on_signals(fn: Callable[[], Awaitable[T]]) -> T:
     result: list[T] = []
     with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         work = anyio.CancelScope()
-        if _early:  # a signal arrived before the receiver was there: act on it now
-            received.append(_early[0])
+        if early.received:  # a signal arrived before the receiver was there: act on it now
+            received.append(early.received[0])
             work.cancel()
         try:
             async with anyio.create_task_group() as tg:
@@ -104,14 +104,6 @@ def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group.exceptions[0] if len(group.exceptions) == 1 else group
 
 
-#: Stop signals that arrived while no receiver listened (see :func:`run`).
-_early: list[int] = []
-
-
-def _note(signum: int, frame: object) -> None:
-    _early.append(signum)
-
-
 def run(fn: Callable[[], Awaitable[T]]) -> T:
     """Run ``fn`` on trio; raise :class:`Exit` for every outcome but success."""
     # Start-up is done: the collector need never walk the imported modules' objects again
@@ -120,10 +112,10 @@ def run(fn: Callable[[], Awaitable[T]]) -> T:
     # Until trio's signal receiver is installed, and again after it is gone (while trio
     # shuts down, when cleanup is over), a stop signal is only noted: the receiver acts on
     # one noted before it, and one after it cannot kill the process before its last line
-    # (the receiver restores the handlers it found, so these are what it restores).
-    _early[:] = early.received  # one whose exception was dropped is acted on now
+    # (the receiver restores the handlers it found, so these are what it restores).  One
+    # already noted — its exception dropped during start-up — is acted on too.
     for signum in STOP_SIGNALS:
-        signal.signal(signum, _note)
+        signal.signal(signum, early.note)
     try:
         return _outcome(fn)
     finally:
@@ -138,9 +130,8 @@ def _outcome(fn: Callable[[], Awaitable[T]]) -> T:
     except HatchwayError as exc:
         raise error(exc) from None
     except _Terminated as exc:
-        ignore()  # cleanup is done; nothing may cut the last line short
-        raise Exit(*outcome(exc.signum)) from None
-    except KeyboardInterrupt:  # Ctrl-C before the signal receiver was installed
+        raise Exit(*outcome(exc.signum)) from None  # run() ignores further signals
+    except KeyboardInterrupt:  # a SIGINT handler not ours (the command always installs one)
         raise Exit(130, "hatchway: interrupted") from None
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
