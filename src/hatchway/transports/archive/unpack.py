@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tarfile
 import tempfile
 import threading
 from typing import IO, Any, cast
@@ -302,27 +303,17 @@ class _TarStart:
             else f" in the {self._compression.value} data"
         )
         if len(block) < _BLOCK:
-            raise ArchiveDamage(self._description, f"not a tar archive{what} (too short)")
-        if not block.strip(b"\0"):
-            raise ArchiveDamage(self._description, f"not a tar archive{what} (no members)")
-        if not _header_checksum_ok(block):
-            raise ArchiveDamage(
-                self._description, f"not a tar archive{what} (no tar header at its start)"
-            )
+            reason = "too short"
+        elif not block.strip(b"\0"):  # the end-of-archive marker first
+            reason = "no members"
+        else:
+            try:  # the header as tarfile itself reads it: checksum, numeric fields
+                tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+            except tarfile.HeaderError:
+                reason = "no tar header at its start"
+            else:
+                return
+        raise ArchiveDamage(self._description, f"not a tar archive{what} ({reason})")
 
 
-_BLOCK = 512
-
-
-def _header_checksum_ok(block: bytes) -> bool:
-    """A tar header's checksum (octal, at 148): the sum of its bytes with that field as
-    spaces; as unsigned bytes (POSIX) or, as some old tars wrote it, signed."""
-    field = block[148:156].replace(b"\0", b" ").strip()
-    try:
-        recorded = int(field, 8)
-    except ValueError:
-        return False
-    rest = block[:148] + b" " * 8 + block[156:]
-    unsigned = sum(rest)
-    signed = unsigned - 256 * sum(1 for byte in rest if byte > 127)
-    return recorded in (unsigned, signed)
+_BLOCK = tarfile.BLOCKSIZE
