@@ -118,6 +118,12 @@ class ProbeSource:
         self._local = local
         self.reads = reads
         self.description = inner.description
+        self.capabilities = replace(
+            inner.capabilities, local_files=local and inner.capabilities.local_files
+        )
+
+    def size_hint(self, descriptor: Any) -> Any:
+        return self._inner.size_hint(descriptor)
 
     def local_file(self, descriptor: Any) -> Any:
         if not self._local:

@@ -21,7 +21,7 @@ from tests.push_support import (
     traffic_since,
 )
 from tests.registry_support import Lab, options, save_archive, save_from_registry
-from tests.support import Family, read_archive
+from tests.support import Family, ProbeStore, read_archive
 
 pytestmark = [pytest.mark.anyio, pytest.mark.peers]
 
@@ -257,3 +257,23 @@ async def test_a_bundle_pushes_as_the_store_would(
         return {k: v for k, v in read_archive(raw).data.items() if k.startswith("blobs/")}
 
     assert blobs(again) == blobs(plain)
+
+
+async def test_mounting_from_the_source_repository_works_through_a_wrapper(
+    family: Family, target: Registry, prefix: str
+) -> None:
+    """The source repository is a declared capability of the blob source, forwarded by every
+    wrapper: behind a wrapper (here the tests' probe) blobs are still mounted, not uploaded."""
+    from hatchway.transports.registry.source import RegistryStore
+
+    await _push(["app:1.0"], f"{target.host}/{prefix}-src", family.root)
+    name = f"docker://{target.host}/{prefix}-src/library/app:1.0"
+    store = ProbeStore(RegistryStore(options()))
+    mark = len(settled_requests(target))
+    try:
+        result = await _push([name], f"{target.host}/{prefix}-wrapped", store)
+    finally:
+        await store.aclose()
+    seen = traffic_since(target, mark)
+    assert (result.blobs_uploaded, result.blobs_mounted) == (0, 3)
+    assert seen.upload_starts == 0 and store.reads == {}

@@ -62,7 +62,14 @@ from hatchway.results import (
 from hatchway.session import Progress, Session, default_store_path, progress_stream
 from hatchway.transports.archive.outputs import Output
 from hatchway.transports.archive.verify import VerifiedImage, VerifyReport
-from hatchway.transports.base import BlobSource, LocalBlob, ResolvedImage, Source
+from hatchway.transports.base import (
+    BlobCapabilities,
+    BlobOrigin,
+    BlobSource,
+    LocalBlob,
+    ResolvedImage,
+    Source,
+)
 from hatchway.transports.layout.source import ImageSummary, OCILayoutStore
 from hatchway.transports.registry.options import RegistryOptions, RetryPolicy, Timeouts
 
@@ -72,7 +79,9 @@ __all__ = [
     "DEFAULT_JOBS",
     "AmbiguousReference",
     "ArchiveFormat",
+    "BlobCapabilities",
     "BlobNotFound",
+    "BlobOrigin",
     "BlobSource",
     "Compression",
     "ConfigError",

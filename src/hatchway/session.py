@@ -156,7 +156,7 @@ class Session:
         # Registry layers' sizes are worth peeking at only if the archive can be written in place.
         async with (
             self._operation(progress, queries) as report,
-            self._sources(tmpdir, peek_sizes=destination.writes_in_place) as source,
+            self._sources(tmpdir, peek_sizes=destination.capabilities.writes_in_place) as source,
         ):
             done = await copy(
                 queries, source, destination, platform=the_platform, jobs=jobs, progress=report

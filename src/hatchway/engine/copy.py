@@ -1,8 +1,13 @@
 """The one copy engine: names → images → every layer moved exactly once → a destination.
 
-``save`` is a copy into an archive destination, ``pull`` a copy into the local store; every
-future operation that moves images (``load``, ``push``) is one more destination or source,
-not one more engine.  Phases, each finished before the next starts:
+``save`` is a copy into an archive destination, ``pull`` and ``load`` copies into the local
+store, ``push`` a copy into a registry, ``verify`` a copy into a destination that keeps
+nothing: every operation that moves images is one more destination or source, not one more
+engine.  The engine acts on what sources and destinations *declare* they can do
+(:class:`~hatchway.transports.base.BlobCapabilities`,
+:class:`~hatchway.transports.base.DestinationCapabilities`) and never probes them.
+
+Phases, each finished before the next starts:
 
 1. **resolve** every query with its source (concurrently; errors reported in name order) and
    **assemble** the copy plan (pure: images in first-mention order, each once);
@@ -28,6 +33,7 @@ destination opened — which keeps it only after every check passed.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import IO, Generic, TypeVar, cast
@@ -56,6 +62,7 @@ from hatchway.transports.base import (
     CopyContext,
     CopyPlan,
     Destination,
+    DestinationCapabilities,
     LayerForm,
     LayerTarget,
     LocalBlob,
@@ -109,19 +116,21 @@ async def copy(
     resolved = await resolve_all(queries, source, platform)
     # Thousands of images: assembling them and asking for their files are a worker's job.
     plan = await anyio.to_thread.run_sync(_assembled, queries, resolved)
-    form = destination.layer_form
+    declared = destination.capabilities
+    form = declared.layer_form
     distinct = {form.key(la): la for i in plan.images for la in i.image.layers}
     progress(
         CopyStarted(len(plan.images), len(distinct), sum(la.blob.size for la in distinct.values()))
     )
     async with destination.receive(plan, CopyContext(jobs, progress)) as receiver:
-        mover = _Mover(receiver, form, jobs, progress, plan.local_files)
+        mover = _Mover(receiver, declared, jobs, progress, plan.local_files)
         with collapse_errors():
             async with anyio.create_task_group() as tg:
                 started = 0
-                # Into an archive a small layer's move is all local CPU work: batch them. A
-                # store or a registry does I/O per layer (a write, an upload): one task each.
-                batches = form is LayerForm.UNCOMPRESSED
+                # Where a small layer's move is all local CPU work (into an archive), batch
+                # them; a store or a registry does I/O per layer (a write, an upload): one task
+                # each.
+                batches = declared.batches_small_layers
                 small: list[tuple[Layer, BlobSource, LocalBlob]] = []
                 batched: dict[str, bool] = {}  # key -> moved in a batch (decided once)
                 for image in plan.images:
@@ -130,7 +139,10 @@ async def copy(
                         key = form.key(layer)
                         if key not in batched:
                             batched[key] = (
-                                batches and local is not None and layer.blob.size <= SMALL_BLOB
+                                batches
+                                and local is not None
+                                and layer.blob.size <= SMALL_BLOB
+                                and image.image.source.capabilities.concurrent
                             )
                             if batched[key]:
                                 assert local is not None
@@ -161,9 +173,12 @@ def _with_local_files(plan: CopyPlan) -> CopyPlan:
     """The plan, with each layer's local file as its (first) source describes it."""
     local_files: dict[str, LocalBlob] = {}
     for image in plan.images:
+        source = image.image.source
+        if not source.capabilities.local_files:
+            continue
         for layer in image.image.layers:
             if layer.blob.digest not in local_files:
-                local = image.image.source.local_file(layer.blob)
+                local = source.local_file(layer.blob)
                 if local is not None:
                     local_files[layer.blob.digest] = local
     return replace(plan, local_files=local_files)
@@ -175,16 +190,17 @@ class _Mover:
     def __init__(
         self,
         receiver: Receiver[object],
-        form: LayerForm,
+        declared: DestinationCapabilities,
         jobs: int,
         progress: ProgressCallback,
         local_files: Mapping[str, LocalBlob],
     ) -> None:
         self.receiver = receiver
+        self.declared = declared
         self.local_files = local_files
         #: The stored bytes each batched move of a small local layer read.
         self.small_fetched: list[int] = []
-        self.form = form
+        self.form = declared.layer_form
         self.progress = progress
         self.slots = anyio.CapacityLimiter(jobs)
         #: Batches of small layers are Python-heavy CPU work: run one at a time, beside the
@@ -195,6 +211,28 @@ class _Mover:
         self.threads = anyio.CapacityLimiter(DECODE_THREADS)
         #: Per key: the stored bytes fetched from the source (0: nothing had to be fetched).
         self.once: KeyedOnce[str, int] = KeyedOnce()
+        #: One read at a time from each source that cannot serve blobs concurrently.
+        self._serial: dict[int, tuple[BlobSource, anyio.Lock]] = {}
+
+    async def _holds(self, layer: Layer) -> bool:
+        return self.declared.holds_layers and await self.receiver.has_layer(layer)
+
+    async def _adopts(self, layer: Layer, local: LocalBlob | None, source: BlobSource) -> bool:
+        return (
+            local is not None
+            and self.declared.adopts_local_files
+            and await self.receiver.adopt_file(layer, local, source.description)
+        )
+
+    def _reading(self, source: BlobSource) -> AbstractAsyncContextManager[object]:
+        """Held while a blob of ``source`` is read: a lock of its own if it reads one blob
+        at a time (``capabilities.concurrent`` false), else nothing."""
+        if source.capabilities.concurrent:
+            return nullcontext()
+        known = self._serial.get(id(source))
+        if known is None or known[0] is not source:
+            known = self._serial[id(source)] = (source, anyio.Lock())
+        return known[1]
 
     async def _in_thread(self, function: Callable[..., R], *args: object) -> R:
         return await anyio.to_thread.run_sync(function, *args, limiter=self.threads)
@@ -204,12 +242,8 @@ class _Mover:
 
     async def _move_new(self, layer: Layer, source: BlobSource) -> int:
         key = self.form.key(layer)
-        if await self.receiver.has_layer(layer):
-            self.progress(LayerStarted(key, layer.blob.size))
-            self.progress(LayerDone(key, layer.blob.size))
-            return 0
         local = self.local_files.get(layer.blob.digest)
-        if local is not None and await self.receiver.adopt_file(layer, local, source.description):
+        if await self._holds(layer) or await self._adopts(layer, local, source):
             self.progress(LayerStarted(key, layer.blob.size))
             self.progress(LayerDone(key, layer.blob.size))
             return 0
@@ -217,7 +251,8 @@ class _Mover:
             self.progress(LayerStarted(key, layer.blob.size))
             target = await self.receiver.open_layer(layer)
             try:
-                size = await self._decode(key, layer, source, local, target)
+                async with self._reading(source):
+                    size = await self._decode(key, layer, source, local, target)
                 await target.commit(size)
             except BaseException:
                 with anyio.CancelScope(shield=True):
@@ -235,9 +270,7 @@ class _Mover:
                 for layer, source, local in batch:
                     key = self.form.key(layer)
                     self.progress(LayerStarted(key, layer.blob.size))
-                    if await self.receiver.has_layer(layer) or await self.receiver.adopt_file(
-                        layer, local, source.description
-                    ):
+                    if await self._holds(layer) or await self._adopts(layer, local, source):
                         self.progress(LayerDone(key, layer.blob.size))
                         continue
                     target = await self.receiver.open_layer(layer)

@@ -58,6 +58,8 @@ class SlowBlobSource:
         self.latency = latency
         self.bandwidth = bandwidth
         self.description = inner.description
+        #: A remote store's stand-in: no local files.
+        self.capabilities = dataclasses.replace(inner.capabilities, local_files=False)
 
     @asynccontextmanager
     async def open_blob(self, descriptor: Descriptor) -> AsyncIterator[AsyncIterator[bytes]]:
@@ -72,6 +74,10 @@ class SlowBlobSource:
     def local_file(self, descriptor: Descriptor) -> LocalBlob | None:
         """Always ``None``: a slow source stands in for a remote one, which has no files."""
         return None
+
+    def size_hint(self, descriptor: Descriptor) -> int | None:
+        """The inner source's hint."""
+        return self.inner.size_hint(descriptor)
 
     async def _paced(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         if self.bandwidth is None:
@@ -131,6 +137,7 @@ class CountingBlobSource:
         self.opens: Counter[str] = opens if opens is not None else Counter()
         self.locates: Counter[str] = locates if locates is not None else Counter()
         self.description = inner.description
+        self.capabilities = inner.capabilities
 
     def open_blob(
         self, descriptor: Descriptor
@@ -145,6 +152,10 @@ class CountingBlobSource:
         if local is not None:
             self.locates[descriptor.digest] += 1
         return local
+
+    def size_hint(self, descriptor: Descriptor) -> int | None:
+        """Delegate."""
+        return self.inner.size_hint(descriptor)
 
 
 class CountingStore:

@@ -11,6 +11,11 @@ Sources
     :class:`BlobSource` that serves its blobs (a local store is its own blob source; a registry
     hands out one per repository, because it serves blobs per repository).
 
+Capabilities
+    Each source and destination *declares* what it can do (:class:`BlobCapabilities`,
+    :class:`DestinationCapabilities`); the engine acts on the declarations and never probes
+    for methods or looks inside wrappers.
+
 Destinations
     :class:`Destination` declares the :class:`LayerForm` it keeps layers in, and opens a
     :class:`Receiver` for one copy.  The engine asks the receiver whether it already holds a
@@ -49,15 +54,48 @@ from hatchway.reference import ImageQuery, Reference
 R_co = TypeVar("R_co", covariant=True)
 
 
+@dataclass(frozen=True, slots=True)
+class BlobOrigin:
+    """Where a source reads its blobs from, when that is a registry repository: a destination
+    in the same registry may mount them from there instead of copying them (``registry`` is
+    the host as in a reference, ``host[:port]``)."""
+
+    registry: str
+    repository: str
+
+
+@dataclass(frozen=True, slots=True)
+class BlobCapabilities:
+    """What a blob source can do — declared, never probed for (containers/image declares its
+    sources' abilities the same way).  Wrappers forward their inner source's capabilities,
+    changed where they change what it can do.
+
+    ``concurrent``: blobs may be read several at a time (``False``: the engine reads one at a
+    time, e.g. a source that is one sequential stream).  ``local_files``: :meth:`BlobSource.
+    local_file` may name a file (``False``: it always returns ``None``, and the engine does not
+    ask).  ``size_hints``: :meth:`BlobSource.size_hint` may know a layer's uncompressed size
+    before it is read (``False``: it always returns ``None``).  ``origin``: the registry
+    repository the blobs come from, for mounting (``None``: not a registry).
+    """
+
+    concurrent: bool = True
+    local_files: bool = False
+    size_hints: bool = False
+    origin: BlobOrigin | None = None
+
+
 @runtime_checkable
 class BlobSource(Protocol):
     """Where the blobs of resolved images are read from (a store, one registry repository).
 
-    Implementations must be safe to call concurrently.
+    Implementations must be safe to call concurrently (reads of several blobs at once only
+    when ``capabilities.concurrent`` says so).
     """
 
     #: A short human name for messages, e.g. ``store /var/lib/hatchway/store``.
     description: str
+    #: What this source can do (see :class:`BlobCapabilities`).
+    capabilities: BlobCapabilities
 
     def open_blob(
         self, descriptor: Descriptor
@@ -74,7 +112,8 @@ class BlobSource(Protocol):
 
     def local_file(self, descriptor: Descriptor) -> LocalBlob | None:
         """Where the blob's bytes lie in a file on this machine, if the source keeps blobs in
-        files: a whole file (a store's blob) or a range of one (a member of an archive).
+        files (``capabilities.local_files``): a whole file (a store's blob) or a range of one
+        (a member of an archive).
 
         A capability, not a promise that the bytes are intact: the engine reads them itself
         (in steps on worker threads instead of through :meth:`open_blob`) and still verifies
@@ -82,16 +121,11 @@ class BlobSource(Protocol):
         """
         ...
 
-    # Optional, not part of the protocol (sources written before it need not have it):
-    # ``size_hint(descriptor) -> int | None``, what the blob is expected to inflate to (a
-    # registry's gzip trailer, read while the image resolved).  Read it with size_hint().
-
-
-def size_hint(source: BlobSource, descriptor: Descriptor) -> int | None:
-    """The uncompressed size ``source`` expects ``descriptor``'s blob to have, if it offers
-    such hints (never trusted: a hint only lets a destination plan ahead)."""
-    hint = getattr(source, "size_hint", None)
-    return hint(descriptor) if hint is not None else None
+    def size_hint(self, descriptor: Descriptor) -> int | None:
+        """What the blob is expected to inflate to, if the source knows before reading it
+        (``capabilities.size_hints``; a registry's gzip trailer, read while the image
+        resolved).  Never trusted: a hint only lets a destination plan ahead."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,8 +276,9 @@ class LayerTarget(Protocol):
 class Receiver(Protocol[R_co]):
     """One copy's way into a destination, from the first layer to :meth:`commit`.
 
-    The engine calls :meth:`has_layer`, :meth:`adopt_file` and :meth:`open_layer` concurrently
-    (for different layers) and each at most once per layer key; :meth:`commit` once, after
+    The engine calls :meth:`has_layer` (if the destination ``holds_layers``), :meth:`adopt_file`
+    (if it ``adopts_local_files``) and :meth:`open_layer` concurrently (for different layers)
+    and each at most once per layer key; :meth:`commit` once, after
     every layer is in place.  Leaving the :meth:`Destination.receive` context without a
     commit (an error, a cancellation) must leave the destination as it was — apart from
     verified, content-addressed blobs a store may keep.
@@ -269,13 +304,35 @@ class Receiver(Protocol[R_co]):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class DestinationCapabilities:
+    """What a destination does with layers — declared, so that the engine acts on it instead of
+    inferring it from the destination's kind.
+
+    ``layer_form``: the form layers are kept in (what the engine decodes to and verifies).
+    ``holds_layers``: :meth:`Receiver.has_layer` may answer ``True`` (a store, a registry;
+    ``False``: every layer moves and the engine does not ask).  ``adopts_local_files``:
+    :meth:`Receiver.adopt_file` may take a local file (``False``: never offered).
+    ``batches_small_layers``: a small local layer's move is local CPU work only (no I/O of the
+    destination's own per layer, as into an archive's staging), so the engine moves such
+    layers in batches.  ``writes_in_place``: layers can be written straight to their final
+    place when their sizes are known in advance, so size hints are worth gathering.
+    """
+
+    layer_form: LayerForm
+    holds_layers: bool = False
+    adopts_local_files: bool = False
+    batches_small_layers: bool = False
+    writes_in_place: bool = False
+
+
 class Destination(Protocol[R_co]):
     """Where a copy puts images: an archive, the local store, a registry."""
 
     #: A short human name for messages.
     description: str
-    #: The form layers are kept in (what the engine decodes to, and verifies).
-    layer_form: LayerForm
+    #: What the destination does with layers (see :class:`DestinationCapabilities`).
+    capabilities: DestinationCapabilities
 
     def receive(
         self, plan: CopyPlan, context: CopyContext

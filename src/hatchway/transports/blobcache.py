@@ -34,7 +34,7 @@ from hatchway.files import write_all
 from hatchway.limits import CHUNK_SIZE
 from hatchway.model import Descriptor, Platform, hex_of
 from hatchway.reference import ImageQuery
-from hatchway.transports.base import BlobSource, LocalBlob, ResolvedImage, Source, size_hint
+from hatchway.transports.base import BlobSource, LocalBlob, ResolvedImage, Source
 
 
 class _Entry:
@@ -217,6 +217,8 @@ class _CachingBlobSource:
         self.inner = inner
         self.cache = cache
         self.description = inner.description
+        #: A fetched remote blob is published as a file of the cache.
+        self.capabilities = replace(inner.capabilities, local_files=True)
 
     def open_blob(
         self, descriptor: Descriptor
@@ -233,7 +235,7 @@ class _CachingBlobSource:
         return LocalBlob(str(published)) if published is not None else None
 
     def size_hint(self, descriptor: Descriptor) -> int | None:
-        return size_hint(self.inner, descriptor)
+        return self.inner.size_hint(descriptor)
 
 
 class _CachingSource:

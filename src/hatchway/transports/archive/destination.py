@@ -39,7 +39,14 @@ from hatchway.transports.archive.staging import (
     remove_staging_dir,
 )
 from hatchway.transports.archive.writers import lay_out
-from hatchway.transports.base import CopyContext, CopyPlan, LayerForm, LocalBlob, size_hint
+from hatchway.transports.base import (
+    BlobSource,
+    CopyContext,
+    CopyPlan,
+    DestinationCapabilities,
+    LayerForm,
+    LocalBlob,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +62,6 @@ class ArchiveDestination:
     """Write one archive of ``archive_format`` into ``output``, staging under ``tmpdir``
     (default: the output's own choice, beside a file output)."""
 
-    layer_form = LayerForm.UNCOMPRESSED
-
     def __init__(
         self,
         output: ArchiveOutput,
@@ -68,12 +73,15 @@ class ArchiveDestination:
         self.archive_format = archive_format
         self.tmpdir = tmpdir
         self.description = output.description
-
-    @property
-    def writes_in_place(self) -> bool:
-        """Whether layers may be decoded straight into the output (when their sizes are
-        known in advance): a file output that is not compressed."""
-        return self.output.placement() is not None
+        # Local uncompressed files are adopted only by an output that discards everything on
+        # error (it verifies them while copying them); layers go straight into the output when
+        # it is a file that is not compressed.
+        self.capabilities = DestinationCapabilities(
+            LayerForm.UNCOMPRESSED,
+            adopts_local_files=output.discards_on_error,
+            batches_small_layers=True,
+            writes_in_place=output.placement() is not None,
+        )
 
     @asynccontextmanager
     async def receive(
@@ -103,7 +111,7 @@ class ArchiveDestination:
             return None
         local = plan.local_files
         layers = [
-            (la, local.get(la.blob.digest), size_hint(i.image.source, la.blob))
+            (la, local.get(la.blob.digest), _size_hint(i.image.source, la))
             for i in plan.images
             for la in i.image.layers
         ]
@@ -121,6 +129,10 @@ class ArchiveDestination:
                 await temp.discard()
             raise
         return _PipelinedReceiver(self, plan, directory, context, temp, file, laid_out)
+
+
+def _size_hint(source: BlobSource, layer: Layer) -> int | None:
+    return source.size_hint(layer.blob) if source.capabilities.size_hints else None
 
 
 def _plan(
@@ -150,8 +162,6 @@ class _ArchiveReceiver:
 
     async def adopt_file(self, layer: Layer, local: LocalBlob, source: str) -> bool:
         if layer.compression is not Compression.NONE:
-            return False
-        if not self._destination.output.discards_on_error:
             return False
         self._staged[layer.diff_id] = StagedLayer(
             layer.diff_id,

@@ -68,7 +68,7 @@ from hatchway.transports.archive.docker_reader import (
 from hatchway.transports.archive.files import DirFiles, LayoutFiles, TarFiles, blob_name
 from hatchway.transports.archive.tarindex import ArchiveDamage, TarIndex
 from hatchway.transports.archive.unpack import Scratch
-from hatchway.transports.base import LocalBlob, ResolvedImage
+from hatchway.transports.base import BlobCapabilities, LocalBlob, ResolvedImage
 from hatchway.transports.images import load_image
 from hatchway.transports.layout.spec import (
     IMAGE_NAME_ANNOTATION,
@@ -162,6 +162,8 @@ class _Blobs:
     """The blob source half every opened archive shares: ranges of a file by digest."""
 
     description: str
+    #: Every blob is a file or a byte range of one (a member of the archive).
+    capabilities = BlobCapabilities(local_files=True)
 
     def _locate(self, digest: str) -> tuple[LocalBlob, Callable[[], Iterator[bytes]]] | None:
         raise NotImplementedError
@@ -169,6 +171,9 @@ class _Blobs:
     def local_file(self, descriptor: Descriptor) -> LocalBlob | None:
         found = self._locate(descriptor.digest)
         return None if found is None else found[0]
+
+    def size_hint(self, descriptor: Descriptor) -> int | None:
+        return None
 
     @asynccontextmanager
     async def open_blob(self, descriptor: Descriptor) -> AsyncIterator[AsyncIterator[bytes]]:

@@ -37,7 +37,14 @@ from hatchway.transports.archive.docker_reader import check_v1_directories, raw_
 from hatchway.transports.archive.files import TarFiles, blob_name
 from hatchway.transports.archive.source import ArchiveStore, DockerArchive, OCILayout
 from hatchway.transports.archive.tarindex import ArchiveDamage, TarIndex
-from hatchway.transports.base import CopyContext, CopyPlan, LayerForm, LocalBlob, ResolvedImage
+from hatchway.transports.base import (
+    CopyContext,
+    CopyPlan,
+    DestinationCapabilities,
+    LayerForm,
+    LocalBlob,
+    ResolvedImage,
+)
 from hatchway.transports.layout.spec import entry_reference
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
@@ -387,7 +394,9 @@ class VerifyingDestination:
     """Where ``verify`` copies a bundle: layers uncompressed (so both digests are checked),
     nothing kept.  Its result is each layer's uncompressed size, by diffID."""
 
-    layer_form = LayerForm.UNCOMPRESSED
+    #: Every layer decompressed (both digests checked), none kept; small local layers are
+    #: pure CPU work, moved in batches.
+    capabilities = DestinationCapabilities(LayerForm.UNCOMPRESSED, batches_small_layers=True)
     description = "verification"
 
     @asynccontextmanager

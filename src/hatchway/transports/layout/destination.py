@@ -44,7 +44,13 @@ from hatchway.files import RegularFileReader, atomic_write, read_regular, write_
 from hatchway.limits import CHUNK_SIZE, MAX_DOCUMENT_SIZE
 from hatchway.model import Descriptor, Layer, hex_of, parse_index, parse_json_object, sha256_digest
 from hatchway.reference import Reference
-from hatchway.transports.base import CopyContext, CopyPlan, LayerForm, LocalBlob
+from hatchway.transports.base import (
+    CopyContext,
+    CopyPlan,
+    DestinationCapabilities,
+    LayerForm,
+    LocalBlob,
+)
 from hatchway.transports.layout.spec import (
     IMAGE_NAME_ANNOTATION,
     INDEX_LOCK_NAME,
@@ -322,7 +328,8 @@ class StoredImage:
 class LayoutDestination:
     """The local store as a copy's destination: layers kept as the source stores them."""
 
-    layer_form = LayerForm.STORED
+    #: Blobs the store holds intact are not moved again.
+    capabilities = DestinationCapabilities(LayerForm.STORED, holds_layers=True)
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.writer = LayoutWriter(root)

@@ -45,7 +45,7 @@ from hatchway.model import (
     sha256_digest,
 )
 from hatchway.reference import ImageQuery, Reference
-from hatchway.transports.base import LocalBlob, ResolvedImage
+from hatchway.transports.base import BlobCapabilities, LocalBlob, ResolvedImage
 from hatchway.transports.images import load_image
 from hatchway.transports.layout.spec import (
     INDEX_NAME,
@@ -97,6 +97,9 @@ class _Index:
 class OCILayoutStore:
     """Images in an OCI image layout directory.  See the module docstring for naming."""
 
+    #: Blobs are files of the layout, read concurrently.
+    capabilities = BlobCapabilities(local_files=True)
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.description = f"store {self.root}"
@@ -146,6 +149,9 @@ class OCILayoutStore:
 
     def local_file(self, descriptor: Descriptor) -> LocalBlob | None:
         return LocalBlob(str(self._blob_path(descriptor.digest)))
+
+    def size_hint(self, descriptor: Descriptor) -> int | None:
+        return None
 
     async def aclose(self) -> None:
         self._entries = None

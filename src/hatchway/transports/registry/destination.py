@@ -45,12 +45,18 @@ from hatchway.errors import DigestMismatch, RegistryError
 from hatchway.model import Descriptor, Layer, replace_layers, sha256_digest
 from hatchway.progress import UploadAdvanced, UploadDone, UploadStarted
 from hatchway.transports.archive.staging import make_staging_dir, remove_staging_dir
-from hatchway.transports.base import CopyContext, CopyImage, CopyPlan, LayerForm, LocalBlob
+from hatchway.transports.base import (
+    CopyContext,
+    CopyImage,
+    CopyPlan,
+    DestinationCapabilities,
+    LayerForm,
+    LocalBlob,
+)
 from hatchway.transports.registry.client import RegistryClient
 from hatchway.transports.registry.options import RegistryOptions
 from hatchway.transports.registry.protocol import push_scope
 from hatchway.transports.registry.push_plan import PushPlan
-from hatchway.transports.registry.source import RepositorySource
 from hatchway.transports.registry.staged import StagedLayer, hash_file
 from hatchway.transports.registry.targets import PushName, PushTarget
 from hatchway.transports.registry.upload import BlobUploader, StagedBlob
@@ -84,7 +90,11 @@ class RegistryDestination:
     """Push into the registry of ``target``, compressing uncompressed layers with
     ``compression``; staging (only what must be compressed or fetched) under ``tmpdir``."""
 
-    layer_form = LayerForm.STORED
+    #: Blobs the registry has are skipped; a stored-form local layer file is uploaded from
+    #: where it is, hashed first.
+    capabilities = DestinationCapabilities(
+        LayerForm.STORED, holds_layers=True, adopts_local_files=True
+    )
 
     def __init__(
         self,
@@ -238,11 +248,9 @@ class _PushReceiver:
 
     def _same_registry(self, digest: str) -> str | None:
         """The source repository, when the blob comes from this very registry."""
-        source = self._layout.sources[digest]
-        while not isinstance(source, RepositorySource) and hasattr(source, "inner"):
-            source = source.inner  # a wrapper (a session's cache, a test's probe) keeps it here
-        if isinstance(source, RepositorySource) and source.client.domain == self._client.domain:
-            return source.repository
+        origin = self._layout.sources[digest].capabilities.origin
+        if origin is not None and origin.registry == self._client.domain:
+            return origin.repository
         return None
 
     async def stage(self, layer: Layer, blob: StagedBlob, descriptor: Descriptor) -> None:

@@ -51,7 +51,7 @@ from hatchway.model import (
     sha256_digest,
 )
 from hatchway.reference import DEFAULT_TAG, ImageQuery, Reference
-from hatchway.transports.base import LocalBlob, ResolvedImage
+from hatchway.transports.base import BlobCapabilities, BlobOrigin, LocalBlob, ResolvedImage
 from hatchway.transports.images import load_image
 from hatchway.transports.registry.client import FetchedDocument, RegistryClient
 from hatchway.transports.registry.mirrors import Endpoint, RegistriesConf, load_registries_conf
@@ -65,6 +65,9 @@ class RepositorySource:
         self.client = client
         self.repository = repository
         self.description = f"registry {client.domain}, repository {repository}"
+        self.capabilities = BlobCapabilities(
+            size_hints=True, origin=BlobOrigin(client.domain, repository)
+        )
 
     def open_blob(
         self, descriptor: Descriptor
