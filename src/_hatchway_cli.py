@@ -9,7 +9,10 @@ Until an operation starts (while modules are imported, arguments parsed, an imag
 from standard input), nothing exists that a stop would have to clean up, so a stop signal
 ends the command at once — with the line and status a stop has at any other time, instead of
 a ``KeyboardInterrupt`` traceback or a silent death.  Once an operation runs,
-``hatchway.cli.signals`` takes over.  Standard library only.
+``hatchway.cli.signals`` takes over.  What this module learned before the commands were
+imported (the signals noted so far, the standard descriptors found closed) is handed to them as
+a :class:`Start` (click's ``obj``): the commands never import this module back.  Standard
+library only.
 """
 
 from __future__ import annotations
@@ -111,6 +114,30 @@ def hold_standard_descriptors() -> None:
     closed_at_start = frozenset(closed)
 
 
+class Start:
+    """What the command's first lines know, for the commands (``hatchway.cli.signals.Start``
+    describes it): the stop signals, the ones noted so far, how to note and ignore them and
+    what a stop means, and which standard descriptors were closed at start."""
+
+    stop_signals = STOP_SIGNALS
+
+    def __init__(self) -> None:
+        self.received = received
+        self.closed_at_start = closed_at_start
+
+    @staticmethod
+    def note(signum: int, frame: object) -> None:
+        note(signum, frame)
+
+    @staticmethod
+    def ignore() -> None:
+        ignore()
+
+    @staticmethod
+    def outcome(signum: int) -> tuple[int, str]:
+        return outcome(signum)
+
+
 def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
     """The ``hatchway`` command (arguments from ``sys.argv`` unless given)."""
     install()
@@ -119,7 +146,7 @@ def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
         from hatchway.cli.commands import commands
 
         check()
-        commands.main(args=args, prog_name=prog_name)
+        commands.main(args=args, prog_name=prog_name, obj=Start())
     except Stopped as stop:
         ignore()
         code, message = outcome(stop.signum)

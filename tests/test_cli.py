@@ -231,7 +231,7 @@ PLANTED_FAULT = """
 import sys
 import click
 import hatchway
-import hatchway.cli
+import _hatchway_cli
 import hatchway.transports.archive.destination as destination
 
 fault = eval(sys.argv[1])
@@ -241,7 +241,7 @@ def planted(*args, **kwargs):
 
 destination.plan_archive = planted
 sys.argv = ["hatchway", *sys.argv[2:]]
-hatchway.cli.main()
+_hatchway_cli.main()
 """
 
 

@@ -188,7 +188,7 @@ def _catches(pid: int, signum: int) -> bool:
 
 LATE_SIGNAL = """
 import os, signal, sys
-import hatchway.cli, hatchway.session
+import _hatchway_cli, hatchway.session
 
 original = hatchway.session.Session.save
 
@@ -199,7 +199,7 @@ async def save(self, *args, **kwargs):
 
 hatchway.session.Session.save = save
 sys.argv = ["hatchway", *sys.argv[1:]]
-hatchway.cli.main()
+_hatchway_cli.main()
 """
 
 

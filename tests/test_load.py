@@ -184,7 +184,7 @@ async def test_concurrent_loads_into_one_new_store_keep_every_entry(
 STOP_MID_LAYER = """
 import os, signal, sys
 import anyio
-import hatchway.cli
+import _hatchway_cli
 from hatchway.transports.layout.destination import BlobFile
 
 async def commit(self, size):
@@ -193,7 +193,7 @@ async def commit(self, size):
 
 BlobFile.commit = commit
 sys.argv = ["hatchway", *sys.argv[1:]]
-hatchway.cli.main()
+_hatchway_cli.main()
 """
 
 

@@ -58,10 +58,11 @@ from hatchway.results import (
     PushResult,
     SavedImage,
     SaveResult,
+    VerifiedImage,
+    VerifyReport,
 )
 from hatchway.session import Progress, Session, default_store_path, progress_stream
 from hatchway.transports.archive.outputs import Output
-from hatchway.transports.archive.verify import VerifiedImage, VerifyReport
 from hatchway.transports.base import (
     BlobCapabilities,
     BlobOrigin,

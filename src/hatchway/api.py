@@ -23,10 +23,9 @@ from collections.abc import Sequence
 from hatchway.formats import ArchiveFormat
 from hatchway.limits import DEFAULT_JOBS
 from hatchway.model import Compression, Platform
-from hatchway.results import LoadResult, PullResult, PushResult, SaveResult
+from hatchway.results import LoadResult, PullResult, PushResult, SaveResult, VerifyReport
 from hatchway.session import Progress, Session, default_store_path
 from hatchway.transports.archive.outputs import Output
-from hatchway.transports.archive.verify import VerifyReport
 from hatchway.transports.base import Source
 from hatchway.transports.layout.source import ImageSummary, OCILayoutStore
 from hatchway.transports.registry.options import RegistryOptions

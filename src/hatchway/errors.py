@@ -14,6 +14,8 @@
     ├── StoreError                 a store that cannot be read or is malformed (store, message)
     │   ├── BlobNotFound           a blob the manifests name but the store lacks (digest)
     │   ├── UnsupportedMediaType   a manifest, index or layer type hatchway cannot export
+    │   ├── ArchiveDamage          an archive that is not a well-formed tar, or a member of it
+    │   │                          that is unusable (member)
     │   └── RegistryError          a registry refused or failed a request (registry,
     │                              repository, status, code, message)
     ├── OutputError                the archive cannot be written where it was asked to go
@@ -120,6 +122,15 @@ class UnsupportedMediaType(StoreError):
     def __init__(self, store: str, media_type: str, what: str = "content") -> None:
         self.media_type = media_type
         super().__init__(store, f"unsupported media type for {what}: {media_type!r}")
+
+
+class ArchiveDamage(StoreError):
+    """The archive is not a well-formed tar, or a member of it is unusable.  ``member`` names
+    the member (``None`` when the tar itself is broken)."""
+
+    def __init__(self, store: str, message: str, member: str | None = None) -> None:
+        self.member = member
+        super().__init__(store, message)
 
 
 class RegistryError(StoreError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +87,38 @@ class LoadResult:
     images: tuple[LoadedImage, ...]
     blobs_stored: int
     bytes_stored: int
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedImage:
+    """One image found in a bundle: its ID, its recorded names and its layer count."""
+
+    id: str
+    tags: tuple[str, ...]
+    layers: int
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """What ``verify`` found in one archive.
+
+    ``ok`` is true when every check passed; otherwise ``problem`` is the first failure (one
+    line) and ``member`` the member it names (``None`` for the tar as a whole).  ``layouts``
+    lists what the archive carries (``manifest.json``, ``index.json``, ``repositories``, ``v1``
+    for legacy directories); ``compression`` how the file was compressed; ``size`` the tar's
+    size; ``layers`` the distinct layers and ``layer_bytes`` their uncompressed bytes.
+    """
+
+    archive: str
+    ok: bool
+    problem: str | None = None
+    member: str | None = None
+    compression: str = "none"
+    layouts: tuple[str, ...] = ()
+    members: int = 0
+    size: int = 0
+    images: tuple[VerifiedImage, ...] = ()
+    tags: int = 0
+    layers: int = 0
+    layer_bytes: int = 0
+    checks: tuple[str, ...] = field(default=())

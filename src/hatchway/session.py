@@ -32,6 +32,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from hatchway.engine.copy import check_jobs, copy
+from hatchway.engine.verify import verify_archive
 from hatchway.errors import HatchwayError
 from hatchway.formats import ArchiveFormat
 from hatchway.limits import DEFAULT_JOBS
@@ -47,11 +48,11 @@ from hatchway.results import (
     PushResult,
     SavedImage,
     SaveResult,
+    VerifyReport,
 )
 from hatchway.transports.archive.destination import ArchiveDestination
 from hatchway.transports.archive.outputs import Output, check_outside, output_for
 from hatchway.transports.archive.source import ArchiveStore
-from hatchway.transports.archive.verify import VerifyReport, verify_archive
 from hatchway.transports.base import Source
 from hatchway.transports.blobcache import BlobCache
 from hatchway.transports.layout.destination import LayoutDestination

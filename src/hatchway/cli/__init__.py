@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from _hatchway_cli import main  # the entry point: stop signals are handled before any import
-
 # When httpx is imported it also imports its own command-line tool, if what that needs is
 # installed (rich, pygments, click: ~50 ms of this command's start-up).  This process is
 # ours and never runs that tool: its import fails, and httpx falls back to a stub.
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-
-__all__ = ["main"]

@@ -8,9 +8,9 @@ from typing import IO
 
 import click
 
-import _hatchway_cli as early
 import hatchway
 from hatchway import ArchiveFormat, Platform, ProgressCallback, SaveResult
+from hatchway.cli import signals
 from hatchway.cli.console import human_size
 from hatchway.cli.names import collect_names, images_from_option
 from hatchway.cli.options import (
@@ -106,7 +106,7 @@ def save_command(
     """
     all_names = collect_names(names, images_from)
     to_stdout = output in (None, "-")
-    if to_stdout and 1 in early.closed_at_start:
+    if to_stdout and 1 in signals.start().closed_at_start:
         click.echo("hatchway: error: standard output is closed; use -o FILE", err=True)
         raise SystemExit(1)
     if to_stdout and _stdout_is_terminal():

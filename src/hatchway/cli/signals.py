@@ -19,17 +19,46 @@ from __future__ import annotations
 import gc
 import os
 import signal
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
 
 import anyio
 import click
 
-import _hatchway_cli as early
-from _hatchway_cli import STOP_SIGNALS, ignore, outcome
 from hatchway import HatchwayError
 
 T = TypeVar("T")
+
+
+class Start(Protocol):
+    """What the command's entry point (``_hatchway_cli``, which installs the stop-signal
+    handlers before anything else is imported) hands the commands as click's ``obj``."""
+
+    #: The signals that stop a command.
+    stop_signals: Sequence[int]
+    #: Stop signals received so far (the entry point's handlers note each one here).
+    received: list[int]
+    #: The standard descriptors (0, 1, 2) that were closed when the command started.
+    closed_at_start: frozenset[int]
+
+    def note(self, signum: int, frame: object) -> None:
+        """A signal handler that only keeps the signal in :attr:`received`."""
+        ...
+
+    def ignore(self) -> None:
+        """Ignore every stop signal from now on."""
+        ...
+
+    def outcome(self, signum: int) -> tuple[int, str]:
+        """The exit status and the last line of a command stopped by ``signum``."""
+        ...
+
+
+def start() -> Start:
+    """The running command's :class:`Start` (click's ``obj``, set by the entry point)."""
+    obj = click.get_current_context().find_root().obj
+    assert obj is not None, "the command runs from its entry point, _hatchway_cli.main"
+    return obj  # type: ignore[no-any-return]
 
 
 class Exit(Exception):
@@ -58,7 +87,7 @@ class _Terminated(Exception):
         self.signum = signum
 
 
-async def _cancel_on_signals(fn: Callable[[], Awaitable[T]]) -> T:
+async def _cancel_on_signals(early: Start, fn: Callable[[], Awaitable[T]]) -> T:
     """Run ``fn``, cancelling it (so that its shielded cleanup runs) on the first stop signal.
 
     The signal receiver stays open until ``fn`` has returned or raised — its cleanup included
@@ -69,7 +98,8 @@ async def _cancel_on_signals(fn: Callable[[], Awaitable[T]]) -> T:
     """
     received: list[int] = []
     result: list[T] = []
-    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+    stops = [signal.Signals(s) for s in early.stop_signals]
+    with anyio.open_signal_receiver(*stops) as signals:
         work = anyio.CancelScope()
         if early.received:  # a signal arrived before the receiver was there: act on it now
             received.append(early.received[0])
@@ -106,6 +136,7 @@ def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 def run(fn: Callable[[], Awaitable[T]]) -> T:
     """Run ``fn`` on trio; raise :class:`Exit` for every outcome but success."""
+    early = start()
     # Start-up is done: the collector need never walk the imported modules' objects again
     # (full collections during a save of a thousand images get that much shorter).
     gc.freeze()
@@ -114,23 +145,23 @@ def run(fn: Callable[[], Awaitable[T]]) -> T:
     # one noted before it, and one after it cannot kill the process before its last line
     # (the receiver restores the handlers it found, so these are what it restores).  One
     # already noted — its exception dropped during start-up — is acted on too.
-    for signum in STOP_SIGNALS:
+    for signum in early.stop_signals:
         signal.signal(signum, early.note)
     try:
-        return _outcome(fn)
+        return _outcome(early, fn)
     finally:
         # The outcome is decided — the archive committed or discarded — and a stop signal
         # from now on could only make the command lie about it, or cut its last line short.
-        ignore()
+        early.ignore()
 
 
-def _outcome(fn: Callable[[], Awaitable[T]]) -> T:
+def _outcome(early: Start, fn: Callable[[], Awaitable[T]]) -> T:
     try:
-        return anyio.run(_cancel_on_signals, fn, backend="trio")
+        return anyio.run(_cancel_on_signals, early, fn, backend="trio")
     except HatchwayError as exc:
         raise error(exc) from None
     except _Terminated as exc:
-        raise Exit(*outcome(exc.signum)) from None  # run() ignores further signals
+        raise Exit(*early.outcome(exc.signum)) from None  # run() ignores further signals
     except KeyboardInterrupt:  # a SIGINT handler not ours (the command always installs one)
         raise Exit(130, "hatchway: interrupted") from None
     except OSError as exc:

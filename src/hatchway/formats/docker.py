@@ -31,7 +31,7 @@ from hatchway.model import (
     hex_of,
     sha256_digest,
 )
-from hatchway.transports.layout.spec import (
+from hatchway.oci_layout import (
     INDEX_NAME,
     OCI_LAYOUT_BYTES,
     index_document,

@@ -35,7 +35,7 @@ from hatchway.model import (
     OCI_LAYER,
     OCI_MANIFEST,
 )
-from hatchway.transports.layout.spec import (
+from hatchway.oci_layout import (
     IMAGE_NAME_ANNOTATION,
     INDEX_NAME,
     OCI_LAYOUT_BYTES,

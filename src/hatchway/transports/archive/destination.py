@@ -29,15 +29,10 @@ from hatchway.formats import ArchiveFormat, ExportImage, Member, archive_size, p
 from hatchway.limits import MEMORY_STAGING
 from hatchway.model import Compression, Layer
 from hatchway.progress import WriteAdvanced, WriteStarted
+from hatchway.staging import make_staging_dir, remove_staging_dir
 from hatchway.transports.archive.outputs import ArchiveOutput
 from hatchway.transports.archive.pipeline import Placed, PlacedTarget, predict_sizes
-from hatchway.transports.archive.staging import (
-    MemoryBudget,
-    StagedLayer,
-    StagingFile,
-    make_staging_dir,
-    remove_staging_dir,
-)
+from hatchway.transports.archive.staging import MemoryBudget, StagedLayer, StagingFile
 from hatchway.transports.archive.writers import lay_out
 from hatchway.transports.base import (
     BlobSource,

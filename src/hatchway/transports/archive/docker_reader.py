@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hatchway.decode import LayerDecoder
-from hatchway.errors import InvalidReference, MalformedContent, StoreError
+from hatchway.errors import ArchiveDamage, InvalidReference, MalformedContent, StoreError
 from hatchway.formats.plan import compact_json
 from hatchway.model import (
     OCI_CONFIG,
@@ -40,7 +40,7 @@ from hatchway.model import (
     parse_json_object,
 )
 from hatchway.reference import DEFAULT_TAG, Reference, parse_reference
-from hatchway.transports.archive.tarindex import ArchiveDamage, TarIndex, TarMember, sniff
+from hatchway.transports.archive.tarindex import TarIndex, TarMember, sniff
 
 _HEX64 = re.compile(r"[a-f0-9]{64}")
 _UNKNOWN = "sha256:" + "0" * 64

@@ -54,7 +54,7 @@ class TarFiles:
         return name in self.index
 
     def read(self, name: str, limit: int = MAX_DOCUMENT_SIZE) -> bytes:
-        """Raises :class:`~.tarindex.ArchiveDamage` naming the member when it is missing."""
+        """Raises :class:`~hatchway.errors.ArchiveDamage` naming the member when it is missing."""
         return self.index.read(name, limit)
 
     def local(self, name: str) -> LocalBlob:

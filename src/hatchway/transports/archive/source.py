@@ -13,7 +13,7 @@ included, each with the names recorded for it); ``@N`` the N-th (from 0); a REF 
 recorded under that name — in a docker archive a ``RepoTags`` entry, in an OCI layout an
 ``org.opencontainers.image.ref.name`` or ``io.containerd.image.name`` annotation, compared as
 written or as a normalised name.  How OCI entries are named follows the store's naming rule
-(``transports/layout/spec.py``): a bare tag (``bookworm``, as skopeo writes) names no
+(``hatchway.oci_layout``): a bare tag (``bookworm``, as skopeo writes) names no
 repository, so such an image is copied untagged, reachable by its ID.
 
 What the source verifies (the source's half of ``transports/base.py``): every document it
@@ -34,6 +34,7 @@ import anyio
 
 from hatchway.concurrency import KeyedOnce
 from hatchway.errors import (
+    ArchiveDamage,
     DigestMismatch,
     MalformedContent,
     NoSuchImage,
@@ -53,6 +54,13 @@ from hatchway.model import (
     parse_json_object,
     sha256_digest,
 )
+from hatchway.oci_layout import (
+    IMAGE_NAME_ANNOTATION,
+    INDEX_NAME,
+    LAYOUT_VERSION,
+    REF_NAME_ANNOTATION,
+    entry_reference,
+)
 from hatchway.reference import (
     ImageQuery,
     Reference,
@@ -66,17 +74,10 @@ from hatchway.transports.archive.docker_reader import (
     synthesize_manifest,
 )
 from hatchway.transports.archive.files import DirFiles, LayoutFiles, TarFiles, blob_name
-from hatchway.transports.archive.tarindex import ArchiveDamage, TarIndex
+from hatchway.transports.archive.tarindex import TarIndex
 from hatchway.transports.archive.unpack import Scratch
 from hatchway.transports.base import BlobCapabilities, LocalBlob, ResolvedImage
 from hatchway.transports.images import load_image
-from hatchway.transports.layout.spec import (
-    IMAGE_NAME_ANNOTATION,
-    INDEX_NAME,
-    LAYOUT_VERSION,
-    REF_NAME_ANNOTATION,
-    entry_reference,
-)
 
 
 class ArchiveStore:

@@ -12,8 +12,6 @@ that copies it into an output that any failure discards.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -149,22 +147,3 @@ class StagingFile:
 
 def _create(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-
-
-async def make_staging_dir(parent: str | os.PathLike[str]) -> Path:
-    """Create a private staging directory under ``parent``."""
-    try:
-        path = await anyio.to_thread.run_sync(
-            lambda: tempfile.mkdtemp(prefix=".hatchway-staging-", dir=parent)
-        )
-    except OSError as exc:
-        raise OutputError(
-            f"cannot create a staging directory in {parent}: {exc.strerror}"
-        ) from None
-    return Path(path)
-
-
-async def remove_staging_dir(path: Path) -> None:
-    """Remove a staging directory and everything in it, even while being cancelled."""
-    with anyio.CancelScope(shield=True):
-        await anyio.to_thread.run_sync(lambda: shutil.rmtree(path, ignore_errors=True))

@@ -27,7 +27,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from hatchway.errors import StoreError
+from hatchway.errors import ArchiveDamage, StoreError
 from hatchway.limits import CHUNK_SIZE, MAX_DOCUMENT_SIZE
 from hatchway.model import Compression
 from hatchway.transports.archive.unpack import Scratch, unpack
@@ -37,15 +37,6 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _MAX_LINK_DEPTH = 8
 #: The names standard input goes by (``-`` is ``/dev/stdin``).
 _STDIN = frozenset({"/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"})
-
-
-class ArchiveDamage(StoreError):
-    """The archive is not a well-formed tar, or a member of it is unusable.  ``member`` names
-    the member (``None`` when the tar itself is broken)."""
-
-    def __init__(self, store: str, message: str, member: str | None = None) -> None:
-        self.member = member
-        super().__init__(store, message)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from typing import IO, Any, cast
 import zstandard
 from isal import igzip
 
-from hatchway.errors import StoreError
+from hatchway.errors import ArchiveDamage, StoreError
 from hatchway.limits import CHUNK_SIZE
 from hatchway.model import Compression
 
@@ -94,9 +94,8 @@ def unpack(
 ) -> str:
     """Copy ``file`` (whose first bytes ``head`` were already read), decompressing it, into a
     new file of ``scratch``; return its path.  Raises
-    :class:`~hatchway.transports.archive.tarindex.ArchiveDamage` for damaged compression and
+    :class:`~hatchway.errors.ArchiveDamage` for damaged compression and
     :class:`~hatchway.errors.StoreError` for a read error."""
-    from hatchway.transports.archive.tarindex import ArchiveDamage
 
     fd, plain = scratch.create(description)
     source = _Prefixed(head, file)
@@ -295,7 +294,6 @@ class _TarStart:
         return held
 
     def check(self, block: bytes) -> None:
-        from hatchway.transports.archive.tarindex import ArchiveDamage
 
         what = (
             ""

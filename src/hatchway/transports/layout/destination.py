@@ -43,15 +43,7 @@ from hatchway.errors import DigestMismatch, MalformedContent, OutputError, Store
 from hatchway.files import RegularFileReader, atomic_write, read_regular, write_all
 from hatchway.limits import CHUNK_SIZE, MAX_DOCUMENT_SIZE
 from hatchway.model import Descriptor, Layer, hex_of, parse_index, parse_json_object, sha256_digest
-from hatchway.reference import Reference
-from hatchway.transports.base import (
-    CopyContext,
-    CopyPlan,
-    DestinationCapabilities,
-    LayerForm,
-    LocalBlob,
-)
-from hatchway.transports.layout.spec import (
+from hatchway.oci_layout import (
     IMAGE_NAME_ANNOTATION,
     INDEX_LOCK_NAME,
     INDEX_NAME,
@@ -60,6 +52,14 @@ from hatchway.transports.layout.spec import (
     index_document,
     index_entry,
     name_annotations,
+)
+from hatchway.reference import Reference
+from hatchway.transports.base import (
+    CopyContext,
+    CopyPlan,
+    DestinationCapabilities,
+    LayerForm,
+    LocalBlob,
 )
 
 #: How long a store's temp file must have been untouched to be a killed copy's leftover.

@@ -44,15 +44,15 @@ from hatchway.model import (
     parse_json_object,
     sha256_digest,
 )
-from hatchway.reference import ImageQuery, Reference
-from hatchway.transports.base import BlobCapabilities, LocalBlob, ResolvedImage
-from hatchway.transports.images import load_image
-from hatchway.transports.layout.spec import (
+from hatchway.oci_layout import (
     INDEX_NAME,
     LAYOUT_VERSION,
     entry_reference,
     stored_name,
 )
+from hatchway.reference import ImageQuery, Reference
+from hatchway.transports.base import BlobCapabilities, LocalBlob, ResolvedImage
+from hatchway.transports.images import load_image
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ from hatchway.encode import LayerCompression
 from hatchway.errors import DigestMismatch, RegistryError
 from hatchway.model import Descriptor, Layer, replace_layers, sha256_digest
 from hatchway.progress import UploadAdvanced, UploadDone, UploadStarted
-from hatchway.transports.archive.staging import make_staging_dir, remove_staging_dir
+from hatchway.staging import make_staging_dir, remove_staging_dir
 from hatchway.transports.base import (
     CopyContext,
     CopyImage,
@@ -57,7 +57,7 @@ from hatchway.transports.registry.client import RegistryClient
 from hatchway.transports.registry.options import RegistryOptions
 from hatchway.transports.registry.protocol import push_scope
 from hatchway.transports.registry.push_plan import PushPlan
-from hatchway.transports.registry.staged import StagedLayer, hash_file
+from hatchway.transports.registry.staged import StagedUpload, hash_file
 from hatchway.transports.registry.targets import PushName, PushTarget
 from hatchway.transports.registry.upload import BlobUploader, StagedBlob
 
@@ -184,9 +184,9 @@ class _PushReceiver:
         await self._deliver(blob, self._missing[layer.blob.digest])
         return True
 
-    async def open_layer(self, layer: Layer) -> StagedLayer:
+    async def open_layer(self, layer: Layer) -> StagedUpload:
         encoder = self._layout.compression if self._layout.recompress(layer) else None
-        return await StagedLayer.create(self._directory, layer, encoder, self.stage)
+        return await StagedUpload.create(self._directory, layer, encoder, self.stage)
 
     async def commit(self) -> PushReport:
         pushed: list[list[PushedManifest]] = [[] for _ in self._layout.images]

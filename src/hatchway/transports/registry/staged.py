@@ -1,7 +1,7 @@
 """Where the engine writes a layer that a push must stage: a fetched layer (it is uploaded
 from a local file, so a broken upload can be sent again), or one compressed on the way.
 
-A :class:`StagedLayer` is a :class:`~hatchway.transports.base.LayerTarget`: the engine writes
+A :class:`StagedUpload` is a :class:`~hatchway.transports.base.LayerTarget`: the engine writes
 the stored bytes from worker threads, through a :class:`~hatchway.encode.LayerEncoder` when the
 layer is compressed on the way, into a file of the push's private staging directory; on
 ``commit`` — the engine has verified every byte — the file's digest and size are known and the
@@ -30,7 +30,7 @@ from hatchway.transports.registry.upload import StagedBlob
 OnCommit = Callable[[Layer, StagedBlob, Descriptor], Awaitable[None]]
 
 
-class StagedLayer:
+class StagedUpload:
     """Where the engine writes one layer (a :class:`~hatchway.transports.base.LayerTarget`):
     a staging file, through the encoder when the layer is compressed on the way; committed,
     it is pushed wherever it is missing."""
@@ -54,7 +54,7 @@ class StagedLayer:
     @classmethod
     async def create(
         cls, directory: Path, layer: Layer, compression: Compression | None, on_commit: OnCommit
-    ) -> StagedLayer:
+    ) -> StagedUpload:
         """Open the staging file of ``layer`` in ``directory`` (compressed with
         ``compression``, or kept as stored when ``None``)."""
         path = directory / f"layer-{layer.blob.digest.removeprefix('sha256:')}"
@@ -102,7 +102,7 @@ class StagedLayer:
 class _Sink:
     """The encoder's output, into the staging file."""
 
-    def __init__(self, staged: StagedLayer) -> None:
+    def __init__(self, staged: StagedUpload) -> None:
         self._staged = staged
 
     def write(self, data: bytes | memoryview) -> int:
