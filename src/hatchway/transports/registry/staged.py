@@ -11,7 +11,6 @@ staging directory is removed with everything in it when the push ends, however i
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,10 +18,10 @@ from typing import IO, cast
 
 import anyio
 
+from hatchway.decode import LayerDecoder
 from hatchway.encode import LayerEncoder, compressed_media_type
 from hatchway.errors import DigestMismatch, OutputError, StoreError
-from hatchway.files import write_all
-from hatchway.limits import CHUNK_SIZE
+from hatchway.files import RegularFileReader, write_all
 from hatchway.model import Compression, Descriptor, Layer
 from hatchway.transports.registry.upload import StagedBlob
 
@@ -114,13 +113,22 @@ def _create(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
 
 
-def hash_file(path: str, source: str) -> str:
-    """The sha256 digest of a local file of the source ``source`` (named in errors)."""
-    hasher = hashlib.sha256()
+def check_file(path: str, layer: Layer, source: str) -> None:
+    """Blocking: the local file of ``layer`` (from the source named ``source``) is its blob —
+    digest, size and diffID, as the engine checks a layer it moves — or raise.  Stops between
+    chunks when the calling task is cancelled."""
+    decoder = LayerDecoder(layer, None, store=source)
     try:
-        with open(path, "rb") as file:
-            while chunk := file.read(CHUNK_SIZE):
-                hasher.update(chunk)
+        reader = RegularFileReader(path)
     except OSError as exc:
-        raise StoreError(source, f"{path}: {exc.strerror}") from None
-    return "sha256:" + hasher.hexdigest()
+        raise StoreError(source, f"{path}: {exc.strerror or exc}") from None
+    try:
+        # One byte more than the blob: a file longer than its descriptor is caught.
+        decoder.feed_file(
+            cast(IO[bytes], reader), layer.blob.size + 1, anyio.from_thread.check_cancelled
+        )
+    except OSError as exc:
+        raise StoreError(source, f"{path}: {exc.strerror or exc}") from None
+    finally:
+        reader.close()
+    decoder.finish()
