@@ -178,7 +178,7 @@ class _PushReceiver:
         path = local.path
         await anyio.to_thread.run_sync(check_file, path, layer, source)
         blob = StagedBlob(path, layer.blob.digest, layer.blob.size)
-        await self._deliver(blob, self._missing[layer.blob.digest])
+        await self._deliver(blob, await self._still_missing(layer))
         return True
 
     async def open_layer(self, layer: Layer) -> StagedUpload:
@@ -256,8 +256,18 @@ class _PushReceiver:
             self._replaced[layer.blob.digest] = descriptor
             missing = await self._place(blob.digest, self._layout.blobs[layer.blob.digest], None)
         else:
-            missing = self._missing[layer.blob.digest]
+            missing = await self._still_missing(layer)
         await self._deliver(blob, missing)
+
+    async def _still_missing(self, layer: Layer) -> list[str]:
+        """The repositories that lack ``layer``'s blob: as :meth:`has_layer` found them, or
+        found now if it was not asked (the engine asks only what it needs to)."""
+        digest = layer.blob.digest
+        if digest not in self._missing:
+            self._missing[digest] = await self._place(
+                digest, self._layout.blobs[digest], self._same_registry(digest)
+            )
+        return self._missing[digest]
 
     # -- configs and manifests -------------------------------------------------------------
 
