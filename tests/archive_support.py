@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 
 import hatchway
-from tests.support import Family
+from tests.support import Family, uncompressed
 
 #: What the bundles hold: images sharing layers, a Docker-media-type one, a registry-named one.
 NAMES = ["app", "tools", "busybox", "127.0.0.1:5000/other:v1"]
@@ -122,7 +122,8 @@ def config_member(path: Path) -> str:
 
 
 def layer_bytes(path: Path) -> Mapping[str, bytes]:
-    """Layer contents of an archive with a manifest.json, by sha256 (what re-saving keeps)."""
+    """Layer contents of an archive with a manifest.json, uncompressed, by sha256 (their
+    diffIDs: what re-saving keeps, whether the layers are kept as stored or uncompressed)."""
     files = members(path)
     found = {}
     for entry in json.loads(files["manifest.json"]):
@@ -133,5 +134,6 @@ def layer_bytes(path: Path) -> Mapping[str, bytes]:
                     posixpath.join(posixpath.dirname(name), data[3:].decode())
                 )
                 data = files[name]
+            data = uncompressed(data)
             found["sha256:" + hashlib.sha256(data).hexdigest()] = data
     return found

@@ -443,10 +443,17 @@ async def save_archive(
     archive_format: str = "docker",
     jobs: int = 8,
     platform: str | None = None,
+    uncompressed_layers: bool = False,
 ) -> bytes:
     """Save ``names`` with the library API to ``out`` and return the archive's bytes."""
     await hatchway_save(
-        names, out, store=store, format=archive_format, jobs=jobs, platform=platform
+        names,
+        out,
+        store=store,
+        format=archive_format,
+        jobs=jobs,
+        platform=platform,
+        uncompressed_layers=uncompressed_layers,
     )
     return out.read_bytes()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import subprocess
@@ -98,6 +99,17 @@ def read_archive(raw: bytes) -> Archive:
                 assert f is not None
                 data[m.name] = f.read()
     return Archive(members, data)
+
+
+def uncompressed(data: bytes) -> bytes:
+    """A layer's bytes uncompressed (as stored: gzip, zstd or plain)."""
+    if data.startswith(b"\x1f\x8b"):
+        return gzip.decompress(data)
+    if data.startswith(b"\x28\xb5\x2f\xfd"):
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 30)
+    return data
 
 
 def files_under(path: Path) -> list[str]:

@@ -66,8 +66,9 @@ async def test_compressed_layer_members(family: Family, tmp_path: Path, fmt: str
         layer = first_layer(plain)
     packed = _gzip_member(plain, tmp_path / "packed.tar", layer)
     a, b = tmp_path / "a.tar", tmp_path / "b.tar"
-    await hatchway.save([f"docker-archive:{plain}"], a)
-    await hatchway.save([f"docker-archive:{packed}"], b)
+    # Decompressed on the way, the gzip member gives the very archive the plain one gives.
+    await hatchway.save([f"docker-archive:{plain}"], a, uncompressed_layers=True)
+    await hatchway.save([f"docker-archive:{packed}"], b, uncompressed_layers=True)
     assert a.read_bytes() == b.read_bytes()
     report = await hatchway.verify(packed)
     assert report.ok, report.problem

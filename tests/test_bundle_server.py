@@ -195,9 +195,11 @@ def test_names_of_files_or_of_other_registries_are_refused(server: Server, name:
 
 @pytest.mark.peers
 def test_curl_into_docker_load(server: Server, dockerd: DockerDaemon) -> None:
+    """Images whose layers are gzip: the bundle keeps them as stored, which Docker 20.10
+    loads (it has no zstd, which app:1.0 has a layer of)."""
     dockerd.remove_all_images()
     curl = subprocess.Popen(
-        ["curl", "-sf", f"{server.url}/bundle?image=app:1.0&image=busybox"],
+        ["curl", "-sf", f"{server.url}/bundle?image=tools&image=busybox"],
         stdout=subprocess.PIPE,
     )
     assert curl.stdout is not None
@@ -212,10 +214,10 @@ def test_curl_into_docker_load(server: Server, dockerd: DockerDaemon) -> None:
     curl.stdout.close()
     assert curl.wait(timeout=30) == 0
     assert loaded.returncode == 0, loaded.stderr
-    assert "Loaded image: app:1.0" in loaded.stdout
+    assert "Loaded image: tools:latest" in loaded.stdout
     assert "Loaded image: busybox:latest" in loaded.stdout
     names = dockerd.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
-    assert {"app:1.0", "busybox:latest"} <= set(names)
+    assert {"tools:latest", "busybox:latest"} <= set(names)
 
 
 def test_archives_read_back(server: Server) -> None:

@@ -239,7 +239,7 @@ fault = eval(sys.argv[1])
 def planted(*args, **kwargs):
     raise fault
 
-destination.plan_archive = planted
+destination.ArchiveDestination.plan = planted
 sys.argv = ["hatchway", *sys.argv[2:]]
 _hatchway_cli.main()
 """

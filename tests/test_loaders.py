@@ -66,16 +66,27 @@ def busybox_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module", params=[f.value for f in hatchway.ArchiveFormat])
+#: Every layout, and the docker layout with its layers uncompressed (``--uncompressed-layers``).
+LAYOUTS = [*(f.value for f in hatchway.ArchiveFormat), "docker+uncompressed"]
+
+
+@pytest.fixture(scope="module", params=LAYOUTS)
 def archive(
     request: pytest.FixtureRequest, busybox_store: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[str, Path]:
     import anyio
 
     out = tmp_path_factory.mktemp("archives") / f"{request.param}.tar"
+    fmt, _, uncompressed = request.param.partition("+")
 
     async def save() -> None:
-        await hatchway.save(list(IMAGES), out, store=busybox_store, format=request.param)
+        await hatchway.save(
+            list(IMAGES),
+            out,
+            store=busybox_store,
+            format=fmt,
+            uncompressed_layers=bool(uncompressed),
+        )
 
     anyio.run(save)
     return request.param, out
@@ -130,7 +141,12 @@ def test_ctr_imports(archive: tuple[str, Path], containerd: Containerd) -> None:
 def test_docker_loads_and_runs(archive: tuple[str, Path], dockerd: DockerDaemon) -> None:
     fmt, path = archive
     dockerd.remove_all_images()
-    loaded = dockerd.docker("load", "-i", str(path))
+    loaded = dockerd.docker("load", "-i", str(path), check=False)
+    if fmt == "docker":
+        # The layers as stored, one of them zstd: Docker 20.10 cannot read zstd (Docker 23+
+        # can; docs/bundles.md).  --uncompressed-layers is the bundle for it.
+        assert loaded.returncode != 0
+        return
     assert loaded.returncode == 0, loaded.stderr
     for name, text in IMAGES.items():
         ran = dockerd.docker("run", "--rm", "--network", "none", name, "cat", "/etc/hello")
@@ -143,7 +159,7 @@ def test_v1_layouts_share_a_layer_through_a_symlink(archive: tuple[str, Path]) -
     fmt, path = archive
     with tarfile.open(path) as tar:
         links = [m for m in tar if m.issym() and m.name.endswith("/layer.tar")]
-    assert bool(links) == (fmt != "docker")
+    assert bool(links) == (fmt in ("docker-1.10", "docker-legacy"))
 
 
 def test_podman_loads_and_runs(archive: tuple[str, Path], podman: Podman) -> None:
@@ -182,11 +198,17 @@ def test_docker_layout_is_a_valid_oci_layout(
     archive: tuple[str, Path], tmp_path: Path, oci_image_tool: OciImageTool
 ) -> None:
     fmt, path = archive
-    if fmt != "docker":
+    if not fmt.startswith("docker+") and fmt != "docker":
         return
     with tarfile.open(path) as tar:
         tar.extractall(tmp_path / "layout", filter="tar")
     # Without --ref the tool validates the whole layout.  (Its --ref name=... lookup is
     # unreliable in 1.0.0: it reports "not unique" for unique names.)
-    result = oci_image_tool.validate(tmp_path / "layout")
-    assert "Validation succeeded" in result.stdout + result.stderr
+    result = oci_image_tool.validate(tmp_path / "layout", check=fmt != "docker")
+    said = result.stdout + result.stderr
+    if fmt == "docker":
+        # 1.0.0-rc1 knows no zstd layer media type (added to the image spec after it): the
+        # one thing it refuses in the layout as stored.
+        assert "Validation succeeded" in said or "tar+zstd" in said, said
+        return
+    assert "Validation succeeded" in said

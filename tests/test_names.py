@@ -125,8 +125,9 @@ async def test_familiar_names_are_one_repository(family: Family, tmp_path: Path,
 async def test_host_port_names_keep_their_host(family: Family, tmp_path: Path) -> None:
     archive = await save(family, tmp_path / "o.tar", "127.0.0.1:5000/other")
     assert repo_tags(archive) == [["127.0.0.1:5000/other:v1"]]
+    # The value is the top layer's blob: kept as stored here, so its own digest.
     assert archive.json("repositories") == {
-        "127.0.0.1:5000/other": {"v1": hex_of(family.layers["l4"].diff_id)}
+        "127.0.0.1:5000/other": {"v1": hex_of(family.layers["l4"].digest)}
     }
 
 

@@ -75,18 +75,30 @@ async def test_push_from_the_store_reads_back_with_the_original_image_ids(
 async def test_saving_the_pushed_images_gives_the_archive_a_save_from_the_store_gives(
     family: Family, target: Registry, prefix: str, tmp_path: Path
 ) -> None:
+    """The content arrives as it left: saved with uncompressed layers (the push compressed the
+    store's uncompressed layer on the way), the pushed images are the very archive the store
+    gives."""
     result = await _push(NAMES, f"{target.host}/{prefix}", family.root)
     by_id = {i.id: i for i in result.images}
     ids = list(by_id)
-    from_store = await save_archive(ids, tmp_path / "store.tar", family.root)
+    from_store = await save_archive(
+        ids, tmp_path / "store.tar", family.root, uncompressed_layers=True
+    )
     # The same images by digest from the registry: no tags either side, so byte for byte.
     digests = [f"docker://{i.name.rsplit(':', 1)[0]}@{i.digest}" for i in by_id.values()]
-    from_registry = await save_from_registry(digests, tmp_path / "reg.tar", options())
+    from_registry = await save_from_registry(
+        digests, tmp_path / "reg.tar", options(), uncompressed_layers=True
+    )
     assert from_registry == from_store
     # By tag: the same members and bytes, apart from the files that record the names.
-    tagged_store = read_archive(await save_archive(["app:2.0"], tmp_path / "s.tar", family.root))
+    store_archive = await save_archive(
+        ["app:2.0"], tmp_path / "s.tar", family.root, uncompressed_layers=True
+    )
+    tagged_store = read_archive(store_archive)
     pushed = f"docker://{target.host}/{prefix}/library/app:2.0"
-    tagged_reg = read_archive(await save_from_registry([pushed], tmp_path / "r.tar", options()))
+    tagged_reg = read_archive(
+        await save_from_registry([pushed], tmp_path / "r.tar", options(), uncompressed_layers=True)
+    )
     assert tagged_store.names == tagged_reg.names
     names_files = {"index.json", "manifest.json", "repositories"}
     for member, data in tagged_store.data.items():
@@ -240,18 +252,27 @@ async def test_a_bundle_pushes_as_the_store_would(
     family: Family, target: Registry, prefix: str, tmp_path: Path
 ) -> None:
     """The air gap's far side: a compressed bundle pushed straight from the archive
-    (``docker-archive:``) lands with the same image IDs as a push from the store the bundle
-    was saved from, and saved back it holds the very same blobs (configs, layers,
-    manifests) as the bundle."""
+    (``docker-archive:``) lands as a push from the store the bundle was saved from — the same
+    manifest digests under the same names — and saved back it holds the very same content
+    (configs, layers) as the store."""
     bundle = tmp_path / "bundle.tar.zst"
     await hatchway.save(NAMES, bundle, store=family.root)
     result = await _push([f"docker-archive:{bundle}"], f"{target.host}/{prefix}")
     from_store = await _push(NAMES, f"{target.host}/{prefix}-store", family.root)
-    assert sorted(i.id for i in result.images) == sorted(i.id for i in from_store.images)
-    again = await save_from_registry(
-        [f"docker://{i.name}" for i in result.images], tmp_path / "again.tar", options()
+
+    def pushed(r: PushResult, to: str) -> dict[str, str]:
+        return {i.name.removeprefix(to): i.digest for i in r.images}
+
+    assert pushed(result, f"{target.host}/{prefix}") == pushed(
+        from_store, f"{target.host}/{prefix}-store"
     )
-    plain = await save_archive(NAMES, tmp_path / "plain.tar", family.root)
+    again = await save_from_registry(
+        [f"docker://{i.name}" for i in result.images],
+        tmp_path / "again.tar",
+        options(),
+        uncompressed_layers=True,
+    )
+    plain = await save_archive(NAMES, tmp_path / "plain.tar", family.root, uncompressed_layers=True)
 
     def blobs(raw: bytes) -> dict[str, bytes]:
         return {k: v for k, v in read_archive(raw).data.items() if k.startswith("blobs/")}

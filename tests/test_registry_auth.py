@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from hatchway import Selection
 from hatchway.errors import RegistryError
 from hatchway.reference import parse_query
 from hatchway.transports.registry.source import RegistryStore
@@ -107,7 +108,7 @@ async def test_token_auth_with_the_right_credentials_fetches_one_token_per_repos
     before = lab.tokens.requests
     try:
         for name in names:
-            await store.resolve(parse_query(name), None)
+            await store.resolve(parse_query(name), Selection())
         assert lab.tokens.requests == before + 3  # counted by the token server itself
     finally:
         await store.aclose()
@@ -141,14 +142,14 @@ async def test_an_expired_or_revoked_token_is_refreshed_once(lab: Lab) -> None:
     host = lab.token_registry.host
     store = RegistryStore(options(creds=f"{USER}:{PASSWORD}"))
     try:
-        await store.resolve(parse_query(_name(host, "hw/oci:1")), None)
+        await store.resolve(parse_query(_name(host, "hw/oci:1")), Selection())
         auth = store.client(host).auth
         before = lab.tokens.requests
         # Swap the cached token for one the registry rejects (a broken signature).
         for scope, token in list(auth._tokens.items()):
             auth._tokens[scope] = type(token)(token.value[:-8] + "AAAAAAAA", token.expires_at)
         digest = lab.images.images["hw/oci:1"].digest
-        [image] = await store.resolve(parse_query(f"docker://{host}/hw/oci@{digest}"), None)
+        [image] = await store.resolve(parse_query(f"docker://{host}/hw/oci@{digest}"), Selection())
         assert image.manifest_digest == digest
         assert lab.tokens.requests == before + 1
     finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hatchway import RegistryOptions, RetryPolicy
+from hatchway import RegistryOptions, RetryPolicy, Selection
 from hatchway.errors import DigestMismatch, RegistryError, StoreError, UnsupportedMediaType
 from hatchway.limits import STREAM_CHUNK
 from hatchway.model import DOCKER_SCHEMA1, OCI_MANIFEST, Descriptor
@@ -182,7 +182,7 @@ async def test_schema1_manifests_are_refused_as_unsupported() -> None:
     schema1 = json.dumps({"schemaVersion": 1, "name": "app", "fsLayers": []}).encode()
     store = _store(_registry(schema1, headers={"content-type": DOCKER_SCHEMA1[1]}))
     with pytest.raises(UnsupportedMediaType, match="schema 1"):
-        await store.resolve(parse_query(f"docker://{HOST}/app:1"), None)
+        await store.resolve(parse_query(f"docker://{HOST}/app:1"), Selection())
     await store.aclose()
 
 
@@ -190,10 +190,10 @@ async def test_schema1_manifests_are_refused_as_unsupported() -> None:
 async def test_a_manifest_that_does_not_match_its_claimed_digest_is_refused() -> None:
     store = _store(_registry(headers={"docker-content-digest": _digest(b"something else")}))
     with pytest.raises(DigestMismatch):
-        await store.resolve(parse_query(f"docker://{HOST}/app:1"), None)
+        await store.resolve(parse_query(f"docker://{HOST}/app:1"), Selection())
     bad = "sha256:" + "0" * 64
     with pytest.raises(DigestMismatch):
-        await _store(_registry()).resolve(parse_query(f"docker://{HOST}/app@{bad}"), None)
+        await _store(_registry()).resolve(parse_query(f"docker://{HOST}/app@{bad}"), Selection())
     await store.aclose()
 
 
@@ -201,7 +201,7 @@ async def test_a_manifest_that_does_not_match_its_claimed_digest_is_refused() ->
 async def test_a_config_that_does_not_match_its_descriptor_is_refused() -> None:
     store = _store(_registry(config=CONFIG + b" "))
     with pytest.raises(DigestMismatch, match="config"):
-        await store.resolve(parse_query(f"docker://{HOST}/app:1"), None)
+        await store.resolve(parse_query(f"docker://{HOST}/app:1"), Selection())
     await store.aclose()
 
 
@@ -218,7 +218,7 @@ async def test_429_honours_retry_after_and_5xx_back_off() -> None:
 
     sleeps = Sleeps()
     store = _store(handler, sleeps)
-    [image] = await store.resolve(parse_query(f"docker://{HOST}/app:1"), None)
+    [image] = await store.resolve(parse_query(f"docker://{HOST}/app:1"), Selection())
     assert image.config.raw == CONFIG
     assert sleeps.delays[0] == 3.0 and 0 < sleeps.delays[1] <= 0.4
     await store.aclose()
@@ -231,7 +231,7 @@ async def test_errors_name_registry_repository_status_code_and_message() -> None
 
     store = _store(handler)
     with pytest.raises(RegistryError) as info:
-        await store.resolve(parse_query(f"docker://{HOST}/team/app:1"), None)
+        await store.resolve(parse_query(f"docker://{HOST}/team/app:1"), Selection())
     error = info.value
     assert (error.registry, error.repository, error.status, error.code) == (
         HOST,
@@ -322,8 +322,8 @@ async def test_bearer_tokens_are_fetched_once_per_scope_and_sent() -> None:
         return _registry()(request)
 
     store = _store(handler, creds="me:secret-pw")
-    await store.resolve(parse_query(f"docker://{HOST}/app:1"), None)
-    await store.resolve(parse_query(f"docker://{HOST}/app:2"), None)
+    await store.resolve(parse_query(f"docker://{HOST}/app:1"), Selection())
+    await store.resolve(parse_query(f"docker://{HOST}/app:2"), Selection())
     assert len(token_calls) == 1
     assert token_calls[0].url.params["scope"] == "repository:app:pull"
     assert token_calls[0].url.params["service"] == "svc"
@@ -340,6 +340,6 @@ async def test_credentials_are_not_sent_to_a_plain_http_token_realm_elsewhere() 
 
     store = _store(handler, creds="me:secret-pw")
     with pytest.raises(RegistryError, match="refusing to send credentials") as info:
-        await store.resolve(parse_query(f"docker://{HOST}/app:1"), None)
+        await store.resolve(parse_query(f"docker://{HOST}/app:1"), Selection())
     assert "secret-pw" not in str(info.value)
     await store.aclose()

@@ -69,12 +69,17 @@ async def test_pull_writes_a_valid_layout_with_named_entries(
             "org.opencontainers.image.ref.name": "1",
         },
     ]
-    # The platform manifest chosen from the index is what is stored.
-    assert entries[1]["digest"] == lab.images.images["multi:native"].digest
+    # The index is what is stored, as the registry has it (its digest kept), with the
+    # platform manifest chosen from it.
+    assert entries[1]["digest"] == lab.images.images["hw/multi:1"].digest
+    native = lab.images.images["multi:native"].digest
+    assert (store / "blobs" / "sha256" / native.removeprefix("sha256:")).exists()
     assert (store / "oci-layout").read_bytes() == b'{"imageLayoutVersion": "1.0.0"}'
     assert not [p for p in (store / "blobs" / "sha256").iterdir() if p.name.startswith(".")]
+    # oci-image-tool 1.0.0-rc1 predates image indexes in a layout (it reads an index as a
+    # manifest) and zstd layers: it validates a store of one image manifest of gzip layers.
     single = tmp_path / "single"
-    await pull([lab.images.name("hw/multi:1")], store=single, registry=options())
+    await pull([lab.images.name("hw/family-a:1")], store=single, registry=options())
     oci_image_tool.validate(single, refs=["name=1"])
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hatchway import Selection
 from hatchway.errors import NoSuchImage, PlatformNotFound, StoreError
 from hatchway.model import Platform
 from hatchway.reference import Transport, parse_query
@@ -16,7 +17,7 @@ from hatchway.transports.registry.source import RegistryStore
 from hatchway.transports.router import Router
 from tests.peers import Skopeo
 from tests.registry_support import Lab, options, save_from_registry
-from tests.support import read_archive
+from tests.support import read_archive, uncompressed
 
 pytestmark = [pytest.mark.anyio, pytest.mark.peers]
 
@@ -44,8 +45,11 @@ async def test_oci_image_with_gzip_zstd_and_plain_layers_verifies_every_diff_id(
     archive = read_archive(raw)
     [entry] = archive.json("manifest.json")
     config = archive.json(entry["Config"])
-    layers = [hashlib.sha256(archive.data[p]).hexdigest() for p in entry["Layers"]]
+    layers = [hashlib.sha256(uncompressed(archive.data[p])).hexdigest() for p in entry["Layers"]]
     assert ["sha256:" + h for h in layers] == config["rootfs"]["diff_ids"]
+    # Kept as the registry stores them: each blob is named after its own digest.
+    for path in entry["Layers"]:
+        assert hashlib.sha256(archive.data[path]).hexdigest() == path.removeprefix("blobs/sha256/")
     assert "sha256:" + hashlib.sha256(archive.data[entry["Config"]]).hexdigest() == (
         lab.images.images["hw/oci:1"].config_digest
     )
@@ -68,10 +72,10 @@ async def test_index_and_manifest_list_pick_the_host_platform_by_default(lab: La
     store = RegistryStore(options())
     try:
         for name in ("hw/multi:1", "hw/multi-docker:1"):
-            [image] = await store.resolve(parse_query(lab.images.name(name)), None)
+            [image] = await store.resolve(parse_query(lab.images.name(name)), Selection())
             assert Platform.host().matches(image.config.platform)
         native = lab.images.images["multi:native"]
-        [image] = await store.resolve(parse_query(lab.images.name("hw/multi:1")), None)
+        [image] = await store.resolve(parse_query(lab.images.name("hw/multi:1")), Selection())
         assert image.manifest_digest == native.digest
     finally:
         await store.aclose()
@@ -83,11 +87,13 @@ async def test_an_explicit_platform_selects_that_manifest(lab: Lab) -> None:
     wanted = Platform("linux", foreign.platform["architecture"], "v8")
     store = RegistryStore(options())
     try:
-        [image] = await store.resolve(parse_query(lab.images.name("hw/multi:1")), wanted)
+        [image] = await store.resolve(
+            parse_query(lab.images.name("hw/multi:1")), Selection.of(wanted)
+        )
         assert image.manifest_digest == foreign.digest
         with pytest.raises(PlatformNotFound, match="s390x"):
             await store.resolve(
-                parse_query(lab.images.name("hw/multi:1")), Platform("linux", "s390x")
+                parse_query(lab.images.name("hw/multi:1")), Selection.of(Platform("linux", "s390x"))
             )
     finally:
         await store.aclose()
@@ -108,7 +114,7 @@ async def test_router_refuses_bare_names_without_a_local_store(tmp_path: Path) -
     store = Router({Transport.DOCKER: RegistryStore(options())})
     try:
         with pytest.raises(StoreError, match="docker://"):
-            await store.resolve(parse_query("busybox:latest"), None)
+            await store.resolve(parse_query("busybox:latest"), Selection())
     finally:
         await store.aclose()
 

@@ -19,7 +19,7 @@ import anyio
 import httpx
 import pytest
 
-from hatchway import RegistryError, RegistryOptions, RetryPolicy
+from hatchway import RegistryError, RegistryOptions, RetryPolicy, Selection
 from hatchway.reference import parse_query
 from hatchway.transports.registry.source import RegistryStore
 from tests.peers import free_port
@@ -75,7 +75,7 @@ async def test_https_is_chosen_for_a_tls_loopback_registry_and_http_for_a_plain_
     store = RegistryStore(_opts(ca_cert=str(tls_lab.pki.ca)))
     try:
         for registry in (tls_lab.tls, lab.registry):
-            await store.resolve(parse_query(f"docker://{registry.host}/hw/docker:1"), None)
+            await store.resolve(parse_query(f"docker://{registry.host}/hw/docker:1"), Selection())
         assert store.client(tls_lab.tls.host).base_url == f"https://{tls_lab.tls.host}"
         assert store.client(lab.registry.host).base_url == f"http://{lab.registry.host}"
     finally:
@@ -331,7 +331,7 @@ async def test_a_host_that_answers_over_tls_keeps_https_even_if_plain_http_answe
     store = RegistryStore(opts)
     try:
         with anyio.fail_after(10), pytest.raises(Exception, match="No such image"):
-            await store.resolve(parse_query("docker://reg.example/a/b:1"), None)
+            await store.resolve(parse_query("docker://reg.example/a/b:1"), Selection())
         assert store.client("reg.example").base_url == "https://reg.example"
     finally:
         await store.aclose()

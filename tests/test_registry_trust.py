@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hatchway import RegistryError
+from hatchway import RegistryError, Selection
 from hatchway.reference import parse_query
 from hatchway.transports.registry.options import RegistryOptions, RetryPolicy
 from hatchway.transports.registry.source import RegistryStore
@@ -174,7 +174,7 @@ async def test_a_name_that_does_not_resolve_is_not_retried() -> None:
     store = RegistryStore(options)
     try:
         with pytest.raises(RegistryError) as info:
-            await store.resolve(parse_query("docker://no-such.example/app:1"), None)
+            await store.resolve(parse_query("docker://no-such.example/app:1"), Selection())
     finally:
         await store.aclose()
     assert str(info.value) == (

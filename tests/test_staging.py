@@ -23,7 +23,7 @@ def _layer() -> Layer:
 
 async def _stage(tmp_path: Path, chunks: list[bytes], budget: MemoryBudget) -> StagedLayer:
     staged: list[StagedLayer] = []
-    target = StagingFile(tmp_path, _layer(), staged.append, budget)
+    target = StagingFile(tmp_path, _layer(), _layer().diff_id, staged.append, budget)
     for chunk in chunks:
         target.write(chunk)
     await target.commit(sum(map(len, chunks)))
@@ -55,7 +55,7 @@ async def test_an_exhausted_budget_sends_layers_to_files(tmp_path: Path) -> None
 
 async def test_a_discarded_layer_gives_its_memory_back(tmp_path: Path) -> None:
     budget = MemoryBudget(1000)
-    target = StagingFile(tmp_path, _layer(), lambda staged: None, budget)
+    target = StagingFile(tmp_path, _layer(), _layer().diff_id, lambda staged: None, budget)
     target.write(b"q" * 800)
     await target.discard()
     assert budget.take(1000)

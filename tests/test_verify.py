@@ -39,7 +39,9 @@ async def test_good_archives_pass(family: Family, tmp_path: Path, fmt: str, suff
     assert report.tags == 6
     assert report.layers == 6
     assert report.compression == {".tar": "none", ".tar.gz": "gzip", ".tar.zst": "zstd"}[suffix]
-    assert report.layer_bytes > 0 and report.size > report.layer_bytes
+    assert report.layer_bytes > 0 and report.size > 0
+    if fmt != "docker":  # layers uncompressed inside: the archive is larger than they are
+        assert report.size > report.layer_bytes
 
 
 async def test_oci_archive_and_compressed_layers_pass(tmp_path: Path) -> None:

@@ -64,11 +64,14 @@ from hatchway.results import (
 from hatchway.session import Progress, Session, default_store_path, progress_stream
 from hatchway.transports.archive.outputs import Output
 from hatchway.transports.base import (
+    Artifact,
     BlobCapabilities,
     BlobOrigin,
     BlobSource,
+    Document,
     LocalBlob,
     ResolvedImage,
+    Selection,
     Source,
 )
 from hatchway.transports.layout.source import ImageSummary, OCILayoutStore
@@ -80,6 +83,7 @@ __all__ = [
     "DEFAULT_JOBS",
     "AmbiguousReference",
     "ArchiveFormat",
+    "Artifact",
     "BlobCapabilities",
     "BlobNotFound",
     "BlobOrigin",
@@ -89,6 +93,7 @@ __all__ = [
     "CopyFinished",
     "CopyStarted",
     "DigestMismatch",
+    "Document",
     "HatchwayError",
     "ImageSummary",
     "InvalidReference",
@@ -118,6 +123,7 @@ __all__ = [
     "RetryPolicy",
     "SaveResult",
     "SavedImage",
+    "Selection",
     "Session",
     "Source",
     "StoreError",

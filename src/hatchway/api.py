@@ -24,7 +24,7 @@ from hatchway.formats import ArchiveFormat
 from hatchway.limits import DEFAULT_JOBS
 from hatchway.model import Compression, Platform
 from hatchway.results import LoadResult, PullResult, PushResult, SaveResult, VerifyReport
-from hatchway.session import Progress, Session, default_store_path
+from hatchway.session import PlatformSpec, Progress, Session, default_store_path
 from hatchway.transports.archive.outputs import Output
 from hatchway.transports.base import Source
 from hatchway.transports.layout.source import ImageSummary, OCILayoutStore
@@ -37,7 +37,9 @@ async def save(
     *,
     store: Source | str | os.PathLike[str] | None = None,
     format: ArchiveFormat | str = ArchiveFormat.DOCKER,
-    platform: Platform | str | None = None,
+    platform: PlatformSpec = None,
+    referrers: bool = True,
+    artifact_types: Sequence[str] = (),
     jobs: int = DEFAULT_JOBS,
     tmpdir: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
@@ -45,6 +47,7 @@ async def save(
     registry: RegistryOptions | None = None,
     compression: Compression | str | None = None,
     compression_level: int | None = None,
+    uncompressed_layers: bool = False,
 ) -> SaveResult:
     """Save the images ``names`` into one ``docker save``-compatible archive.
 
@@ -74,12 +77,15 @@ async def save(
             output,
             format=format,
             platform=platform,
+            referrers=referrers,
+            artifact_types=artifact_types,
             jobs=jobs,
             tmpdir=tmpdir,
             progress=progress,
             fsync=fsync,
             compression=compression,
             compression_level=compression_level,
+            uncompressed_layers=uncompressed_layers,
         )
 
 
@@ -88,7 +94,9 @@ async def pull(
     *,
     store: str | os.PathLike[str] | None = None,
     registry: RegistryOptions | None = None,
-    platform: Platform | str | None = None,
+    platform: PlatformSpec = None,
+    referrers: bool = True,
+    artifact_types: Sequence[str] = (),
     jobs: int = DEFAULT_JOBS,
     progress: Progress | None = None,
 ) -> PullResult:
@@ -104,7 +112,14 @@ async def pull(
     by side; a failed pull adds no entry.  See docs/registry.md.
     """
     async with Session(store=store, registry=registry, share_fetches=False) as session:
-        return await session.pull(names, platform=platform, jobs=jobs, progress=progress)
+        return await session.pull(
+            names,
+            platform=platform,
+            referrers=referrers,
+            artifact_types=artifact_types,
+            jobs=jobs,
+            progress=progress,
+        )
 
 
 async def push(
@@ -113,7 +128,9 @@ async def push(
     *,
     store: Source | str | os.PathLike[str] | None = None,
     registry: RegistryOptions | None = None,
-    platform: Platform | str | None = None,
+    platform: PlatformSpec = None,
+    referrers: bool = True,
+    artifact_types: Sequence[str] = (),
     jobs: int = DEFAULT_JOBS,
     compress_layers: str = "gzip",
     tmpdir: str | os.PathLike[str] | None = None,
@@ -143,6 +160,8 @@ async def push(
             names,
             to,
             platform=platform,
+            referrers=referrers,
+            artifact_types=artifact_types,
             jobs=jobs,
             compress_layers=compress_layers,
             tmpdir=tmpdir,
@@ -154,7 +173,9 @@ async def load(
     archives: Sequence[str | os.PathLike[str]],
     *,
     store: str | os.PathLike[str] | None = None,
-    platform: Platform | str | None = None,
+    platform: PlatformSpec = None,
+    referrers: bool = True,
+    artifact_types: Sequence[str] = (),
     jobs: int = DEFAULT_JOBS,
     tmpdir: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
@@ -173,7 +194,13 @@ async def load(
     """
     async with Session(store=store, share_fetches=False) as session:
         return await session.load(
-            archives, platform=platform, jobs=jobs, tmpdir=tmpdir, progress=progress
+            archives,
+            platform=platform,
+            referrers=referrers,
+            artifact_types=artifact_types,
+            jobs=jobs,
+            tmpdir=tmpdir,
+            progress=progress,
         )
 
 

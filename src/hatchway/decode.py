@@ -74,6 +74,9 @@ class LayerDecoder:
         #: What the blob is called in errors.
         self.what = f"layer blob {layer.blob.digest}"
         self._blob_hash = hashlib.sha256()
+        #: A compressed stream that could not be decoded: reported by :meth:`finish`, after
+        #: the blob's digest (hashing goes on meanwhile).
+        self._broken: StoreError | None = None
         self._plain = layer.compression is Compression.NONE
         self._diff_hash = self._blob_hash if self._plain else hashlib.sha256()
         self._gzip: Any = None
@@ -100,6 +103,8 @@ class LayerDecoder:
             self._blob_hash.update(chunk)
         if self._stored_dest is not None:
             self._write(self._stored_dest, chunk)
+        if self._broken is not None:
+            return  # hashed only: finish() says what is wrong
         try:
             if self._gzip is not None:
                 self._inflate(bytes(chunk))
@@ -108,9 +113,9 @@ class LayerDecoder:
             else:
                 self._emit(chunk)
         except _GZIP_ERROR as exc:
-            raise self._corrupt(f"corrupt gzip data ({exc})") from None
+            self._broken = self._corrupt(f"corrupt gzip data ({exc})")
         except zstandard.ZstdError as exc:
-            raise self._corrupt(f"corrupt zstd data ({exc})") from None
+            self._broken = self._corrupt(f"corrupt zstd data ({exc})")
 
     def feed_file(
         self,
@@ -190,10 +195,18 @@ class LayerDecoder:
             raise self._corrupt(
                 f"blob ended after {self.consumed} of {blob.size} bytes (truncated)"
             )
-        self._end_stream()
+        if self._broken is None:
+            try:
+                self._end_stream()
+            except StoreError as exc:
+                self._broken = exc
+        # The blob's digest first: data that does not decompress is usually a blob changed
+        # (damaged, replaced), and that is what the error says.
         actual = "sha256:" + self._blob_hash.hexdigest()
         if actual != blob.digest:
             raise DigestMismatch(f"{self.store}: layer blob {blob.digest}", blob.digest, actual)
+        if self._broken is not None:
+            raise self._broken
         diff = "sha256:" + self._diff_hash.hexdigest()
         if diff != self.layer.diff_id:
             raise DigestMismatch(
@@ -208,6 +221,8 @@ class LayerDecoder:
         member): once every byte was fed, end the stream — checked for truncation and
         trailing garbage as :meth:`finish` checks it — and return the blob digest and the
         diffID found.  The layer given must have the blob's size."""
+        if self._broken is not None:
+            raise self._broken
         self._end_stream()
         return "sha256:" + self._blob_hash.hexdigest(), "sha256:" + self._diff_hash.hexdigest()
 

@@ -11,7 +11,7 @@ import json
 import platform as _platform
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from enum import Enum
@@ -175,11 +175,22 @@ class Descriptor:
 
 @dataclass(frozen=True, slots=True)
 class Layer:
-    """One layer of an image: the stored blob and the uncompressed content's diffID."""
+    """One layer of an image: the stored blob and the uncompressed content's diffID.
+
+    An ``opaque`` layer is a blob of an artifact (a signature's payload, an SBOM, an artifact's
+    config): kept exactly as it is — never decompressed, compressed or read as a tar — and
+    checked by its digest and size alone (its "diffID" is its own digest).
+    """
 
     blob: Descriptor
     diff_id: str
     compression: Compression
+    opaque: bool = False
+
+    @classmethod
+    def of_blob(cls, blob: Descriptor) -> Layer:
+        """An artifact's blob, moved and verified like a layer but kept as it is."""
+        return cls(blob, blob.digest, Compression.NONE, opaque=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,18 +360,44 @@ def replace_layers(raw: bytes, replaced: Mapping[str, Descriptor]) -> bytes:
     with one they are serialised compactly, keys in their original order, so the same input
     always gives the same bytes (and digest).
     """
-    doc = parse_json_object(raw, "manifest")
-    layers = doc.get("layers")
-    if not isinstance(layers, list):
-        raise MalformedContent("manifest: layers is not a list")
+    return _replace_descriptors(raw, "manifest", "layers", replaced, media_type=True)
+
+
+def replace_children(raw: bytes, replaced: Mapping[str, Descriptor]) -> bytes:
+    """An index's bytes with the children whose digest ``replaced`` maps given the new digest
+    and size (everything else kept); unchanged bytes when no child is replaced, so the index
+    keeps its digest.  As :func:`replace_layers`, a changed index is serialised compactly."""
+    return _replace_descriptors(raw, "index", "manifests", replaced, media_type=False)
+
+
+def _replace_descriptors(
+    raw: bytes, what: str, key: str, replaced: Mapping[str, Descriptor], *, media_type: bool
+) -> bytes:
+    doc = parse_json_object(raw, what)
+    listed = doc.get(key)
+    if not isinstance(listed, list):
+        raise MalformedContent(f"{what}: {key} is not a list")
     changed = False
-    for layer in layers:
-        new = replaced.get(str(layer.get("digest"))) if isinstance(layer, dict) else None
+    for entry in listed:
+        new = replaced.get(str(entry.get("digest"))) if isinstance(entry, dict) else None
         if new is not None:
-            layer.update(mediaType=new.media_type, digest=new.digest, size=new.size)
+            entry.update(digest=new.digest, size=new.size)
+            if media_type:
+                entry.update(mediaType=new.media_type)
             changed = True
     if not changed:
         return raw
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def trim_index(raw: bytes, keep: Collection[str]) -> bytes:
+    """An index's bytes listing only the children whose digest is in ``keep`` (the platforms
+    a partial copy carries), compactly serialised: a new index, with a new digest."""
+    doc = parse_json_object(raw, "index")
+    manifests = doc.get("manifests")
+    if not isinstance(manifests, list):
+        raise MalformedContent("index: manifests is not a list")
+    doc["manifests"] = [c for c in manifests if isinstance(c, dict) and c.get("digest") in keep]
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -382,6 +419,49 @@ def image_layers(manifest: Manifest, config: ImageConfig, what: str) -> tuple[La
         Layer(blob, diff_id, layer_compression(blob, what))
         for blob, diff_id in zip(manifest.layers, config.diff_ids, strict=True)
     )
+
+
+#: BuildKit's annotation on an attestation manifest in an index: the manifest it is about.
+DOCKER_REFERENCE_DIGEST = "vnd.docker.reference.digest"
+
+
+def is_image_manifest(doc: Mapping[str, Any]) -> bool:
+    """Whether a parsed manifest is an image to run: an image config and layers of known
+    types (an artifact — a signature, an SBOM, BuildKit's in-toto attestations — is not)."""
+    config = doc.get("config")
+    layers = doc.get("layers")
+    if not isinstance(config, dict) or config.get("mediaType") not in CONFIG_TYPES:
+        return False
+    if doc.get("artifactType") is not None:
+        return False
+    if layers is None:  # Go's nil slice: an image of no layers
+        return True
+    return isinstance(layers, list) and all(
+        isinstance(la, dict) and la.get("mediaType") in _LAYER_TYPES for la in layers
+    )
+
+
+def artifact_type_of(doc: Mapping[str, Any]) -> str | None:
+    """An artifact manifest's type: its ``artifactType``, else its config's media type (the
+    OCI image spec's rule) — unless that is an image config, as cosign's signatures and
+    attestations carry: then their first layer's (``...cosign.simplesigning.v1+json``,
+    ``application/vnd.dsse.envelope.v1+json``), which says what they are."""
+    declared = doc.get("artifactType")
+    if isinstance(declared, str) and declared:
+        return declared
+    config = doc.get("config")
+    media_type = config.get("mediaType") if isinstance(config, dict) else None
+    layers = doc.get("layers")
+    if media_type in CONFIG_TYPES and isinstance(layers, list) and layers:
+        first = layers[0].get("mediaType") if isinstance(layers[0], dict) else None
+        if isinstance(first, str):
+            return first
+    return media_type if isinstance(media_type, str) else None
+
+
+def refers_to(descriptor: Descriptor) -> str | None:
+    """The digest an index entry says it is about (BuildKit's attestation manifests)."""
+    return descriptor.annotations.get(DOCKER_REFERENCE_DIGEST)
 
 
 def select_platform(entries: Sequence[Descriptor], wanted: Platform) -> Descriptor | None:

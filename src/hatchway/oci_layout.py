@@ -26,6 +26,13 @@ OCI_LAYOUT_BYTES = b'{"imageLayoutVersion": "1.0.0"}'
 LAYOUT_VERSION = "1.0.0"
 IMAGE_NAME_ANNOTATION = "io.containerd.image.name"
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
+#: On an ``index.json`` entry for a referrer (a signature, an SBOM, an attestation): the
+#: digest of the manifest or index it refers to.  Such entries carry no name annotation:
+#: containerd's importer would make an image of a named one and fail to unpack it.
+REFERRER_SUBJECT_ANNOTATION = "io.hatchway.referrer.subject"
+#: On a referrer's entry: the tag it lives under in its image's repository (cosign's
+#: ``sha256-<hex>.sig``, ``.att``, ``.sbom``).
+REFERRER_TAG_ANNOTATION = "io.hatchway.referrer.tag"
 INDEX_NAME = "index.json"
 #: Beside ``index.json``: the file whose ``flock`` serialises its updates.
 INDEX_LOCK_NAME = "index.json.lock"
@@ -80,6 +87,37 @@ def index_entry(
             platform["variant"] = descriptor.platform.variant
         entry["platform"] = platform
     return entry
+
+
+def referrer_entry(
+    media_type: str,
+    descriptor: Descriptor,
+    subject: str | None,
+    tag: str | None,
+    artifact_type: str | None,
+) -> dict[str, Any]:
+    """The ``index.json`` entry that keeps a referrer in a layout: unnamed (no image name),
+    with what it refers to and, for a tag-based one, its tag."""
+    entry: dict[str, Any] = {
+        "mediaType": media_type,
+        "digest": descriptor.digest,
+        "size": descriptor.size,
+    }
+    if artifact_type:
+        entry["artifactType"] = artifact_type
+    annotations = {}
+    if subject:
+        annotations[REFERRER_SUBJECT_ANNOTATION] = subject
+    if tag:
+        annotations[REFERRER_TAG_ANNOTATION] = tag
+    if annotations:
+        entry["annotations"] = annotations
+    return entry
+
+
+def is_referrer_entry(annotations: Mapping[str, str]) -> bool:
+    """Whether an ``index.json`` entry keeps a referrer rather than an image."""
+    return REFERRER_SUBJECT_ANNOTATION in annotations or REFERRER_TAG_ANNOTATION in annotations
 
 
 def index_document(manifests: list[dict[str, Any]]) -> dict[str, Any]:

@@ -52,6 +52,8 @@ class PushedImage:
     name: str
     digest: str
     id: str
+    #: Whether the name points at the digest it had in the source (see ``PushResult.notes``).
+    kept: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,8 @@ class PushResult:
     bytes_uploaded: int
     blobs_mounted: int
     blobs_skipped: int
+    #: What could not be kept as the source had it, one line each (a digest, an index).
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

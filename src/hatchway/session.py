@@ -53,7 +53,7 @@ from hatchway.results import (
 from hatchway.transports.archive.destination import ArchiveDestination
 from hatchway.transports.archive.outputs import Output, check_outside, output_for
 from hatchway.transports.archive.source import ArchiveStore
-from hatchway.transports.base import Source
+from hatchway.transports.base import Selection, Source
 from hatchway.transports.blobcache import BlobCache
 from hatchway.transports.layout.destination import LayoutDestination
 from hatchway.transports.layout.source import ImageSummary, OCILayoutStore
@@ -134,17 +134,20 @@ class Session:
         output: Output,
         *,
         format: ArchiveFormat | str = ArchiveFormat.DOCKER,
-        platform: Platform | str | None = None,
+        platform: PlatformSpec = None,
+        referrers: bool = True,
+        artifact_types: Sequence[str] = (),
         jobs: int = DEFAULT_JOBS,
         tmpdir: str | os.PathLike[str] | None = None,
         progress: Progress | None = None,
         fsync: bool = False,
         compression: Compression | str | None = None,
         compression_level: int | None = None,
+        uncompressed_layers: bool = False,
     ) -> SaveResult:
         """Save ``names`` into one archive; see :func:`hatchway.save`."""
         archive_format = parse_format(format)
-        the_platform = parse_platform(platform)
+        selection = parse_selection(platform, referrers, artifact_types)
         target = output_for(
             output,
             fsync=fsync,
@@ -153,14 +156,16 @@ class Session:
         )
         queries = [parse_query(name) for name in names]
         check_outside(target, self._read_directories(queries))
-        destination = ArchiveDestination(target, archive_format, tmpdir=tmpdir)
+        destination = ArchiveDestination(
+            target, archive_format, tmpdir=tmpdir, uncompressed_layers=uncompressed_layers
+        )
         # Registry layers' sizes are worth peeking at only if the archive can be written in place.
         async with (
             self._operation(progress, queries) as report,
             self._sources(tmpdir, peek_sizes=destination.capabilities.writes_in_place) as source,
         ):
             done = await copy(
-                queries, source, destination, platform=the_platform, jobs=jobs, progress=report
+                queries, source, destination, selection=selection, jobs=jobs, progress=report
             )
         images = tuple(
             SavedImage(i.id, tuple(ref.recorded_tag() for ref in i.tags)) for i in done.plan.images
@@ -173,13 +178,15 @@ class Session:
         names: Sequence[str],
         *,
         store: str | os.PathLike[str] | None = None,
-        platform: Platform | str | None = None,
+        platform: PlatformSpec = None,
+        referrers: bool = True,
+        artifact_types: Sequence[str] = (),
         jobs: int = DEFAULT_JOBS,
         progress: Progress | None = None,
     ) -> PullResult:
         """Copy images from registries into the store at ``store`` (default: this session's
         store, which must then be a path); see :func:`hatchway.pull`."""
-        the_platform = parse_platform(platform)
+        selection = parse_selection(platform, referrers, artifact_types)
         destination = LayoutDestination(self._store_path(store))
         queries = [parse_query(name, default=Transport.DOCKER) for name in names]
         async with self._operation(progress, queries) as report:
@@ -194,7 +201,7 @@ class Session:
             )
             try:
                 done = await copy(
-                    queries, source, destination, platform=the_platform, jobs=jobs, progress=report
+                    queries, source, destination, selection=selection, jobs=jobs, progress=report
                 )
             finally:
                 await source.aclose()
@@ -206,7 +213,9 @@ class Session:
         names: Sequence[str],
         to: str,
         *,
-        platform: Platform | str | None = None,
+        platform: PlatformSpec = None,
+        referrers: bool = True,
+        artifact_types: Sequence[str] = (),
         jobs: int = DEFAULT_JOBS,
         compress_layers: str = "gzip",
         tmpdir: str | os.PathLike[str] | None = None,
@@ -223,21 +232,22 @@ class Session:
         except ValueError:
             choices = ", ".join(c.value for c in LayerCompression)
             raise HatchwayError(f"compress_layers must be one of {choices}") from None
-        the_platform = parse_platform(platform)
+        selection = parse_selection(platform, referrers, artifact_types)
         queries = [parse_query(name) for name in names]
         options = self._registry_options or RegistryOptions()
         destination = RegistryDestination(target, options, compression=compression, tmpdir=tmpdir)
         async with self._operation(progress, queries) as report, self._sources(tmpdir) as source:
             done = await copy(
-                queries, source, destination, platform=the_platform, jobs=jobs, progress=report
+                queries, source, destination, selection=selection, jobs=jobs, progress=report
             )
         pushed = done.result
         return PushResult(
-            tuple(PushedImage(m.name, m.digest, m.id) for m in pushed.manifests),
+            tuple(PushedImage(m.name, m.digest, m.id, m.kept) for m in pushed.manifests),
             pushed.uploaded,
             pushed.bytes_uploaded,
             pushed.mounted,
             pushed.skipped,
+            pushed.notes,
         )
 
     async def load(
@@ -245,14 +255,16 @@ class Session:
         archives: Sequence[str | os.PathLike[str]],
         *,
         store: str | os.PathLike[str] | None = None,
-        platform: Platform | str | None = None,
+        platform: PlatformSpec = None,
+        referrers: bool = True,
+        artifact_types: Sequence[str] = (),
         jobs: int = DEFAULT_JOBS,
         tmpdir: str | os.PathLike[str] | None = None,
         progress: Progress | None = None,
     ) -> LoadResult:
         """Import archives into the store at ``store`` (default: this session's store, which
         must then be a path); see :func:`hatchway.load`."""
-        the_platform = parse_platform(platform)
+        selection = parse_selection(platform, referrers, artifact_types)
         destination = LayoutDestination(self._store_path(store))
         async with self._operation(progress) as report:
             archive_store = ArchiveStore(tmpdir)
@@ -262,7 +274,7 @@ class Session:
                     queries,
                     archive_store,
                     destination,
-                    platform=the_platform,
+                    selection=selection,
                     jobs=jobs,
                     progress=report,
                 )
@@ -397,6 +409,40 @@ def default_store_path() -> Path:
         os.path.expanduser("~"), ".local", "share"
     )
     return Path(data_home) / "hatchway" / "store"
+
+
+#: What ``platform=`` takes: ``None`` (the host's), a platform (``"linux/arm64"`` or a
+#: :class:`~hatchway.Platform`), several (``"linux/amd64,linux/arm64"`` or a sequence), or
+#: ``"all"``.
+PlatformSpec = Platform | str | Sequence[Platform | str] | None
+
+
+def parse_selection(
+    platform: PlatformSpec, referrers: bool = True, artifact_types: Sequence[str] = ()
+) -> Selection:
+    """What a copy takes (see :data:`PlatformSpec`), as a :class:`~hatchway.Selection`; a
+    platform that does not parse is a :class:`~hatchway.HatchwayError`."""
+    if isinstance(artifact_types, str):
+        artifact_types = (artifact_types,)
+    if platform is None or isinstance(platform, Platform):
+        platforms: tuple[Platform, ...] = () if platform is None else (platform,)
+        return Selection(platforms, referrers=referrers, artifact_types=tuple(artifact_types))
+    items = platform.split(",") if isinstance(platform, str) else list(platform)
+    texts = [i.strip() for i in items if isinstance(i, str)]
+    if "all" in texts:
+        if len(items) > 1:
+            raise HatchwayError("platform 'all' cannot be combined with other platforms")
+        return Selection(
+            all_platforms=True, referrers=referrers, artifact_types=tuple(artifact_types)
+        )
+    chosen = []
+    for item in items:
+        parsed = parse_platform(item.strip() if isinstance(item, str) else item)
+        if parsed is None:
+            raise HatchwayError("an empty platform in the list")
+        if parsed not in chosen:
+            chosen.append(parsed)
+    return Selection(tuple(chosen), referrers=referrers, artifact_types=tuple(artifact_types))
 
 
 def parse_platform(platform: Platform | str | None) -> Platform | None:

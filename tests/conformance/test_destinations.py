@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import pytest
 
-from hatchway import HatchwayError, StoreError
+from hatchway import HatchwayError, Selection, StoreError
 from hatchway.engine.copy import CopyReport, copy
 from hatchway.progress import ignore_progress
 from hatchway.reference import parse_query
@@ -56,7 +56,7 @@ async def _copy(source: Source, opened: OpenedDestination, jobs: int = 4) -> Cop
         [parse_query(name) for name in NAMES],
         source,
         opened.destination,
-        platform=None,
+        selection=Selection(),
         jobs=jobs,
         progress=ignore_progress,
     )
@@ -78,7 +78,7 @@ async def test_what_is_copied_in_reads_back_the_same(
             return  # keeps nothing: that it accepted every byte is the whole contract
         async with destination.read_back() as (back, name_of):
             for name in NAMES:
-                [image] = await back.resolve(parse_query(name_of(name)), None)
+                [image] = await back.resolve(parse_query(name_of(name)), Selection())
                 expected = corpus.image(name)
                 assert image.id == expected.id, name
                 assert [t.recorded_tag().rsplit("/", 1)[-1] for t in image.tags] == [name]

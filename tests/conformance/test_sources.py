@@ -20,7 +20,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from hatchway import HatchwayError, NoSuchImage
+from hatchway import HatchwayError, NoSuchImage, Selection
 from hatchway.engine.copy import copy
 from hatchway.engine.verify import VerifyingDestination
 from hatchway.model import Descriptor, Platform
@@ -59,7 +59,7 @@ def _spelled(opened: OpenedSource, kind: Kind) -> list[tuple[str, str]]:
 
 
 async def _resolve(opened: OpenedSource, text: str) -> list[ResolvedImage]:
-    return await opened.source.resolve(parse_query(text), None)
+    return await opened.source.resolve(parse_query(text), Selection())
 
 
 def _layers(images: list[ResolvedImage]) -> dict[str, tuple[Descriptor, BlobSource]]:
@@ -148,7 +148,7 @@ async def test_a_copy_reads_every_blob_exactly_once(
             queries,
             counting,
             VerifyingDestination(),
-            platform=None,
+            selection=Selection(),
             jobs=8,
             progress=ignore_progress,
         )
@@ -169,7 +169,7 @@ async def test_a_damaged_blob_fails_the_copy_with_an_error_of_the_tree(
                 [parse_query(text)],
                 source.source,
                 VerifyingDestination(),
-                platform=None,
+                selection=Selection(),
                 jobs=4,
                 progress=ignore_progress,
             )
@@ -250,8 +250,8 @@ async def test_the_platform_is_chosen_or_refused(
         text = source.spell(Kind.TAG, "multi:1")
         assert text is not None
         host = Platform.host()
-        [image] = await source.source.resolve(parse_query(text), host)
+        [image] = await source.source.resolve(parse_query(text), Selection.of(host))
         assert image.id == corpus.image("multi:1").id
         with pytest.raises(HatchwayError):
-            await source.source.resolve(parse_query(text), Platform("linux", "s390x"))
+            await source.source.resolve(parse_query(text), Selection.of(Platform("linux", "s390x")))
         assert os.path.exists(corpus.root)

@@ -47,7 +47,7 @@ from hatchway.engine.resolve import assemble, resolve_all
 from hatchway.errors import HatchwayError, StoreError
 from hatchway.files import RegularFileReader
 from hatchway.limits import DECODE_THREADS, SMALL_BATCH, SMALL_BLOB, STEP_BYTES, STREAM_CHUNK
-from hatchway.model import Layer, Platform
+from hatchway.model import Layer
 from hatchway.progress import (
     CopyFinished,
     CopyStarted,
@@ -68,6 +68,7 @@ from hatchway.transports.base import (
     LocalBlob,
     Receiver,
     ResolvedImage,
+    Selection,
     Source,
 )
 
@@ -101,11 +102,12 @@ async def copy(
     source: Source,
     destination: Destination[R],
     *,
-    platform: Platform | None,
+    selection: Selection,
     jobs: int,
     progress: ProgressCallback,
 ) -> CopyReport[R]:
-    """Copy the images ``queries`` name from ``source`` into ``destination``.
+    """Copy what ``queries`` name from ``source`` into ``destination``: the images (and the
+    platforms and referrers ``selection`` takes).
 
     Raises :class:`~hatchway.errors.HatchwayError` subclasses; on any error or cancellation
     the destination is left as it was (see :class:`~hatchway.transports.base.Receiver`).
@@ -113,12 +115,12 @@ async def copy(
     if not queries:
         raise HatchwayError("no image names given")
     check_jobs(jobs)
-    resolved = await resolve_all(queries, source, platform)
+    resolved = await resolve_all(queries, source, selection)
     # Thousands of images: assembling them and asking for their files are a worker's job.
     plan = await anyio.to_thread.run_sync(_assembled, queries, resolved)
     declared = destination.capabilities
     form = declared.layer_form
-    distinct = {form.key(la): la for i in plan.images for la in i.image.layers}
+    distinct = {form.key(la): la for la, _ in plan.blobs()}
     progress(
         CopyStarted(len(plan.images), len(distinct), sum(la.blob.size for la in distinct.values()))
     )
@@ -126,35 +128,32 @@ async def copy(
         mover = _Mover(receiver, declared, jobs, progress, plan.local_files)
         with collapse_errors():
             async with anyio.create_task_group() as tg:
-                started = 0
                 # Where a small layer's move is all local CPU work (into an archive), batch
                 # them; a store or a registry does I/O per layer (a write, an upload): one task
                 # each.
                 batches = declared.batches_small_layers
                 small: list[tuple[Layer, BlobSource, LocalBlob]] = []
                 batched: dict[str, bool] = {}  # key -> moved in a batch (decided once)
-                for image in plan.images:
-                    for layer in image.image.layers:
-                        local = plan.local_files.get(layer.blob.digest)
-                        key = form.key(layer)
-                        if key not in batched:
-                            batched[key] = (
-                                batches
-                                and local is not None
-                                and layer.blob.size <= SMALL_BLOB
-                                and image.image.source.capabilities.concurrent
-                            )
-                            if batched[key]:
-                                assert local is not None
-                                small.append((layer, image.image.source, local))
-                                if len(small) == SMALL_BATCH:
-                                    tg.start_soon(mover.move_small, small)
-                                    small = []
-                        if not batched[key]:
-                            tg.start_soon(mover.move, layer, image.image.source)
-                        started += 1
-                        if started % SPAWN_BATCH == 0:
-                            await anyio.lowlevel.checkpoint()
+                for started, (layer, blobs) in enumerate(plan.blobs(), 1):
+                    local = plan.local_files.get(layer.blob.digest)
+                    key = form.key(layer)
+                    if key not in batched:
+                        batched[key] = (
+                            batches
+                            and local is not None
+                            and layer.blob.size <= SMALL_BLOB
+                            and blobs.capabilities.concurrent
+                        )
+                        if batched[key]:
+                            assert local is not None
+                            small.append((layer, blobs, local))
+                            if len(small) == SMALL_BATCH:
+                                tg.start_soon(mover.move_small, small)
+                                small = []
+                    if not batched[key]:
+                        tg.start_soon(mover.move, layer, blobs)
+                    if started % SPAWN_BATCH == 0:
+                        await anyio.lowlevel.checkpoint()
                 if small:
                     tg.start_soon(mover.move_small, small)
         result = await receiver.commit()
@@ -172,15 +171,11 @@ def _assembled(
 def _with_local_files(plan: CopyPlan) -> CopyPlan:
     """The plan, with each layer's local file as its (first) source describes it."""
     local_files: dict[str, LocalBlob] = {}
-    for image in plan.images:
-        source = image.image.source
-        if not source.capabilities.local_files:
-            continue
-        for layer in image.image.layers:
-            if layer.blob.digest not in local_files:
-                local = source.local_file(layer.blob)
-                if local is not None:
-                    local_files[layer.blob.digest] = local
+    for layer, source in plan.blobs():
+        if source.capabilities.local_files and layer.blob.digest not in local_files:
+            local = source.local_file(layer.blob)
+            if local is not None:
+                local_files[layer.blob.digest] = local
     return replace(plan, local_files=local_files)
 
 

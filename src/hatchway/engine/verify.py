@@ -32,6 +32,7 @@ from hatchway.transports.base import (
     LayerForm,
     LocalBlob,
     ResolvedImage,
+    Selection,
 )
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
@@ -123,7 +124,7 @@ class _Given:
     def __init__(self, images: Sequence[ResolvedImage]) -> None:
         self._images = {f"#{i}": image for i, image in enumerate(images)}
 
-    async def resolve(self, query: ImageQuery, platform: Platform | None) -> list[ResolvedImage]:
+    async def resolve(self, query: ImageQuery, selection: Selection) -> list[ResolvedImage]:
         return [self._images[query.text]]
 
     async def aclose(self) -> None:
@@ -187,6 +188,11 @@ async def _verify_content(
         return {}
     queries = [ImageQuery(f"#{i}", None, None) for i in range(len(images))]
     report = await copy(
-        queries, _Given(images), VerifyingDestination(), platform=None, jobs=jobs, progress=progress
+        queries,
+        _Given(images),
+        VerifyingDestination(),
+        selection=Selection(),
+        jobs=jobs,
+        progress=progress,
     )
     return report.result

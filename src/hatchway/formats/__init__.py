@@ -10,16 +10,32 @@ from collections.abc import Callable
 from enum import Enum
 
 from hatchway.formats import docker, docker_1_10, docker_legacy
-from hatchway.formats.plan import ExportImage, Member, MemberKind, archive_size, member_header
+from hatchway.formats.docker import plan_stored
+from hatchway.formats.plan import (
+    ExportImage,
+    Member,
+    MemberKind,
+    StoredArtifact,
+    StoredExport,
+    StoredImage,
+    StoredName,
+    archive_size,
+    member_header,
+)
 
 __all__ = [
     "ArchiveFormat",
     "ExportImage",
     "Member",
     "MemberKind",
+    "StoredArtifact",
+    "StoredExport",
+    "StoredImage",
+    "StoredName",
     "archive_size",
     "member_header",
     "plan_archive",
+    "plan_stored",
 ]
 
 

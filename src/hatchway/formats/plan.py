@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Any
 
 from hatchway import tarstream
-from hatchway.model import ImageConfig, Layer
+from hatchway.model import Descriptor, ImageConfig, Layer
 from hatchway.reference import Reference
 
 
@@ -73,6 +73,54 @@ class ExportImage:
     @property
     def diff_ids(self) -> tuple[str, ...]:
         return self.config.diff_ids
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    """One image to export as it is stored: its manifest's descriptor and bytes, its config,
+    its stored (compressed, as the case may be) layer blobs, and the tags recorded for it."""
+
+    manifest: Descriptor
+    manifest_raw: bytes
+    config: ImageConfig
+    layers: tuple[Descriptor, ...]
+    tags: tuple[Reference, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredArtifact:
+    """A manifest carried as it is that is no image (a referrer, an index's attestation):
+    its descriptor and bytes and its blobs; ``entry`` says whether ``index.json`` lists it
+    (a referrer) or an index it belongs to does (an index's child); ``subject``, ``tag`` and
+    ``artifact_type`` go into that entry."""
+
+    manifest: Descriptor
+    raw: bytes
+    blobs: tuple[Descriptor, ...]
+    entry: bool
+    subject: str | None = None
+    tag: str | None = None
+    artifact_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredName:
+    """A name recorded in ``index.json``: the reference (``None``: an unnamed entry) and the
+    index or manifest it points at."""
+
+    reference: Reference | None
+    target: Descriptor
+
+
+@dataclass(frozen=True, slots=True)
+class StoredExport:
+    """Everything an archive holds when images are written as stored: the images, the
+    indexes they come through (descriptor and bytes), the artifacts and the names."""
+
+    images: tuple[StoredImage, ...]
+    documents: tuple[tuple[Descriptor, bytes], ...]
+    artifacts: tuple[StoredArtifact, ...]
+    names: tuple[StoredName, ...]
 
 
 def walk_order(members: Iterable[Member]) -> tuple[Member, ...]:

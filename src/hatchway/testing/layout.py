@@ -102,9 +102,10 @@ def layer_tar(files: Mapping[str, bytes | Symlink | None], mtime: int = 0) -> by
                     tar.addfile(_info(d + "/", tarfile.DIRTYPE, 0o755, mtime))
             value = files[name]
             if value is None:
-                if name not in dirs:
-                    dirs.add(name)
-                    tar.addfile(_info(name.rstrip("/") + "/", tarfile.DIRTYPE, 0o755, mtime))
+                directory = "/".join(parts)
+                if directory not in dirs:
+                    dirs.add(directory)
+                    tar.addfile(_info(directory + "/", tarfile.DIRTYPE, 0o755, mtime))
             elif isinstance(value, Symlink):
                 info = _info(name, tarfile.SYMTYPE, 0o777, mtime)
                 info.linkname = value.target

@@ -29,9 +29,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import anyio
 
-from hatchway.model import Descriptor, Platform
+from hatchway.model import Descriptor
 from hatchway.reference import ImageQuery
-from hatchway.transports.base import BlobSource, LocalBlob, ResolvedImage, Source
+from hatchway.transports.base import BlobSource, LocalBlob, ResolvedImage, Selection, Source
 
 __all__ = ["CountingBlobSource", "CountingStore", "SlowBlobSource", "SlowStore"]
 
@@ -108,9 +108,9 @@ class SlowStore:
         self.description = inner.description
         self._sources = _Wrappers(lambda source: SlowBlobSource(source, latency, bandwidth))
 
-    async def resolve(self, query: ImageQuery, platform: Platform | None) -> list[ResolvedImage]:
+    async def resolve(self, query: ImageQuery, selection: Selection) -> list[ResolvedImage]:
         """``inner.resolve``, with every image's blob source wrapped.  Raises as ``inner``."""
-        return self._sources.rewrap(await self.inner.resolve(query, platform))
+        return self._sources.rewrap(await self.inner.resolve(query, selection))
 
     async def aclose(self) -> None:
         """Close the inner store."""
@@ -178,9 +178,9 @@ class CountingStore:
         """How many times the blob ``digest`` was opened or located."""
         return self.opens[digest] + self.locates[digest]
 
-    async def resolve(self, query: ImageQuery, platform: Platform | None) -> list[ResolvedImage]:
+    async def resolve(self, query: ImageQuery, selection: Selection) -> list[ResolvedImage]:
         """``inner.resolve``, with every image's blob source wrapped.  Raises as ``inner``."""
-        return self._sources.rewrap(await self.inner.resolve(query, platform))
+        return self._sources.rewrap(await self.inner.resolve(query, selection))
 
     async def aclose(self) -> None:
         """Close the inner store."""

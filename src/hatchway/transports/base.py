@@ -41,13 +41,21 @@ around another one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol, TypeVar, runtime_checkable
 
-from hatchway.model import Descriptor, ImageConfig, Layer, Manifest, Platform
+from hatchway.model import (
+    Descriptor,
+    ImageConfig,
+    Layer,
+    Manifest,
+    Platform,
+    parse_index,
+    parse_json_object,
+)
 from hatchway.progress import ProgressCallback
 from hatchway.reference import ImageQuery, Reference
 
@@ -140,12 +148,105 @@ class LocalBlob:
 
 
 @dataclass(frozen=True, slots=True)
+class Selection:
+    """What a copy takes of each image a name resolves to.
+
+    ``platforms`` are the platforms wanted from an image index (empty: the host's platform —
+    and a single-platform image whatever its platform, as ``docker save`` takes it);
+    ``all_platforms`` takes every child of an index instead — only those the source holds,
+    with ``held_only`` (a partial index, as an archive of some platforms keeps it).
+    ``referrers`` takes the artifacts that refer to each image too (signatures, SBOMs,
+    attestations), only those whose type is in ``artifact_types`` when that is not empty.
+    """
+
+    platforms: tuple[Platform, ...] = ()
+    all_platforms: bool = False
+    referrers: bool = False
+    artifact_types: tuple[str, ...] = ()
+    held_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.all_platforms and self.platforms:
+            raise ValueError("a selection takes all platforms or a list of them, not both")
+
+    @classmethod
+    def of(cls, platform: Platform | None) -> Selection:
+        """The selection of one platform (``None``: the default, the host's)."""
+        return cls(() if platform is None else (platform,))
+
+    @property
+    def explicit(self) -> bool:
+        """Whether platforms were asked for (a single-platform image must then match)."""
+        return self.all_platforms or bool(self.platforms)
+
+    def wanted(self) -> tuple[Platform, ...]:
+        """The platforms asked for (the host's by default); empty for every platform."""
+        if self.all_platforms:
+            return ()
+        return self.platforms or (Platform.host(),)
+
+    def takes_type(self, artifact_type: str | None) -> bool:
+        """Whether a referrer of ``artifact_type`` comes along."""
+        return self.referrers and (not self.artifact_types or artifact_type in self.artifact_types)
+
+    def __str__(self) -> str:
+        if self.all_platforms:
+            return "all"
+        return ",".join(str(p) for p in self.wanted())
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A manifest or index exactly as its source holds it: the descriptor and its bytes,
+    verified against it."""
+
+    descriptor: Descriptor
+    raw: bytes
+
+    @property
+    def digest(self) -> str:
+        return self.descriptor.digest
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    """A manifest carried along exactly as it is, which is not an image to run: a referrer
+    (a signature, an SBOM, an attestation) or an index's child that is no image (BuildKit's
+    attestation manifests).  Its blobs (``blobs``: the config and the layers) are verified by
+    digest and size only, as any blob; nothing in them is interpreted.
+
+    ``subject`` is the digest of the manifest or index it refers to (its ``subject`` field,
+    the digest a cosign tag names, or BuildKit's reference annotation); ``tag`` the tag it
+    lives under in its repository, when it has one (cosign's ``sha256-<hex>.sig``);
+    ``artifact_type`` its type (``artifactType``, else its config's media type).
+    """
+
+    document: Document
+    blobs: tuple[Descriptor, ...]
+    source: BlobSource = field(compare=False, repr=False)
+    subject: str | None = None
+    tag: str | None = None
+    artifact_type: str | None = None
+
+    @property
+    def digest(self) -> str:
+        return self.document.digest
+
+
+@dataclass(frozen=True, slots=True)
 class ResolvedImage:
     """One image a name resolved to, with the tags that name records for it.
 
     ``descriptor`` describes the platform-specific manifest (its digest is the ``repo@digest``
     of a single image) and ``manifest_raw`` holds its bytes, verified against it.  ``tags`` is
     empty when the name was an ID or a digest reference.  ``source`` serves the image's blobs.
+
+    ``parents`` are the image indexes the name led through to this manifest, exactly as
+    stored: the one the name points at first, down to this manifest's own parent (empty when
+    the name points at this manifest).  A name that resolves to several platforms of one index
+    gives one image per platform, each with the same parents and tags: the tags name the
+    index (:attr:`target`).  ``artifacts`` are manifests carried with the image that are no
+    image to run (see :class:`Artifact`).
     """
 
     descriptor: Descriptor
@@ -155,6 +256,8 @@ class ResolvedImage:
     layers: tuple[Layer, ...]
     source: BlobSource = field(compare=False, repr=False)
     tags: tuple[Reference, ...] = ()
+    parents: tuple[Document, ...] = ()
+    artifacts: tuple[Artifact, ...] = ()
 
     @property
     def id(self) -> str:
@@ -165,6 +268,16 @@ class ResolvedImage:
     def manifest_digest(self) -> str:
         return self.descriptor.digest
 
+    @property
+    def target(self) -> Descriptor:
+        """What the image's name points at: the outermost index, or the manifest itself."""
+        return self.parents[0].descriptor if self.parents else self.descriptor
+
+    @property
+    def document(self) -> Document:
+        """The image's own manifest, as a :class:`Document`."""
+        return Document(self.descriptor, self.manifest_raw)
+
 
 @runtime_checkable
 class Source(Protocol):
@@ -173,11 +286,12 @@ class Source(Protocol):
     #: A short human name for messages, e.g. ``store /var/lib/hatchway/store``.
     description: str
 
-    async def resolve(self, query: ImageQuery, platform: Platform | None) -> list[ResolvedImage]:
+    async def resolve(self, query: ImageQuery, selection: Selection) -> list[ResolvedImage]:
         """The images ``query`` names, in a stable order (each image once).
 
-        ``platform`` picks the manifest of a multi-platform index (``None``: the host's
-        platform for indexes, and any platform for a single-platform image).
+        ``selection`` says which platforms of a multi-platform index are taken (by default the
+        host's, and a single-platform image whatever its platform) and which referrers come
+        along (:class:`Selection`).
 
         Raises :class:`~hatchway.errors.NoSuchImage`,
         :class:`~hatchway.errors.AmbiguousReference`,
@@ -197,8 +311,10 @@ class Source(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class CopyImage:
-    """One image a copy moves — the first resolution of its ID — with every tag recorded for
-    it, each once, in the order the names were given.  Its layers come from ``image.source``.
+    """One image a copy moves — the first resolution of its manifest — with every tag recorded
+    for it, each once, in the order the names were given (a tag that names an index is
+    recorded for one image under it: the host's platform if it is carried, else the first
+    carried).  Its layers come from ``image.source``.
     """
 
     image: ResolvedImage
@@ -212,15 +328,26 @@ class CopyImage:
 @dataclass(frozen=True, slots=True)
 class CopyName:
     """One name a copy records, in the order the names were given: a tag, a digest
-    reference (``repo@sha256:...``), or ``None`` for an image named only by its ID."""
+    reference (``repo@sha256:...``), or ``None`` for an image named only by its ID.
+
+    ``target`` is what the name points at — an index or a manifest, whose bytes the copy
+    carries as they are — and ``image_id`` the image its tag is recorded for (see
+    :class:`CopyImage`).
+    """
 
     reference: Reference | None
     image_id: str
+    target: Descriptor
 
 
 @dataclass(frozen=True, slots=True)
 class CopyPlan:
     """The images of one copy (first-mention order, each once) and the names it records.
+
+    ``documents`` are the image indexes the names lead through (each once, outermost first:
+    what a tag names, then the indexes inside it), carried exactly as they are; ``artifacts``
+    the manifests carried along that are no image to run (each once).  :meth:`blobs` lists
+    every blob the engine moves: the images' layers, then the artifacts' blobs.
 
     ``local_files`` holds, by blob digest, where a layer's blob lies in a local file when its
     source said so (asked once per layer, before anything moves; absent: not a local file):
@@ -229,7 +356,28 @@ class CopyPlan:
 
     images: tuple[CopyImage, ...]
     names: tuple[CopyName, ...]
+    documents: tuple[Document, ...] = ()
+    artifacts: tuple[Artifact, ...] = ()
     local_files: Mapping[str, LocalBlob] = field(default_factory=dict)
+
+    def blobs(self) -> Iterator[tuple[Layer, BlobSource]]:
+        """Every blob to move with the source that serves it, images' layers first (a blob
+        needed twice is listed twice: the engine moves each once)."""
+        for image in self.images:
+            for layer in image.image.layers:
+                yield layer, image.image.source
+        for artifact in self.artifacts:
+            for blob in artifact.blobs:
+                yield Layer.of_blob(blob), artifact.source
+
+    def referrers(self) -> tuple[Artifact, ...]:
+        """The artifacts no index of the plan lists (referrers, which a layout keeps as
+        entries of their own; an index's children are reached through the index)."""
+        listed: set[str] = set()
+        for document in self.documents:
+            doc = parse_json_object(document.raw, f"index {document.digest}")
+            listed.update(child.digest for child in parse_index(doc, f"index {document.digest}"))
+        return tuple(a for a in self.artifacts if a.digest not in listed)
 
 
 class LayerForm(Enum):

@@ -32,9 +32,9 @@ import anyio
 from hatchway.errors import OutputError, StoreError
 from hatchway.files import write_all
 from hatchway.limits import CHUNK_SIZE
-from hatchway.model import Descriptor, Platform, hex_of
+from hatchway.model import Descriptor, hex_of
 from hatchway.reference import ImageQuery
-from hatchway.transports.base import BlobSource, LocalBlob, ResolvedImage, Source
+from hatchway.transports.base import BlobSource, LocalBlob, ResolvedImage, Selection, Source
 
 
 class _Entry:
@@ -245,8 +245,8 @@ class _CachingSource:
         self.description = inner.description
         self._wrapped: dict[int, tuple[BlobSource, _CachingBlobSource]] = {}
 
-    async def resolve(self, query: ImageQuery, platform: Platform | None) -> list[ResolvedImage]:
-        images = await self.inner.resolve(query, platform)
+    async def resolve(self, query: ImageQuery, selection: Selection) -> list[ResolvedImage]:
+        images = await self.inner.resolve(query, selection)
         return [replace(image, source=self._wrap(image.source)) for image in images]
 
     async def aclose(self) -> None:

@@ -14,9 +14,8 @@ from collections.abc import Callable, Mapping
 import anyio
 
 from hatchway.errors import StoreError
-from hatchway.model import Platform
 from hatchway.reference import ImageQuery, Transport
-from hatchway.transports.base import ResolvedImage, Source
+from hatchway.transports.base import ResolvedImage, Selection, Source
 
 _MISSING = {
     Transport.STORE: (
@@ -58,12 +57,12 @@ class Router:
                 self._open[transport] = source
             return source
 
-    async def resolve(self, query: ImageQuery, platform: Platform | None) -> list[ResolvedImage]:
+    async def resolve(self, query: ImageQuery, selection: Selection) -> list[ResolvedImage]:
         source = await self.source(query.transport)
         if source is None:
             where, hint = _MISSING[query.transport]
             raise StoreError(where, f"{query.text}: {hint}")
-        return await source.resolve(query, platform)
+        return await source.resolve(query, selection)
 
     async def aclose(self) -> None:
         opened: list[Source] = []

@@ -280,7 +280,10 @@ class CompressedWriter(BufferedWriter):
             decoder = None
             if body.pending_check is not None:
                 decoder = LayerDecoder(
-                    body.pending_check, cast(IO[bytes], collected), store=body.store
+                    body.pending_check,
+                    cast(IO[bytes], collected),
+                    store=body.store,
+                    decompress=not body.stored,
                 )
             done = 0
             while done < body.size:

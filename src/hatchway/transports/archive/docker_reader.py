@@ -43,6 +43,7 @@ from hatchway.reference import DEFAULT_TAG, Reference, parse_reference
 from hatchway.transports.archive.tarindex import TarIndex, TarMember, sniff
 
 _HEX64 = re.compile(r"[a-f0-9]{64}")
+_BLOB_NAME = re.compile(r"blobs/sha256/([a-f0-9]{64})")
 _UNKNOWN = "sha256:" + "0" * 64
 _V1_FIELDS = ("id", "parent", "Size", "parent_id", "layer_id", "throwaway")
 #: v1 fields that must be JSON objects (or null) when present: Docker's ``container.Config``.
@@ -190,7 +191,13 @@ def _layer(index: TarIndex, name: str) -> ArchiveLayer:
     if compression is Compression.NONE:
         # The blob is the diffID's content, verified when the layer moves.
         return ArchiveLayer(member, None, compression)
-    # Nothing names a compressed member's digest: it is whatever the member hashes to, so
+    named = _BLOB_NAME.fullmatch(name)
+    if named is not None:
+        # A blob named after its digest (the docker layout keeping the blobs as stored): the
+        # name is the digest, the config the diffID, and the engine checks both as it moves.
+        blob = Descriptor(_MEDIA[compression], "sha256:" + named.group(1), member.size)
+        return ArchiveLayer(member, blob, compression)
+    # Nothing names this compressed member's digest: it is whatever the member hashes to, so
     # moving the blob checks nothing.  Its content is checked here instead, decompressed
     # whole (the diffID, checked against the config by the source), or a load would store a
     # layer that every later save refuses.

@@ -100,9 +100,10 @@ def _zstd_content_size(head: bytes) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class Placed:
-    """A layer written at ``offset`` of the archive's temp file: ``size`` bytes."""
+    """A layer written at ``offset`` of the archive's temp file: ``size`` bytes (``key``: its
+    name in the archive's plan)."""
 
-    diff_id: str
+    key: str
     offset: int
     size: int
 
@@ -117,14 +118,14 @@ class PlacedTarget:
         fd: int,
         offset: int,
         predicted: int,
-        layer: Layer,
+        key: str,
         staging: Path,
         on_commit: Callable[[Placed | StagedLayer], None],
     ) -> None:
+        self._key = key
         self._fd = fd
         self._offset = offset
         self._predicted = predicted
-        self._layer = layer
         self._staging = staging
         self._spill: int | None = None
         self._written = 0
@@ -147,7 +148,7 @@ class PlacedTarget:
 
     @property
     def _spill_path(self) -> Path:
-        return self._staging / (hex_of(self._layer.diff_id) + ".spill")
+        return self._staging / (hex_of(self._key) + ".spill")
 
     def _start_spill(self) -> None:
         """The layer is larger than predicted: continue in a staging file."""
@@ -166,10 +167,10 @@ class PlacedTarget:
         if self._spill is None:
             # Exactly as predicted: in place.  Smaller: the bytes are in place too, but the
             # archive must be planned again (the caller sees the size differ).
-            self._on_commit(Placed(self._layer.diff_id, self._offset, size))
+            self._on_commit(Placed(self._key, self._offset, size))
             return
         await anyio.to_thread.run_sync(self._close)
-        self._on_commit(StagedLayer(self._layer.diff_id, size, str(self._spill_path)))
+        self._on_commit(StagedLayer(self._key, size, str(self._spill_path)))
 
     async def discard(self) -> None:
         with anyio.CancelScope(shield=True):

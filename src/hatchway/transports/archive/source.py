@@ -35,7 +35,9 @@ import anyio
 from hatchway.concurrency import KeyedOnce
 from hatchway.errors import (
     ArchiveDamage,
+    BlobNotFound,
     DigestMismatch,
+    HatchwayError,
     MalformedContent,
     NoSuchImage,
     PlatformNotFound,
@@ -48,7 +50,6 @@ from hatchway.model import (
     ImageConfig,
     Layer,
     Manifest,
-    Platform,
     parse_config,
     parse_index,
     parse_json_object,
@@ -76,8 +77,9 @@ from hatchway.transports.archive.docker_reader import (
 from hatchway.transports.archive.files import DirFiles, LayoutFiles, TarFiles, blob_name
 from hatchway.transports.archive.tarindex import TarIndex
 from hatchway.transports.archive.unpack import Scratch
-from hatchway.transports.base import BlobCapabilities, LocalBlob, ResolvedImage
-from hatchway.transports.images import load_image
+from hatchway.transports.base import BlobCapabilities, LocalBlob, ResolvedImage, Selection
+from hatchway.transports.images import load_images
+from hatchway.transports.referrers import LayoutReferrers, is_referrer
 
 
 class ArchiveStore:
@@ -95,11 +97,11 @@ class ArchiveStore:
         self._scratch = Scratch(self.tmpdir)
         self._closed = False
 
-    async def resolve(self, query: ImageQuery, platform: Platform | None) -> list[ResolvedImage]:
+    async def resolve(self, query: ImageQuery, selection: Selection) -> list[ResolvedImage]:
         if not query.transport.is_archive or query.path is None:
             raise StoreError(self.description, f"{query.text}: not an archive name")
         archive = await self.open(query.transport, query.path)
-        return await archive.resolve(query, platform)
+        return await archive.resolve(query, selection)
 
     async def open(self, transport: Transport, path: str) -> OpenedArchive:
         """The archive (or directory) at ``path``, opened once."""
@@ -145,7 +147,10 @@ class ArchiveStore:
             return await anyio.to_thread.run_sync(OCILayout, files)
         index = await self.index(path)
         if transport is Transport.DOCKER_ARCHIVE:
-            return await anyio.to_thread.run_sync(DockerArchive, index)
+            docker = await anyio.to_thread.run_sync(DockerArchive, index)
+            if INDEX_NAME in index and "oci-layout" in index:
+                docker.use_exact(await _exact_images(index))
+            return docker
         return await anyio.to_thread.run_sync(OCILayout, TarFiles(index), index)
 
     async def aclose(self) -> None:
@@ -262,6 +267,16 @@ class DockerArchive(_Blobs):
         )
         return ResolvedImage(descriptor, raw, manifest, config, tuple(layers), self, archived.tags)
 
+    def use_exact(self, exact: dict[tuple[str, tuple[str, ...]], ResolvedImage]) -> None:
+        """Take each image as the archive's OCI half stores it, where that half describes the
+        same image (same ID, same layer blobs): its manifest's own bytes and the indexes it
+        is in, so its digests are kept; ``manifest.json``'s names stay."""
+        for n, image in enumerate(self.images):
+            key = (image.id, tuple(la.blob.digest for la in image.layers))
+            stored = exact.get(key)
+            if stored is not None:
+                self.images[n] = replace(stored, tags=image.tags)
+
     def _locate(self, digest: str) -> tuple[LocalBlob, Callable[[], Iterator[bytes]]] | None:
         local = self._members.get(digest)
         if local is None:
@@ -269,12 +284,32 @@ class DockerArchive(_Blobs):
         assert local.size is not None
         return local, lambda: self.index.read_chunks(local.offset, local.size or 0, digest)
 
-    async def resolve(self, query: ImageQuery, platform: Platform | None) -> list[ResolvedImage]:
+    async def resolve(self, query: ImageQuery, selection: Selection) -> list[ResolvedImage]:
         chosen = _select_docker(self, query)
+        asked = selection.platforms
         for image in chosen:
-            if platform is not None and not platform.matches(image.config.platform):
-                raise PlatformNotFound(query.text, str(platform), [str(image.config.platform)])
+            if asked and not any(p.matches(image.config.platform) for p in asked):
+                raise PlatformNotFound(query.text, str(selection), [str(image.config.platform)])
         return chosen
+
+
+async def _exact_images(index: TarIndex) -> dict[tuple[str, tuple[str, ...]], ResolvedImage]:
+    """The images the OCI half of a docker archive describes (its ``index.json``: the
+    documents as stored, every platform the archive holds, their referrers), by image ID and
+    layer blob digests — what a ``manifest.json`` entry can be matched with.  An OCI half that
+    cannot be read gives none: the archive is then read as ``manifest.json`` says alone
+    (``verify`` says what is wrong with the rest)."""
+    everything = Selection(all_platforms=True, referrers=True, held_only=True)
+    found: dict[tuple[str, tuple[str, ...]], ResolvedImage] = {}
+    try:
+        layout = await anyio.to_thread.run_sync(OCILayout, TarFiles(index), index)
+        for entry in layout.entries:
+            for image in await layout.images(entry, blob_name(entry.digest), everything):
+                key = (image.id, tuple(la.blob.digest for la in image.layers))
+                found.setdefault(key, image)
+    except HatchwayError:
+        return {}
+    return found
 
 
 def _select_docker(archive: DockerArchive, query: ImageQuery) -> list[ResolvedImage]:
@@ -318,10 +353,13 @@ class OCILayout(_Blobs):
                 "oci-layout",
             )
         try:
-            self.entries = parse_index(parse_json_object(raw, INDEX_NAME), INDEX_NAME)
+            every = parse_index(parse_json_object(raw, INDEX_NAME), INDEX_NAME)
         except MalformedContent as exc:
             raise ArchiveDamage(self.description, str(exc), INDEX_NAME) from None
-        self._resolved: KeyedOnce[tuple[str, Platform | None], ResolvedImage] = KeyedOnce()
+        #: The entries that name images (referrers have entries of their own: ``referrers``).
+        self.entries = tuple(e for e in every if not is_referrer(e))
+        self.referrers = LayoutReferrers(every, self.read_blob, self)
+        self._resolved: KeyedOnce[tuple[str, Selection], list[ResolvedImage]] = KeyedOnce()
 
     def _document(self, name: str) -> bytes:
         if not self.files.exists(name):
@@ -346,6 +384,8 @@ class OCILayout(_Blobs):
     async def read_blob(self, descriptor: Descriptor) -> bytes:
         """A document blob, checked against its descriptor's digest and size."""
         name = blob_name(descriptor.digest)
+        if not await anyio.to_thread.run_sync(self.files.exists, name):
+            raise BlobNotFound(self.description, descriptor.digest)
         raw = await anyio.to_thread.run_sync(self.files.read, name)
         actual = sha256_digest(raw)
         if actual != descriptor.digest:
@@ -358,12 +398,12 @@ class OCILayout(_Blobs):
             )
         return raw
 
-    async def resolve(self, query: ImageQuery, platform: Platform | None) -> list[ResolvedImage]:
+    async def resolve(self, query: ImageQuery, selection: Selection) -> list[ResolvedImage]:
         images = []
         for entry in self.select(query):
-            image = await self.image(entry, query.text, platform)
             name = entry_reference(entry.annotations)
-            images.append(replace(image, tags=(name,) if name is not None else ()))
+            for image in await self.images(entry, query.text, selection):
+                images.append(replace(image, tags=(name,) if name is not None else ()))
         return images
 
     def select(self, query: ImageQuery) -> list[Descriptor]:
@@ -387,30 +427,34 @@ class OCILayout(_Blobs):
             raise NoSuchImage(query.text)
         return chosen[:1]
 
-    async def image(self, entry: Descriptor, text: str, platform: Platform | None) -> ResolvedImage:
-        key = (entry.digest, platform)
-        return await self._resolved.run(key, lambda: self._load(entry, text, platform))
+    async def images(
+        self, entry: Descriptor, text: str, selection: Selection
+    ) -> list[ResolvedImage]:
+        """The images ``selection`` takes of the index entry ``entry`` (read once)."""
+        key = (entry.digest, selection)
+        return await self._resolved.run(key, lambda: self._load(entry, text, selection))
 
-    async def _load(self, entry: Descriptor, text: str, platform: Platform | None) -> ResolvedImage:
+    async def _load(
+        self, entry: Descriptor, text: str, selection: Selection
+    ) -> list[ResolvedImage]:
         raw = await self.read_blob(entry)
 
         async def read_config(descriptor: Descriptor) -> ImageConfig:
             return parse_config(await self.read_blob(descriptor), descriptor.digest)
 
         try:
-            loaded = await load_image(
+            images = await load_images(
                 entry,
                 raw,
                 name=text,
-                platform=platform,
+                selection=selection,
+                source=self,
                 read_manifest=self.read_blob,
                 read_config=read_config,
             )
+            return await self.referrers.attach(images, selection)
         except MalformedContent as exc:
             raise ArchiveDamage(self.description, str(exc), blob_name(entry.digest)) from None
-        return ResolvedImage(
-            loaded.descriptor, loaded.raw, loaded.manifest, loaded.config, loaded.layers, self
-        )
 
 
 OpenedArchive = DockerArchive | OCILayout

@@ -1,12 +1,13 @@
-"""The staging area of an archive copy: layers verified and kept uncompressed until the
-archive is written.
+"""The staging area of an archive copy: layers verified and kept uncompressed until the archive is
+written.
 
 A private directory (``.hatchway-staging-*``) exists only for one copy: under ``--tmpdir``, or
-beside the output file, and is removed however the copy ends.  Each layer the engine moves is
-written to ``<diffhex>.partial`` and renamed to ``<diffhex>`` only once the engine has verified
-it (:class:`StagingFile`).  A layer that is a local uncompressed file of the source need not be
-copied at all: it is recorded with ``pending_check`` and verified by the writer in the pass
-that copies it into an output that any failure discards.
+beside the output file, and is removed however the copy ends. Each layer the engine moves is
+written to ``<hex>.partial`` and renamed to ``<hex>`` only once the engine has verified it
+(:class:`StagingFile`); the hex is the layer's key in the archive's layer form — its diffID for
+uncompressed layers, its blob digest for layers kept as stored. A layer that is a local file of
+the source need not be copied at all: it is recorded with ``pending_check`` and verified by the
+writer in the pass that copies it into an output that any failure discards.
 """
 
 from __future__ import annotations
@@ -27,14 +28,15 @@ from hatchway.model import Layer, hex_of
 
 @dataclass(frozen=True, slots=True)
 class StagedLayer:
-    """A layer whose uncompressed content is the ``size`` bytes at ``offset`` of the file at
-    ``path`` (a staged file, or a source's local file — a member inside an archive).
+    """A layer whose bytes in the archive (uncompressed, or as stored: ``stored``) are the
+    ``size`` bytes at ``offset`` of the file at ``path`` (a staged file, or a source's local
+    file — a member inside an archive); ``key`` is what the archive's plan names it by.
 
     ``pending_check`` is set when the bytes were not verified yet (a local file adopted from
     the source ``store``): the writer verifies them while copying them.
     """
 
-    diff_id: str
+    key: str
     size: int
     path: str
     pending_check: Layer | None = None
@@ -42,6 +44,8 @@ class StagedLayer:
     offset: int = 0
     #: The layer's bytes themselves, for a small layer kept in memory (``path`` is then "").
     data: bytes | None = None
+    #: The bytes are the stored blob (checked as such), not the uncompressed layer.
+    stored: bool = False
 
 
 class MemoryBudget:
@@ -80,10 +84,12 @@ class StagingFile:
         self,
         directory: Path,
         layer: Layer,
+        key: str,
         on_commit: Callable[[StagedLayer], None],
         budget: MemoryBudget,
     ) -> None:
-        self._final = directory / hex_of(layer.diff_id)
+        self._key = key
+        self._final = directory / hex_of(key)
         self._partial = self._final.with_name(self._final.name + ".partial")
         self._layer = layer
         self._on_commit = on_commit
@@ -120,14 +126,14 @@ class StagingFile:
     async def commit(self, size: int) -> None:
         if self._memory is not None:
             data = bytes(self._memory)
-            self._on_commit(StagedLayer(self._layer.diff_id, size, "", data=data))
+            self._on_commit(StagedLayer(self._key, size, "", data=data))
             return
         await anyio.to_thread.run_sync(self._close)
         try:
             await anyio.Path(self._partial).rename(self._final)
         except OSError as exc:
             raise OutputError(f"cannot write staging file {self._final}: {exc.strerror}") from None
-        self._on_commit(StagedLayer(self._layer.diff_id, size, str(self._final)))
+        self._on_commit(StagedLayer(self._key, size, str(self._final)))
 
     async def discard(self) -> None:
         memory, self._memory = self._memory, None

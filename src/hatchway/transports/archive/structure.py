@@ -27,7 +27,6 @@ from dataclasses import dataclass, field, replace
 import anyio
 
 from hatchway.errors import ArchiveDamage
-from hatchway.model import INDEX_TYPES, parse_index, parse_json_object
 from hatchway.oci_layout import entry_reference
 from hatchway.reference import Transport
 from hatchway.results import VerifiedImage
@@ -35,7 +34,7 @@ from hatchway.transports.archive.docker_reader import check_v1_directories, raw_
 from hatchway.transports.archive.files import TarFiles, blob_name
 from hatchway.transports.archive.source import ArchiveStore, DockerArchive, OCILayout
 from hatchway.transports.archive.tarindex import TarIndex
-from hatchway.transports.base import ResolvedImage
+from hatchway.transports.base import ResolvedImage, Selection
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 _V1_JSON = re.compile(r"[a-f0-9]{64}/json")
@@ -118,20 +117,13 @@ async def check_structure(store: ArchiveStore, state: Findings) -> list[Resolved
 
 
 async def _oci_images(layout: OCILayout) -> list[ResolvedImage]:
-    """Every image ``index.json`` describes: each entry, and every platform of an index."""
+    """Every image ``index.json`` describes: each entry, every platform of an index that the
+    archive holds (indexes inside indexes too), with their referrers."""
+    everything = Selection(all_platforms=True, referrers=True, held_only=True)
     images = []
     for entry in layout.entries:
-        if entry.media_type in INDEX_TYPES:
-            raw = await layout.read_blob(entry)
-            children = parse_index(parse_json_object(raw, blob_name(entry.digest)), "index")
-            for child in children:
-                if child.platform is None:
-                    continue
-                image = await layout.image(child, blob_name(child.digest), child.platform)
-                images.append(image)
-        else:
-            image = await layout.image(entry, blob_name(entry.digest), None)
-            name = entry_reference(entry.annotations)
+        name = entry_reference(entry.annotations)
+        for image in await layout.images(entry, blob_name(entry.digest), everything):
             images.append(replace(image, tags=(name,) if name else ()))
     return images
 

@@ -182,7 +182,10 @@ class _PositionalFile:
         reader = await anyio.to_thread.run_sync(open_adopted, body)
         try:
             decoder = LayerDecoder(
-                layer, cast(IO[bytes], _MovingOffset(self, offset)), store=body.store
+                layer,
+                cast(IO[bytes], _MovingOffset(self, offset)),
+                store=body.store,
+                decompress=not body.stored,
             )
             file = cast(IO[bytes], reader)
             while n := await anyio.to_thread.run_sync(

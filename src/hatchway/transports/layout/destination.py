@@ -51,7 +51,9 @@ from hatchway.oci_layout import (
     entry_key,
     index_document,
     index_entry,
+    is_referrer_entry,
     name_annotations,
+    referrer_entry,
 )
 from hatchway.reference import Reference
 from hatchway.transports.base import (
@@ -198,7 +200,7 @@ class LayoutWriter:
 
     def _merge_entries_locked(self, entries: list[dict[str, Any]]) -> None:
         doc = self._read_index_locked()
-        named = {e["digest"] for e in entries if e.get("annotations")}
+        named = {e["digest"] for e in entries if _name_of(e) is not None}
         manifests = [
             m
             for m in doc["manifests"]
@@ -295,16 +297,26 @@ def _last_per_name(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return kept
 
 
+def _name_of(entry: dict[str, Any]) -> Reference | str | None:
+    return entry_key(entry.get("annotations") or {})
+
+
 def _unnamed_in(existing: dict[str, Any], digests: set[str]) -> bool:
-    """An unnamed entry for a manifest that is now named: the name replaces it."""
-    return not existing.get("annotations") and existing["digest"] in digests
+    """An unnamed image entry for a manifest that is now named: the name replaces it (a
+    referrer's entry is not an image's and stays)."""
+    annotations = existing.get("annotations") or {}
+    return (
+        _name_of(existing) is None
+        and not is_referrer_entry(annotations)
+        and existing["digest"] in digests
+    )
 
 
 def _already_held(entry: dict[str, Any], existing: list[dict[str, Any]]) -> bool:
-    """An unnamed entry is added only for a manifest no entry refers to yet: loading the
-    same untagged image twice must not grow ``index.json``, and a named image is already
-    reachable by its ID."""
-    if entry.get("annotations"):
+    """An unnamed entry (an untagged image, a referrer) is added only for a manifest no entry
+    refers to yet: loading the same untagged image twice must not grow ``index.json``, and a
+    named image is already reachable by its ID."""
+    if _name_of(entry) is not None:
         return False
     return any(m["digest"] == entry["digest"] for m in existing)
 
@@ -356,20 +368,42 @@ class _LayoutReceiver:
         return await self._writer.open_blob(layer.blob)
 
     async def commit(self) -> tuple[StoredImage, ...]:
-        images = {i.id: i.image for i in self._plan.images}
-        for image in images.values():
+        """Every document the copy carries (configs, manifests, indexes, referrers: all
+        checked by their source), then ``index.json`` once: each name pointing at what it
+        names, each referrer that no index lists as an unnamed entry."""
+        plan = self._plan
+        for copied in plan.images:
+            image = copied.image
             await self._writer.write_bytes(image.manifest.config, image.config.raw)
             await self._writer.write_bytes(image.descriptor, image.manifest_raw)
+        for document in plan.documents:
+            await self._writer.write_bytes(document.descriptor, document.raw)
+        for artifact in plan.artifacts:
+            await self._writer.write_bytes(artifact.document.descriptor, artifact.document.raw)
         entries: list[dict[str, Any]] = []
         stored: list[StoredImage] = []
-        for name in self._plan.names:
-            image = images[name.image_id]
-            entries.append(index_entry(image.manifest.media_type, image.descriptor, name.reference))
-            stored.append(
-                StoredImage(_written_name(name.reference), image.descriptor.digest, image.id)
-            )
+        for name in plan.names:
+            target = name.target
+            entries.append(index_entry(target.media_type, target, name.reference))
+            stored.append(StoredImage(_written_name(name.reference), target.digest, name.image_id))
+        entries += referrer_entries(plan)
         await self._writer.add_entries(entries)
         return tuple(stored)
+
+
+def referrer_entries(plan: CopyPlan) -> list[dict[str, Any]]:
+    """The ``index.json`` entries of the plan's referrers (unnamed, saying what they refer
+    to)."""
+    return [
+        referrer_entry(
+            a.document.descriptor.media_type,
+            a.document.descriptor,
+            a.subject,
+            a.tag,
+            a.artifact_type,
+        )
+        for a in plan.referrers()
+    ]
 
 
 def _written_name(reference: Reference | None) -> str | None:

@@ -51,8 +51,9 @@ from hatchway.oci_layout import (
     stored_name,
 )
 from hatchway.reference import ImageQuery, Reference
-from hatchway.transports.base import BlobCapabilities, LocalBlob, ResolvedImage
-from hatchway.transports.images import load_image
+from hatchway.transports.base import BlobCapabilities, LocalBlob, ResolvedImage, Selection
+from hatchway.transports.images import load_images
+from hatchway.transports.referrers import LayoutReferrers, is_referrer
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +83,15 @@ class ImageSummary:
 
 
 class _Index:
-    """The entries of ``index.json``, and lookups by name that do not scan them all."""
+    """The entries of ``index.json`` — the images' (``entries``), with lookups by name that do
+    not scan them all, and the referrers' (``referrers``)."""
 
-    def __init__(self, entries: list[IndexEntry]) -> None:
-        self.entries = entries
+    def __init__(self, entries: list[IndexEntry], referrers: LayoutReferrers) -> None:
+        self.entries = [e for e in entries if not is_referrer(e.descriptor)]
+        self.referrers = referrers
         self.by_name: dict[Reference, IndexEntry] = {}
         self.by_repository: dict[Reference, list[IndexEntry]] = {}
-        for entry in entries:
+        for entry in self.entries:
             if entry.name is not None:
                 self.by_name.setdefault(entry.name, entry)  # the first entry of a name wins
                 self.by_repository.setdefault(entry.name.repository(), []).append(entry)
@@ -105,14 +108,14 @@ class OCILayoutStore:
         self.description = f"store {self.root}"
         self._entries: _Index | None = None
         self._entries_lock = anyio.Lock()
-        self._resolved: dict[tuple[str, Platform | None], ResolvedImage] = {}
+        self._resolved: dict[tuple[str, Selection], list[ResolvedImage]] = {}
         # Resolving a thousand images reads two thousand small documents: a few worker
         # calls read (and hash) them all, instead of one thread hand-off each.
         self._documents: BatchedCalls[Path, tuple[bytes, str]] = BatchedCalls(_read_hashed)
 
     # -- the Source protocol -----------------------------------------------------------
 
-    async def resolve(self, query: ImageQuery, platform: Platform | None) -> list[ResolvedImage]:
+    async def resolve(self, query: ImageQuery, selection: Selection) -> list[ResolvedImage]:
         index = await self._index()
         ref = query.reference
         if ref is not None and ref.registry:
@@ -120,18 +123,18 @@ class OCILayoutStore:
                 self.description, f"{query.text}: registry names need a registry store"
             )
         if ref is not None and ref.digest is not None:
-            return [await self._by_digest(query.text, ref, index, platform)]
+            return await self._by_digest(query.text, ref, index, selection)
         if ref is not None and ref.tag is not None:
             entry = index.by_name.get(ref)
             if entry is None:
                 raise NoSuchImage(query.text)
-            return [await self._image(entry.descriptor, query.text, platform, (ref,))]
+            return await self._images(entry.descriptor, query.text, selection, (ref,))
         if ref is not None:
             tagged = index.by_repository.get(ref)
             if tagged:
-                return await self._group_by_image(query.text, tagged, platform)
+                return await self._group_by_image(query.text, tagged, selection)
         if query.id_prefix is not None:
-            return [await self._by_id(query, index.entries, platform)]
+            return [await self._by_id(query, index.entries, selection)]
         raise NoSuchImage(query.text)
 
     @asynccontextmanager
@@ -162,11 +165,12 @@ class OCILayoutStore:
     async def list_images(self, platform: Platform | None) -> list[ImageSummary]:
         """Every index entry and what it resolves to; unreadable entries carry their error."""
         rows = []
+        selection = Selection.of(platform)
         for entry in (await self._index()).entries:
             annotation = stored_name(entry.descriptor.annotations)
             try:
-                image = await self._image(
-                    entry.descriptor, annotation or entry.descriptor.digest, platform, ()
+                [image, *_] = await self._images(
+                    entry.descriptor, annotation or entry.descriptor.digest, selection, ()
                 )
             except HatchwayError as exc:
                 rows.append(ImageSummary(entry.name, annotation, None, str(exc)))
@@ -177,29 +181,33 @@ class OCILayoutStore:
     # -- resolution helpers ------------------------------------------------------------
 
     async def _group_by_image(
-        self, text: str, entries: list[IndexEntry], platform: Platform | None
+        self, text: str, entries: list[IndexEntry], selection: Selection
     ) -> list[ResolvedImage]:
-        images: dict[str, ResolvedImage] = {}
+        """Every tag of a repository: each image once (by what its tags name), with all of
+        its tags."""
+        images: dict[tuple[str, str], ResolvedImage] = {}
         for entry in entries:
             assert entry.name is not None
-            image = await self._image(entry.descriptor, str(entry.name), platform, ())
-            prior = images.get(image.id)
-            tags = (prior.tags if prior else ()) + (entry.name,)
-            images[image.id] = replace(image, tags=tags)
+            for image in await self._images(entry.descriptor, str(entry.name), selection, ()):
+                key = (image.target.digest, image.manifest_digest)
+                prior = images.get(key)
+                tags = (prior.tags if prior else ()) + (entry.name,)
+                images[key] = replace(image, tags=tags)
         return list(images.values())
 
     async def _by_digest(
-        self, text: str, ref: Reference, index: _Index, platform: Platform | None
-    ) -> ResolvedImage:
+        self, text: str, ref: Reference, index: _Index, selection: Selection
+    ) -> list[ResolvedImage]:
         """``repo@digest``: an index entry's digest, or the digest of any platform's manifest
         inside an index (that manifest is then saved, whatever ``--platform`` says)."""
         assert ref.digest is not None
         for entry in index.by_repository.get(ref.repository(), ()):
             if entry.descriptor.digest == ref.digest:
-                return await self._image(entry.descriptor, text, platform, ())
+                return await self._images(entry.descriptor, text, selection, ())
             child = await self._child(entry.descriptor, ref.digest)
             if child is not None:
-                return await self._image(child, text, None, ())
+                platformless = replace(selection, platforms=(), all_platforms=False)
+                return await self._images(child, text, platformless, ())
         raise NoSuchImage(text)
 
     async def _child(self, descriptor: Descriptor, digest: str) -> Descriptor | None:
@@ -212,7 +220,7 @@ class OCILayoutStore:
         return next((c for c in children if c.digest == digest), None)
 
     async def _by_id(
-        self, query: ImageQuery, entries: list[IndexEntry], platform: Platform | None
+        self, query: ImageQuery, entries: list[IndexEntry], selection: Selection
     ) -> ResolvedImage:
         """The one image whose ID starts with the prefix.  Entries that cannot be read are
         skipped (an unrelated broken image must not hide this one); if nothing matched, the
@@ -222,59 +230,63 @@ class OCILayoutStore:
         broken: HatchwayError | None = None
         for entry in entries:
             try:
-                image = await self._image(entry.descriptor, query.text, platform, ())
+                images = await self._images(entry.descriptor, query.text, selection, ())
             except PlatformNotFound:
                 continue
             except HatchwayError as exc:
                 broken = broken or exc
                 continue
-            if image.id.removeprefix("sha256:").startswith(query.id_prefix):
-                matches.setdefault(image.id, image)
+            for image in images:
+                if image.id.removeprefix("sha256:").startswith(query.id_prefix):
+                    matches.setdefault(image.id, image)
         if len(matches) > 1:
             raise AmbiguousReference(query.text, sorted(m.removeprefix("sha256:") for m in matches))
         if not matches:
             raise broken or NoSuchImage(query.text)
         return next(iter(matches.values()))
 
-    async def _image(
+    async def _images(
         self,
         descriptor: Descriptor,
         text: str,
-        platform: Platform | None,
+        selection: Selection,
         tags: tuple[Reference, ...],
-    ) -> ResolvedImage:
-        key = (descriptor.digest, platform)
-        image = self._resolved.get(key)
-        if image is None:
-            image = await self._load_image(descriptor, text, platform)
-            self._resolved[key] = image
-        return replace(image, tags=tags) if tags else image
+    ) -> list[ResolvedImage]:
+        key = (descriptor.digest, selection)
+        images = self._resolved.get(key)
+        if images is None:
+            images = await self._load_images(descriptor, text, selection)
+            self._resolved[key] = images
+        return [replace(image, tags=tags) for image in images] if tags else images
 
-    async def _load_image(
-        self, descriptor: Descriptor, text: str, platform: Platform | None
-    ) -> ResolvedImage:
+    async def _load_images(
+        self, descriptor: Descriptor, text: str, selection: Selection
+    ) -> list[ResolvedImage]:
         raw = await self._read_document(descriptor)
 
         async def read_config(config: Descriptor) -> ImageConfig:
             return parse_config(await self._read_document(config), config.digest)
 
         with self._malformed():
-            loaded = await load_image(
+            images = await load_images(
                 descriptor,
                 raw,
                 name=text,
-                platform=platform,
+                selection=selection,
+                source=self,
                 read_manifest=self._read_document,
                 read_config=read_config,
             )
-        return ResolvedImage(
-            loaded.descriptor, loaded.raw, loaded.manifest, loaded.config, loaded.layers, self
-        )
+            return await (await self._index()).referrers.attach(images, selection)
 
     async def _index(self) -> _Index:
         async with self._entries_lock:
             if self._entries is None:
-                self._entries = _Index(await self._load_index())
+                entries = await self._load_index()
+                referrers = LayoutReferrers(
+                    [e.descriptor for e in entries], self._read_document, self
+                )
+                self._entries = _Index(entries, referrers)
             return self._entries
 
     async def _load_index(self) -> list[IndexEntry]:

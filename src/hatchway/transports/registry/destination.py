@@ -37,39 +37,26 @@ from functools import partial
 from pathlib import Path
 
 import anyio
-import httpx
 
 from hatchway.concurrency import collapse_errors
 from hatchway.encode import LayerCompression
-from hatchway.errors import RegistryError
-from hatchway.model import Descriptor, Layer, replace_layers, sha256_digest
+from hatchway.model import Descriptor, Layer
 from hatchway.progress import UploadAdvanced, UploadDone, UploadStarted
 from hatchway.staging import make_staging_dir, remove_staging_dir
 from hatchway.transports.base import (
     CopyContext,
-    CopyImage,
     CopyPlan,
     DestinationCapabilities,
     LayerForm,
     LocalBlob,
 )
 from hatchway.transports.registry.client import RegistryClient
+from hatchway.transports.registry.manifests import DocumentWriter, PushedManifest
 from hatchway.transports.registry.options import RegistryOptions
-from hatchway.transports.registry.protocol import push_scope
 from hatchway.transports.registry.push_plan import PushPlan
 from hatchway.transports.registry.staged import StagedUpload, check_file
-from hatchway.transports.registry.targets import PushName, PushTarget
+from hatchway.transports.registry.targets import PushTarget
 from hatchway.transports.registry.upload import BlobUploader, StagedBlob
-
-
-@dataclass(frozen=True, slots=True)
-class PushedManifest:
-    """One name a push wrote: ``HOST/REPO:TAG`` (or ``HOST/REPO@sha256:...`` when pushed by
-    digest), the digest of the manifest pushed, and the image ID."""
-
-    name: str
-    digest: str
-    id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +71,9 @@ class PushReport:
     bytes_uploaded: int
     mounted: int
     skipped: int
+    #: What the push had to do differently from the source, one line each (a partial index
+    #: the registry refused, a manifest rewritten for layers compressed on the way).
+    notes: tuple[str, ...] = ()
 
 
 class RegistryDestination:
@@ -186,19 +176,26 @@ class _PushReceiver:
         return await StagedUpload.create(self._directory, layer, encoder, self.stage)
 
     async def commit(self) -> PushReport:
-        pushed: list[list[PushedManifest]] = [[] for _ in self._layout.images]
-        with collapse_errors():
-            async with anyio.create_task_group() as tg:
-                for n, image in enumerate(self._layout.images.values()):
-                    tg.start_soon(self._push_image, image, pushed[n])
-        by_name = {m.name: m for ms in pushed for m in ms}
-        ordered = list(dict.fromkeys(m.name for ms in pushed for m in ms))
+        """Every blob is in place: once the configs are too, the documents and the names."""
+        for event in self._configs.values():
+            await event.wait()
+        writer = DocumentWriter(self._client, self._layout, self._target.registry)
+        pushed = await writer.write(self._replaced)
+        by_name = {m.name: m for m in pushed}
+        notes = list(writer.notes)
+        for m in pushed:
+            if not m.kept and not any(m.digest in n for n in notes):
+                notes.append(
+                    f"{m.name} names {m.digest}, not the digest it had in the source: "
+                    "uncompressed layers were compressed on the way (--compress-layers)"
+                )
         return PushReport(
-            tuple(by_name[n] for n in ordered),
+            tuple(by_name.values()),
             self.uploaded,
             self.bytes_uploaded,
             self.mounted,
             self.skipped,
+            tuple(dict.fromkeys(notes)),
         )
 
     # -- blobs ---------------------------------------------------------------------------
@@ -282,45 +279,6 @@ class _PushReceiver:
             await anyio.Path(path).write_bytes(image.config.raw)
             await self._deliver(StagedBlob(str(path), digest, descriptor.size), missing)
         self._configs[digest].set()
-
-    async def _push_image(self, image: CopyImage, out: list[PushedManifest]) -> None:
-        """Every layer is in place: once the config is too, write the image's names."""
-        await self._configs[image.image.manifest.config.digest].wait()
-        raw = replace_layers(image.image.manifest_raw, self._replaced)
-        digest = sha256_digest(raw)
-        for name in self._layout.names[image.id]:
-            await self._put_manifest(name, raw, digest, image.image.manifest.media_type)
-            where = f"{self._target.registry}/{name.repository}"
-            label = f"{where}:{name.tag}" if name.tag else f"{where}@{digest}"
-            out.append(PushedManifest(label, digest, image.id))
-
-    async def _put_manifest(self, name: PushName, raw: bytes, digest: str, media_type: str) -> None:
-        repository = name.repository
-        url = f"/v2/{repository}/manifests/{name.tag or digest}"
-        headers = {"Content-Type": media_type, "Content-Length": str(len(raw))}
-        what = f"manifest {name.tag or digest}"
-        scopes = (push_scope(repository),)
-        policy = self._client.options.retry
-        claimed = None
-        for attempt in range(policy.retries + 1):
-            retry_after = None
-            try:
-                async with self._client.request(
-                    "PUT", url, repository, scopes=scopes, headers=headers, body=lambda: raw
-                ) as r:
-                    if r.status_code in (200, 201, 204):
-                        claimed = r.headers.get("docker-content-digest")
-                        break
-                    error, retryable, retry_after = await self._client.failure(r, repository, what)
-                if not retryable or attempt == policy.retries:
-                    raise error
-            except httpx.TransportError as exc:
-                if attempt == policy.retries:
-                    raise self._client.transport_failure(exc, repository, what) from None
-            await policy.sleep(policy.delay(attempt, retry_after))
-        if claimed and claimed != digest:
-            message = f"{what}: the registry stored it as {claimed}, not as {digest}"
-            raise RegistryError(self._client.domain, repository, message)
 
 
 async def _gather(calls: list[Callable[[], Awaitable[bool]]]) -> list[bool]:

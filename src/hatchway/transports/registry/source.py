@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
+from dataclasses import replace
 
 import anyio
 
@@ -45,14 +46,19 @@ from hatchway.model import (
     Descriptor,
     ImageConfig,
     Manifest,
-    Platform,
     layer_compression,
     parse_config,
     sha256_digest,
 )
 from hatchway.reference import DEFAULT_TAG, ImageQuery, Reference
-from hatchway.transports.base import BlobCapabilities, BlobOrigin, LocalBlob, ResolvedImage
-from hatchway.transports.images import load_image
+from hatchway.transports.base import (
+    BlobCapabilities,
+    BlobOrigin,
+    LocalBlob,
+    ResolvedImage,
+    Selection,
+)
+from hatchway.transports.images import load_images
 from hatchway.transports.registry.client import FetchedDocument, RegistryClient
 from hatchway.transports.registry.mirrors import Endpoint, RegistriesConf, load_registries_conf
 from hatchway.transports.registry.options import RegistryOptions
@@ -143,16 +149,16 @@ class RegistryStore:
         self.options = self.clients.options
         self.description = "registries"
         self._sources: dict[tuple[str, str, bool], RepositorySource] = {}
-        self._images: KeyedOnce[tuple[Reference, Platform | None], ResolvedImage] = KeyedOnce()
+        self._images: KeyedOnce[tuple[Reference, Selection], list[ResolvedImage]] = KeyedOnce()
         self._configs: KeyedOnce[str, ImageConfig] = KeyedOnce()
 
     # -- the Source protocol -----------------------------------------------------------
 
-    async def resolve(self, query: ImageQuery, platform: Platform | None) -> list[ResolvedImage]:
+    async def resolve(self, query: ImageQuery, selection: Selection) -> list[ResolvedImage]:
         ref = query.reference
         if ref is None or not query.registry:
             raise StoreError(self.description, f"{query.text}: not a docker:// registry name")
-        return [await self.fetch(ref, platform, query.text)]
+        return await self.fetch(ref, selection, query.text)
 
     async def aclose(self) -> None:
         """Close the clients this store made (shared ones belong to their owner)."""
@@ -178,14 +184,14 @@ class RegistryStore:
         """The registries.conf these options follow (read once per set of clients)."""
         return await self.clients.registries_conf()
 
-    async def fetch(self, ref: Reference, platform: Platform | None, text: str) -> ResolvedImage:
-        """Fetch and verify the image ``ref`` names (once per store, however often asked)."""
-        key = (Reference(ref.domain, ref.path, ref.tag, ref.digest), platform)
-        return await self._images.run(key, lambda: self._fetch(ref, platform, text))
+    async def fetch(self, ref: Reference, selection: Selection, text: str) -> list[ResolvedImage]:
+        """Fetch and verify the images ``ref`` names (once per store, however often asked)."""
+        key = (Reference(ref.domain, ref.path, ref.tag, ref.digest), selection)
+        return await self._images.run(key, lambda: self._fetch(ref, selection, text))
 
     # -- resolution ----------------------------------------------------------------------
 
-    async def _fetch(self, ref: Reference, platform: Platform | None, text: str) -> ResolvedImage:
+    async def _fetch(self, ref: Reference, selection: Selection, text: str) -> list[ResolvedImage]:
         endpoints = (await self.registries_conf()).pull_endpoints(ref)
         source, there, doc = await self._locate(endpoints, text)
         client = source.client
@@ -224,28 +230,21 @@ class RegistryStore:
                             peeks.start_soon(client.peek_size, there.path, layer)
 
                 with self._malformed(where):
-                    loaded = await load_image(
+                    images = await load_images(
                         top,
                         doc.raw,
                         name=text,
-                        platform=platform,
+                        selection=selection,
+                        source=source,
                         read_manifest=read_manifest,
                         read_config=read_config,
                         manifest_read=manifest_read,
                     )
                 peeks.cancel_scope.deadline = anyio.current_time() + PEEK_GRACE
-        tags: tuple[Reference, ...] = ()
-        if ref.digest is None:
-            tags = (Reference(ref.domain, ref.path, ref.tag or DEFAULT_TAG),)
-        return ResolvedImage(
-            loaded.descriptor,
-            loaded.raw,
-            loaded.manifest,
-            loaded.config,
-            loaded.layers,
-            source,
-            tags,
-        )
+        if ref.digest is not None:
+            return images
+        tags = (Reference(ref.domain, ref.path, ref.tag or DEFAULT_TAG),)
+        return [replace(image, tags=tags) for image in images]
 
     async def _locate(
         self, endpoints: tuple[Endpoint, ...], text: str
