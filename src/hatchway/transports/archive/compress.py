@@ -36,7 +36,7 @@ from isal import igzip_threaded
 
 from hatchway.concurrency import collapse_errors
 from hatchway.decode import LayerDecoder
-from hatchway.errors import HatchwayError, OutputError
+from hatchway.errors import InvalidArgument, OutputError
 from hatchway.files import write_all
 from hatchway.limits import CHUNK_SIZE
 from hatchway.model import Compression
@@ -72,19 +72,22 @@ def compression_for_path(path: str | os.PathLike[str]) -> Compression:
 
 
 def check_level(compression: Compression, level: int | None) -> int | None:
-    """The level to use (``None`` for no compression); raises :class:`HatchwayError` for a
+    """The level to use (``None`` for no compression); raises :class:`InvalidArgument` for a
     level the compression does not have, or a level without compression."""
     if compression is Compression.NONE:
         if level is not None:
-            raise HatchwayError(
-                "a compression level needs a compressed output (.tar.gz, .tar.zst or --compress)"
+            raise InvalidArgument(
+                "compression_level",
+                "a compression level needs a compressed output (.tar.gz, .tar.zst or --compress)",
             )
         return None
     low, high, default = LEVELS[compression]
     if level is None:
         return default
     if not low <= level <= high:
-        raise HatchwayError(f"{compression.value} levels are {low}-{high}, not {level}")
+        raise InvalidArgument(
+            "compression_level", f"{compression.value} levels are {low}-{high}, not {level}"
+        )
     return level
 
 
