@@ -11,7 +11,9 @@ Rules (docs/registry.md, "The index.json concurrency rule"):
   ``index.json.lock``: the current file is re-read under the lock, entries of the same name are
   replaced, and the result is written to a temp file, flushed, and renamed over the old one.
   Two concurrent copies therefore never lose each other's entries, and a reader never sees a
-  half-written file.  The lock is taken in a worker thread so the event loop never blocks.
+  half-written file.  The lock is taken in a worker thread so the event loop never blocks,
+  and waited for in short steps, so a copy stopped while another process holds the lock
+  (Ctrl-C) ends at once, without writing ``index.json``.
   A file the store's reader would refuse (not JSON, an entry that is not a valid descriptor)
   is never overwritten: the copy fails with one line instead.
 
@@ -25,7 +27,6 @@ layout, empty.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -39,6 +40,7 @@ from typing import Any
 
 import anyio
 
+from hatchway.blocking import lock_exclusive
 from hatchway.errors import DigestMismatch, MalformedContent, OutputError, StoreError
 from hatchway.files import RegularFileReader, atomic_write, read_regular, write_all
 from hatchway.limits import CHUNK_SIZE, MAX_DOCUMENT_SIZE
@@ -184,7 +186,7 @@ class LayoutWriter:
         except OSError as exc:
             raise OutputError(f"cannot lock {lock_path}: {exc.strerror}") from None
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            lock_exclusive(lock)  # gives up when the copy is cancelled (Ctrl-C)
             yield
         finally:
             os.close(lock)  # closing the descriptor releases the flock

@@ -177,7 +177,7 @@ class _PushReceiver:
             return False  # a range of a file (an archive member): the engine stages it
         path = local.path
         digest = layer.blob.digest
-        actual = await anyio.to_thread.run_sync(hash_file, path, source)
+        actual = await hash_file(path, source)
         if actual != digest:
             raise DigestMismatch(f"{source}: layer blob {digest}", digest, actual)
         blob = StagedBlob(path, layer.blob.digest, layer.blob.size)

@@ -15,14 +15,14 @@ import hashlib
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Any, cast
 
 import anyio
 
 from hatchway.encode import LayerEncoder, compressed_media_type
 from hatchway.errors import DigestMismatch, OutputError, StoreError
-from hatchway.files import write_all
-from hatchway.limits import CHUNK_SIZE
+from hatchway.files import RegularFileReader, write_all
+from hatchway.limits import CHUNK_SIZE, STEP_BYTES
 from hatchway.model import Compression, Descriptor, Layer
 from hatchway.transports.registry.upload import StagedBlob
 
@@ -114,13 +114,34 @@ def _create(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
 
 
-def hash_file(path: str, source: str) -> str:
-    """The sha256 digest of a local file of the source ``source`` (named in errors)."""
+async def hash_file(path: str, source: str) -> str:
+    """The sha256 digest of a local file of the source ``source`` (named in errors).
+
+    Opened as every store file is (it cannot block, must be a regular file, and is read no
+    further than its size when opened) and hashed in ``STEP_BYTES`` steps on worker threads,
+    so that a cancellation takes effect between steps.
+    """
+    try:
+        reader = await anyio.to_thread.run_sync(RegularFileReader, path)
+    except OSError as exc:
+        raise StoreError(source, f"{path}: {exc.strerror or exc}") from None
     hasher = hashlib.sha256()
     try:
-        with open(path, "rb") as file:
-            while chunk := file.read(CHUNK_SIZE):
-                hasher.update(chunk)
+        while await anyio.to_thread.run_sync(_hash_step, reader, hasher, path, source):
+            pass
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(reader.close)
+    return "sha256:" + hasher.hexdigest()
+
+
+def _hash_step(reader: RegularFileReader, hasher: Any, path: str, source: str) -> int:
+    """Blocking: hash up to ``STEP_BYTES`` more of ``reader``; how many (0 at its end)."""
+    done = 0
+    try:
+        while done < STEP_BYTES and (chunk := reader.read(CHUNK_SIZE)):
+            hasher.update(chunk)
+            done += len(chunk)
     except OSError as exc:
         raise StoreError(source, f"{path}: {exc.strerror}") from None
-    return "sha256:" + hasher.hexdigest()
+    return done
