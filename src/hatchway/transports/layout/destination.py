@@ -14,6 +14,8 @@ Rules (docs/registry.md, "The index.json concurrency rule"):
   half-written file.  The lock is taken in a worker thread so the event loop never blocks,
   and waited for in short steps, so a copy stopped while another process holds the lock
   (Ctrl-C) ends at once, without writing ``index.json``.
+* Durable once the copy returned: every blob is flushed before its rename, the blob
+  directory before ``index.json`` changes, and ``index.json`` and its directory after it.
   A file the store's reader would refuse (not JSON, an entry that is not a valid descriptor)
   is never overwritten: the copy fails with one line instead.
 
@@ -42,7 +44,13 @@ import anyio
 
 from hatchway.blocking import lock_exclusive
 from hatchway.errors import DigestMismatch, MalformedContent, OutputError, StoreError
-from hatchway.files import RegularFileReader, atomic_write, read_regular, write_all
+from hatchway.files import (
+    RegularFileReader,
+    atomic_write,
+    read_regular,
+    sync_directory,
+    write_all,
+)
 from hatchway.limits import CHUNK_SIZE, MAX_DOCUMENT_SIZE
 from hatchway.model import Descriptor, Layer, hex_of, parse_index, parse_json_object, sha256_digest
 from hatchway.oci_layout import (
@@ -173,7 +181,7 @@ class LayoutWriter:
 
     def _write_bytes_sync(self, descriptor: Descriptor, data: bytes) -> None:
         try:
-            atomic_write(self.blob_path(descriptor.digest), data)
+            atomic_write(self.blob_path(descriptor.digest), data, sync_parent=False)
         except OSError as exc:
             raise OutputError(f"cannot write into {self.blobs}: {exc.strerror}") from None
 
@@ -192,6 +200,11 @@ class LayoutWriter:
             os.close(lock)  # closing the descriptor releases the flock
 
     def _add_entries_sync(self, entries: list[dict[str, Any]]) -> None:
+        try:
+            # The blobs renamed into place reach the disk before the entry naming them.
+            sync_directory(self.blobs)
+        except OSError as exc:
+            raise OutputError(f"cannot flush {self.blobs}: {exc.strerror}") from None
         try:
             with self._index_lock():
                 self._merge_entries_locked(entries)
