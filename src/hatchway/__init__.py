@@ -17,6 +17,7 @@ for tests.
 """
 
 from hatchway.api import list_images, load, open_store, pull, push, save, verify
+from hatchway.descriptors import NamedDescriptor, named_descriptor
 from hatchway.errors import (
     AmbiguousReference,
     BlobNotFound,
@@ -101,6 +102,7 @@ __all__ = [
     "LoadedImage",
     "LocalBlob",
     "MalformedContent",
+    "NamedDescriptor",
     "NoSuchImage",
     "OCILayoutStore",
     "Output",
@@ -136,6 +138,7 @@ __all__ = [
     "default_store_path",
     "list_images",
     "load",
+    "named_descriptor",
     "open_store",
     "progress_stream",
     "pull",
