@@ -43,10 +43,10 @@ class InvalidArgument(HatchwayError):
     """The argument ``argument`` of an operation (its name in the API: ``names``, ``to``,
     ``compression_level``, ...) cannot be used as given, alone or with the others.
 
-    It is the caller's mistake, found before anything was read or written — the command line
-    reports it as a usage error (exit status 2), naming the option that set it.  Whatever
-    depends on what the names turn out to be (an image that is not there, a platform an index
-    lacks) is not one of these.
+    It is the caller's mistake, found before anything was written — the command line
+    reports it as a usage error (exit status 2), naming the option that set it.  What the
+    store or a registry decides (an image that is not there, a platform an index lacks, a
+    refused request) is not one of these.
     """
 
     def __init__(self, argument: str, message: str) -> None:
