@@ -79,3 +79,19 @@ def test_a_cancelled_step_stops_and_leaves_no_helper() -> None:
         decoder.feed_file(io.BytesIO(blob), len(blob), checkpoint, split=True)
     assert decoder.consumed == 2 * (1 << 20)
     assert _helpers() == []
+
+
+def test_the_stored_form_is_written_and_the_diff_id_still_checked() -> None:
+    """Keeping a layer as stored (a store, a registry), the decoder writes the stored bytes
+    through and checks the inflated content against the diffID all the same."""
+    layer, blob = _layer()
+    out = io.BytesIO()
+    decoder = LayerDecoder(layer, out, store="test", decompress=False)
+    decoder.feed_file(io.BytesIO(blob), len(blob))
+    assert decoder.finish() == len(blob)
+    assert out.getvalue() == blob
+    wrong, blob = _layer(diff_id="sha256:" + "0" * 64)
+    decoder = LayerDecoder(wrong, io.BytesIO(), store="test", decompress=False)
+    decoder.feed_file(io.BytesIO(blob), len(blob))
+    with pytest.raises(DigestMismatch, match="config diff_id"):
+        decoder.finish()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
 import json
 import subprocess
 import sys
@@ -317,3 +319,46 @@ async def test_pull_takes_archive_names_too(family: Family, tmp_path: Path) -> N
     bundle = await save(family, tmp_path / "b.tar.zst", ["tools"])
     result = await hatchway.pull([f"docker-archive:{bundle}"], store=tmp_path / "s")
     assert [i.name for i in result.images] == ["docker.io/library/tools:latest"]
+
+
+def _layout_with_a_lying_layer(root: Path) -> str:
+    """An OCI layout whose one gzip layer is intact as a blob (its digest matches) but
+    inflates to other content than the config's diffID says."""
+    from hatchway.testing.layout import LayoutBuilder, layer_tar
+
+    builder = LayoutBuilder(root)
+    layer = builder.layer({"etc/one": b"one\n"})
+    lying = dataclasses.replace(
+        layer, diff_id="sha256:" + hashlib.sha256(layer_tar({"etc/two": b"two\n"})).hexdigest()
+    )
+    image = builder.image([lying])
+    builder.tag(image, "lying:1")
+    builder.save()
+    return layer.digest
+
+
+async def test_load_checks_every_layer_against_its_diff_id(tmp_path: Path) -> None:
+    """A layer whose blob is intact but whose content is not what the config says is refused
+    by load (before, it was stored, and every later save refused it): nothing is named."""
+    digest = _layout_with_a_lying_layer(tmp_path / "layout")
+    store = tmp_path / "store"
+    with pytest.raises(hatchway.DigestMismatch, match="diff_id"):
+        await hatchway.load([f"oci:{tmp_path / 'layout'}"], store=store)
+    assert index_of(store) == []
+    assert digest.removeprefix("sha256:") not in blobs(store)
+
+
+async def test_push_checks_every_layer_against_its_diff_id(
+    tmp_path: Path, push_target: object
+) -> None:
+    """The same layer pushed from a store (uploaded from its file) is refused before any
+    manifest is written."""
+    from tests.peers import Registry
+    from tests.registry_support import options
+
+    assert isinstance(push_target, Registry)
+    _layout_with_a_lying_layer(tmp_path / "layout")
+    with pytest.raises(hatchway.DigestMismatch, match="diff_id"):
+        await hatchway.push(
+            ["lying:1"], f"{push_target.host}/lying", store=tmp_path / "layout", registry=options()
+        )

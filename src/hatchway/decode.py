@@ -1,17 +1,18 @@
 """Verify (and decompress) one layer blob: the CPU work of a copy, run on worker threads.
 
 A :class:`LayerDecoder` is *pushed* the stored bytes of a blob (from a local file or as they
-arrive from a network) and hashes them (the blob digest).  Decoding to the uncompressed form
-(what an archive holds) it also decompresses gzip or zstd, hashes the result (the diffID) and
-writes that out; keeping the stored form (what a store or a registry holds) it writes the
-stored bytes through unchanged.  Being push-based, a download is decoded while it
-arrives, and a local file is decoded in steps, so the async side reports progress and honours
-cancellation between calls.  Memory stays bounded: input arrives in chunks and decompressed
-output is produced at most ``CHUNK_SIZE`` at a time, so even a decompression bomb cannot
-balloon.  gzip uses ISA-L (``isal``), about twice as fast as zlib, and both release the GIL,
-as hashlib does, so two layers decode on two cores — and one gzip layer can use two when a
-core is free (``feed_file(split=True)``: inflating on one thread, hashing and writing the
-output on a helper).
+arrive from a network) and hashes them (the blob digest). It also decompresses gzip or zstd and
+hashes the result (the diffID), whatever it writes out: decoding to the uncompressed form (what
+an archive of uncompressed layers holds) it writes the uncompressed bytes; keeping the stored
+form (what a store or a registry holds) it writes the stored bytes through unchanged and only
+hashes what it inflated — so every layer that moves is checked against both digests. Being
+push-based, a download is decoded while it arrives, and a local file is decoded in steps, so
+the async side reports progress and honours cancellation between calls. Memory stays bounded:
+input arrives in chunks and decompressed output is produced at most ``CHUNK_SIZE`` at a time,
+so even a decompression bomb cannot balloon. gzip uses ISA-L (``isal``), about twice as fast as
+zlib, and both release the GIL, as hashlib does, so two layers decode on two cores — and one
+gzip layer can use two when a core is free (``feed_file(split=True)``: inflating on one thread,
+hashing and writing the output on a helper).
 """
 
 from __future__ import annotations
@@ -50,27 +51,30 @@ class _HashingWriter:
 class LayerDecoder:
     """Verify the stored blob of ``layer`` and write it into ``dest`` (``None``: verify only).
 
-    With ``decompress`` (the default) ``dest`` receives the uncompressed layer and both the
-    blob digest and the diffID are checked; without, ``dest`` receives the stored bytes and
-    only the blob digest is checked.  Call :meth:`feed` with consecutive chunks of the stored
+    Both the blob digest and the diffID are checked.  With ``decompress`` (the default)
+    ``dest`` receives the uncompressed layer; without, ``dest`` receives the stored bytes (and
+    what is inflated is only hashed).  Call :meth:`feed` with consecutive chunks of the stored
     blob, then :meth:`finish`, which raises :class:`~hatchway.errors.DigestMismatch` or
-    :class:`~hatchway.errors.StoreError` on any mismatch and returns the size written.
-    ``store`` names the source in errors.
+    :class:`~hatchway.errors.StoreError` on any mismatch and returns the size of the form
+    written (uncompressed, or stored).  ``store`` names the source in errors.
     """
 
     def __init__(
         self, layer: Layer, dest: IO[bytes] | None, *, store: str, decompress: bool = True
     ) -> None:
         self.layer = layer
+        #: Bytes of the uncompressed layer seen so far.
         self.size = 0
         self.consumed = 0
-        self._dest = dest
+        #: Where the uncompressed bytes go, and where the stored ones go (one is ``None``).
+        self._dest = dest if decompress else None
+        self._stored_dest = None if decompress else dest
+        self._decompress = decompress
         self.store = store
         #: What the blob is called in errors.
         self.what = f"layer blob {layer.blob.digest}"
         self._blob_hash = hashlib.sha256()
-        self._plain = layer.compression is Compression.NONE or not decompress
-        self._check_diff = decompress
+        self._plain = layer.compression is Compression.NONE
         self._diff_hash = self._blob_hash if self._plain else hashlib.sha256()
         self._gzip: Any = None
         self._zstd: Any = None
@@ -94,6 +98,8 @@ class LayerDecoder:
             )
         if not self._plain:
             self._blob_hash.update(chunk)
+        if self._stored_dest is not None:
+            self._write(self._stored_dest, chunk)
         try:
             if self._gzip is not None:
                 self._inflate(bytes(chunk))
@@ -189,13 +195,13 @@ class LayerDecoder:
         if actual != blob.digest:
             raise DigestMismatch(f"{self.store}: layer blob {blob.digest}", blob.digest, actual)
         diff = "sha256:" + self._diff_hash.hexdigest()
-        if self._check_diff and diff != self.layer.diff_id:
+        if diff != self.layer.diff_id:
             raise DigestMismatch(
                 f"{self.store}: layer {blob.digest} (uncompressed content vs config diff_id)",
                 self.layer.diff_id,
                 diff,
             )
-        return self.size
+        return self.size if self._decompress else self.consumed
 
     def measured(self) -> tuple[str, str]:
         """For a blob whose digests are not known beforehand (an archive's compressed layer
@@ -214,16 +220,20 @@ class LayerDecoder:
             self._zstd.flush()
 
     def _emit(self, data: bytes | memoryview) -> None:
+        """Take uncompressed bytes: hash them, write them if the uncompressed form is kept."""
         if not data:
             return
-        self._diff_hash.update(data)
+        self._diff_hash.update(data)  # the blob hash too, for an uncompressed layer
         if self._dest is not None:
-            try:
-                self._dest.write(data)
-            except OSError as exc:  # ENOSPC, EIO: say where, not just what
-                where = getattr(self._dest, "name", "the output")
-                raise OutputError(f"cannot write {where}: {exc.strerror}") from None
+            self._write(self._dest, data)
         self.size += len(data)
+
+    def _write(self, dest: IO[bytes], data: bytes | memoryview) -> None:
+        try:
+            dest.write(data)
+        except OSError as exc:  # ENOSPC, EIO: say where, not just what
+            where = getattr(dest, "name", "the output")
+            raise OutputError(f"cannot write {where}: {exc.strerror}") from None
 
     def _inflate(self, data: bytes) -> None:
         while True:

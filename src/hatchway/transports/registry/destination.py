@@ -41,7 +41,7 @@ import httpx
 
 from hatchway.concurrency import collapse_errors
 from hatchway.encode import LayerCompression
-from hatchway.errors import DigestMismatch, RegistryError
+from hatchway.errors import RegistryError
 from hatchway.model import Descriptor, Layer, replace_layers, sha256_digest
 from hatchway.progress import UploadAdvanced, UploadDone, UploadStarted
 from hatchway.staging import make_staging_dir, remove_staging_dir
@@ -57,7 +57,7 @@ from hatchway.transports.registry.client import RegistryClient
 from hatchway.transports.registry.options import RegistryOptions
 from hatchway.transports.registry.protocol import push_scope
 from hatchway.transports.registry.push_plan import PushPlan
-from hatchway.transports.registry.staged import StagedUpload, hash_file
+from hatchway.transports.registry.staged import StagedUpload, check_file
 from hatchway.transports.registry.targets import PushName, PushTarget
 from hatchway.transports.registry.upload import BlobUploader, StagedBlob
 
@@ -176,12 +176,9 @@ class _PushReceiver:
         if local.offset or local.size is not None:
             return False  # a range of a file (an archive member): the engine stages it
         path = local.path
-        digest = layer.blob.digest
-        actual = await hash_file(path, source)
-        if actual != digest:
-            raise DigestMismatch(f"{source}: layer blob {digest}", digest, actual)
+        await anyio.to_thread.run_sync(check_file, path, layer, source)
         blob = StagedBlob(path, layer.blob.digest, layer.blob.size)
-        await self._deliver(blob, self._missing[layer.blob.digest])
+        await self._deliver(blob, await self._still_missing(layer))
         return True
 
     async def open_layer(self, layer: Layer) -> StagedUpload:
@@ -259,8 +256,18 @@ class _PushReceiver:
             self._replaced[layer.blob.digest] = descriptor
             missing = await self._place(blob.digest, self._layout.blobs[layer.blob.digest], None)
         else:
-            missing = self._missing[layer.blob.digest]
+            missing = await self._still_missing(layer)
         await self._deliver(blob, missing)
+
+    async def _still_missing(self, layer: Layer) -> list[str]:
+        """The repositories that lack ``layer``'s blob: as :meth:`has_layer` found them, or
+        found now if it was not asked (the engine asks only what it needs to)."""
+        digest = layer.blob.digest
+        if digest not in self._missing:
+            self._missing[digest] = await self._place(
+                digest, self._layout.blobs[digest], self._same_registry(digest)
+            )
+        return self._missing[digest]
 
     # -- configs and manifests -------------------------------------------------------------
 

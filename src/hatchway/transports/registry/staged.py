@@ -11,18 +11,17 @@ staging directory is removed with everything in it when the push ends, however i
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, cast
 
 import anyio
 
+from hatchway.decode import LayerDecoder
 from hatchway.encode import LayerEncoder, compressed_media_type
 from hatchway.errors import DigestMismatch, OutputError, StoreError
 from hatchway.files import RegularFileReader, write_all
-from hatchway.limits import CHUNK_SIZE, STEP_BYTES
 from hatchway.model import Compression, Descriptor, Layer
 from hatchway.transports.registry.upload import StagedBlob
 
@@ -114,34 +113,22 @@ def _create(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
 
 
-async def hash_file(path: str, source: str) -> str:
-    """The sha256 digest of a local file of the source ``source`` (named in errors).
-
-    Opened as every store file is (it cannot block, must be a regular file, and is read no
-    further than its size when opened) and hashed in ``STEP_BYTES`` steps on worker threads,
-    so that a cancellation takes effect between steps.
-    """
+def check_file(path: str, layer: Layer, source: str) -> None:
+    """Blocking: the local file of ``layer`` (from the source named ``source``) is its blob —
+    digest, size and diffID, as the engine checks a layer it moves — or raise.  Stops between
+    chunks when the calling task is cancelled."""
+    decoder = LayerDecoder(layer, None, store=source)
     try:
-        reader = await anyio.to_thread.run_sync(RegularFileReader, path)
+        reader = RegularFileReader(path)
     except OSError as exc:
         raise StoreError(source, f"{path}: {exc.strerror or exc}") from None
-    hasher = hashlib.sha256()
     try:
-        while await anyio.to_thread.run_sync(_hash_step, reader, hasher, path, source):
-            pass
-    finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(reader.close)
-    return "sha256:" + hasher.hexdigest()
-
-
-def _hash_step(reader: RegularFileReader, hasher: Any, path: str, source: str) -> int:
-    """Blocking: hash up to ``STEP_BYTES`` more of ``reader``; how many (0 at its end)."""
-    done = 0
-    try:
-        while done < STEP_BYTES and (chunk := reader.read(CHUNK_SIZE)):
-            hasher.update(chunk)
-            done += len(chunk)
+        # One byte more than the blob: a file longer than its descriptor is caught.
+        decoder.feed_file(
+            cast(IO[bytes], reader), layer.blob.size + 1, anyio.from_thread.check_cancelled
+        )
     except OSError as exc:
-        raise StoreError(source, f"{path}: {exc.strerror}") from None
-    return done
+        raise StoreError(source, f"{path}: {exc.strerror or exc}") from None
+    finally:
+        reader.close()
+    decoder.finish()
