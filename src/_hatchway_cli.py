@@ -98,7 +98,9 @@ def hold_standard_descriptors() -> None:
     """Open ``/dev/null`` on each closed standard descriptor, and note which were closed.
 
     A closed descriptor is the lowest free one: the next file opened (the event loop's epoll,
-    a staging file) would become "standard output", and the archive would go into it.
+    a staging file) would become "standard output", and the archive would go into it.  The
+    placeholder is opened read-only, so that writing into it fails as writing into the closed
+    descriptor would have (``-o /dev/stdout`` is refused, not poured into ``/dev/null``).
     """
     global closed_at_start
     closed = set()
@@ -107,7 +109,7 @@ def hold_standard_descriptors() -> None:
             os.fstat(fd)
         except OSError:
             closed.add(fd)
-            placeholder = os.open(os.devnull, os.O_RDWR)
+            placeholder = os.open(os.devnull, os.O_RDONLY)
             if placeholder != fd:  # a lower one was closed too and is held already
                 os.dup2(placeholder, fd)
                 os.close(placeholder)
@@ -150,5 +152,6 @@ def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
     except Stopped as stop:
         ignore()
         code, message = outcome(stop.signum)
-        sys.stderr.write(message + "\n")
+        if sys.stderr is not None:  # None when stderr was closed at start
+            sys.stderr.write(message + "\n")
         sys.exit(code)

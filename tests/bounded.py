@@ -5,19 +5,24 @@ hanging CI or exhausting the machine, so every run here has a deadline (the proc
 after it, and the test fails) and an address-space limit (``RLIMIT_AS``: an allocation beyond
 it fails inside the child instead of on the machine).  The child's peak resident memory comes
 from ``wait4``'s resource usage for that one process, not from ``RUSAGE_CHILDREN``, which is a
-high-water mark over every child the test process ever had.
+high-water mark over every child the test process ever had — and the child is started by a
+small launcher (:data:`_LAUNCHER`), not forked from the test process: Linux carries a
+process's peak RSS across ``fork`` and ``exec``, so a child forked from pytest, which grows past
+200 MiB over the whole suite, would report at least pytest's size as its own.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import resource
+import signal
 import stat
 import subprocess
+import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,17 +52,26 @@ class Bounded:
         return self.stderr.splitlines()
 
 
-def _limit_memory() -> None:  # pragma: no cover - runs in the child between fork and exec
-    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
-
-
-def _limits(max_file_size: int | None) -> Callable[[], None]:
-    def limit() -> None:  # pragma: no cover - runs in the child between fork and exec
-        _limit_memory()
-        if max_file_size is not None:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_size, max_file_size))
-
-    return limit
+#: Run as ``python -c _LAUNCHER AS FSIZE USAGE COMMAND...``: set the limits (``FSIZE`` -1: none),
+#: run COMMAND as its own child — forked from this small interpreter, so that its peak RSS is
+#: its own — write that child's peak RSS (bytes) to the file USAGE, and exit as it exited.
+_LAUNCHER = """
+import os, resource, signal, sys
+address_space, file_size, usage = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+if file_size >= 0:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[4], sys.argv[4:])
+_, status, rusage = os.wait4(pid, 0)
+with open(usage, "w") as out:
+    out.write(str(rusage.ru_maxrss * 1024))
+if os.WIFSIGNALED(status):
+    signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+    os.kill(os.getpid(), os.WTERMSIG(status))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
 
 
 def run_bounded(
@@ -70,47 +84,51 @@ def run_bounded(
     """Run ``hatchway ARGS`` with stdin closed; fail the test if it outlives ``deadline``.
     ``max_file_size`` caps each file the child writes (``RLIMIT_FSIZE``: beyond it the child
     is killed), for a run that a regression would make fill the disk."""
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        [*HATCHWAY, *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-        preexec_fn=_limits(max_file_size),
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    stdout, stderr = proc.stdout, proc.stderr
-    out: list[bytes] = []
-    err: list[bytes] = []
-    readers = [
-        threading.Thread(target=lambda: out.append(stdout.read()), daemon=True),
-        threading.Thread(target=lambda: err.append(stderr.read()), daemon=True),
-    ]
-    for reader in readers:
-        reader.start()
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid == proc.pid:
-            break
-        if time.monotonic() - started > deadline:
-            proc.kill()
-            os.wait4(proc.pid, 0)
-            proc.returncode = -9
-            raise AssertionError(f"hatchway {' '.join(args)} still running after {deadline} s")
-        time.sleep(0.01)
-    seconds = time.monotonic() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    for reader in readers:
-        reader.join(timeout=10)
-    stdout.close()
-    stderr.close()
+    with tempfile.TemporaryDirectory() as scratch:
+        usage = Path(scratch) / "usage"
+        limits = [str(ADDRESS_SPACE), str(-1 if max_file_size is None else max_file_size)]
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCHER, *limits, str(usage), *HATCHWAY, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # the launcher and its child: killed together
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        stdout, stderr = proc.stdout, proc.stderr
+        out: list[bytes] = []
+        err: list[bytes] = []
+        readers = [
+            threading.Thread(target=lambda: out.append(stdout.read()), daemon=True),
+            threading.Thread(target=lambda: err.append(stderr.read()), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        while True:
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+            if pid == proc.pid:
+                break
+            if time.monotonic() - started > deadline:
+                os.killpg(proc.pid, signal.SIGKILL)
+                os.wait4(proc.pid, 0)
+                proc.returncode = -9
+                raise AssertionError(f"hatchway {' '.join(args)} still running after {deadline} s")
+            time.sleep(0.01)
+        seconds = time.monotonic() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        for reader in readers:
+            reader.join(timeout=10)
+        stdout.close()
+        stderr.close()
+        max_rss = int(usage.read_text()) if usage.exists() else 0
     return Bounded(
         proc.returncode,
         out[0] if out else b"",
         (err[0] if err else b"").decode(errors="replace"),
         seconds,
-        usage.ru_maxrss * 1024,
+        max_rss,
     )
 
 

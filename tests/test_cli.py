@@ -84,7 +84,6 @@ def test_missing_image(family: Family, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["BAD"], "invalid reference format: 'BAD': repository name must be lowercase"),
         (["--store", "/nonexistent/store", "app"], "no such directory"),
         (["-o", "/nonexistent/dir/o.tar", "app"], "directory /nonexistent/dir does not exist"),
     ],
@@ -98,20 +97,44 @@ def test_errors_are_one_line(family: Family, args: list[str], message: str) -> N
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "message"),
     [
-        [],
-        ["--format", "zip", "app"],
-        ["--platform", "linux", "app"],
-        ["-j", "0", "app"],
-        ["--no-such-flag", "app"],
+        ([], "no image name given"),
+        (["--format", "zip", "app"], "'zip' is not one of"),
+        (["--platform", "linux", "app"], "is not os/arch"),
+        (["-j", "0", "app"], "0 is not in the range"),
+        (["--no-such-flag", "app"], "No such option"),
+        # Found by the library, once the operation started: usage errors all the same.
+        (["BAD"], "'NAME...': invalid reference format: 'BAD': repository name must be lowercase"),
+        (["--compress", "gzip", "--compress-level", "9", "app"], "gzip levels are 0-3, not 9"),
+        (["--compress-level", "3", "app"], "'--compress-level': a compression level needs a"),
+        (["--ca-cert", "/dev/null", "app"], "'--ca-cert': '/dev/null' is not a regular file"),
     ],
 )
-def test_usage_errors_exit_2(family: Family, args: list[str]) -> None:
+def test_usage_errors_exit_2(family: Family, args: list[str], message: str) -> None:
     result = run("save", "--store", str(family.root), *args)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr.decode()
     assert "Usage:" in result.stderr.decode()
+    assert message in result.stderr.decode()
+    assert result.stdout == b""
+
+
+@pytest.mark.parametrize(
+    ("to", "message"),
+    [
+        ("127.0.0.1:1/app@sha256:" + "0" * 64, "names a repository or a tag, not a digest"),
+        ("127.0.0.1:1/app:1", "names one image, but the names given are 2 images"),
+        ("docker://", "a push destination is HOST[:PORT][/PREFIX]"),
+    ],
+)
+def test_push_destination_errors_are_usage_errors(family: Family, to: str, message: str) -> None:
+    """``--to`` is checked by the library (``app`` is two images, 1.0 and 2.0 = latest:
+    only resolving the name tells)."""
+    result = run("push", "--store", str(family.root), "--to", to, "app")
+    assert result.returncode == 2, result.stderr
+    assert "Invalid value for '--to'" in result.stderr.decode()
+    assert message in result.stderr.decode()
 
 
 def test_refuses_to_write_to_a_terminal(family: Family, tmp_path: Path) -> None:

@@ -166,8 +166,11 @@ async def test_id_lookup_skips_an_unrelated_broken_entry(family: Family, tmp_pat
     full = hex_of(family.images["tools"].config_digest)
     archive = await save(family, tmp_path / "o.tar", full[:12])
     assert configs(archive) == [full]
-    with pytest.raises(hatchway.BlobNotFound):  # the missing image may be the broken one
+    # Nothing matches: "No such image" is the headline, the unreadable entry only a note.
+    with pytest.raises(hatchway.NoSuchImage) as info:
         await save(family, tmp_path / "p.tar", "0000000")
+    assert str(info.value).startswith("No such image: 0000000 (1 store entry could not be read")
+    assert family.images["app1"].digest in str(info.value)
 
 
 async def test_digest_of_a_platform_manifest_inside_an_index(

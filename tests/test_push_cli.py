@@ -40,6 +40,7 @@ def test_push_prints_each_name_and_a_summary(
     assert missing.returncode == 1
     assert error_line(missing) == "hatchway: error: No such image: nope:1"
     bad = run("push", "--store", str(family.root), "--to", f"{to}/UPPER", "app:1.0")
-    assert bad.returncode == 1 and "invalid repository path" in error_line(bad)
+    assert bad.returncode == 2 and b"Invalid value for '--to'" in bad.stderr  # a usage error
+    assert b"invalid repository path" in bad.stderr
     helped = run("push", "--help")
     assert b"HOST/PREFIX/library/nginx:1.25" in helped.stdout

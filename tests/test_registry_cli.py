@@ -3,6 +3,7 @@ pull then save, credentials, and the loaders' view of a registry-sourced archive
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -122,10 +123,12 @@ def test_two_pull_processes_into_one_store_keep_both_entries(lab: Lab, tmp_path:
     assert stored == sorted(f"{host}/{n}" for n in names)
 
 
-def _waiting_on_a_lock(pid: int) -> bool:
-    tasks = Path(f"/proc/{pid}/task")
+def _waiting_on_a_lock(pid: int, lock: Path) -> bool:
+    """Whether ``pid`` has the lock file open: it is waiting for the lock (in steps that look
+    for cancellation, so no kernel wait would show it), since the test holds it."""
+    fds = Path(f"/proc/{pid}/fd")
     try:
-        return any("lock" in (t / "wchan").read_text() for t in tasks.iterdir())
+        return any(os.readlink(fds / name) == str(lock) for name in os.listdir(fds))
     except OSError:
         return False
 
@@ -153,7 +156,7 @@ def test_pull_rereads_index_json_under_the_lock(lab: Lab, tmp_path: Path) -> Non
             stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 60
-        while not _waiting_on_a_lock(proc.pid):
+        while not _waiting_on_a_lock(proc.pid, store / "index.json.lock"):
             assert proc.poll() is None, "pull finished without waiting for the lock"
             assert time.monotonic() < deadline, "pull never reached the lock"
             time.sleep(0.01)

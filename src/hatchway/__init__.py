@@ -17,12 +17,14 @@ for tests.
 """
 
 from hatchway.api import list_images, load, open_store, pull, push, save, verify
+from hatchway.descriptors import NamedDescriptor, named_descriptor
 from hatchway.errors import (
     AmbiguousReference,
     BlobNotFound,
     ConfigError,
     DigestMismatch,
     HatchwayError,
+    InvalidArgument,
     InvalidReference,
     MalformedContent,
     NoSuchImage,
@@ -96,6 +98,7 @@ __all__ = [
     "Document",
     "HatchwayError",
     "ImageSummary",
+    "InvalidArgument",
     "InvalidReference",
     "LayerAdvanced",
     "LayerDone",
@@ -104,6 +107,7 @@ __all__ = [
     "LoadedImage",
     "LocalBlob",
     "MalformedContent",
+    "NamedDescriptor",
     "NoSuchImage",
     "OCILayoutStore",
     "Output",
@@ -140,6 +144,7 @@ __all__ = [
     "default_store_path",
     "list_images",
     "load",
+    "named_descriptor",
     "open_store",
     "progress_stream",
     "pull",

@@ -3,7 +3,9 @@
 ::
 
     HatchwayError                  anything hatchway reports to a user
-    ├── InvalidReference           a name that cannot be parsed (field: name, reason)
+    ├── InvalidArgument            an argument of an operation that cannot be used as given
+    │   │                          (argument, message): a usage error, exit status 2
+    │   └── InvalidReference       a name that cannot be parsed (name, reason)
     ├── NoSuchImage                a well-formed name the store does not hold (field: name)
     ├── AmbiguousReference         an ID prefix matching several images (name, candidates)
     ├── PlatformNotFound           an index without the requested platform (name, platform)
@@ -37,13 +39,30 @@ class HatchwayError(Exception):
     """The root of every error hatchway raises on purpose."""
 
 
-class InvalidReference(HatchwayError):
-    """``name`` is not a valid image reference or image ID."""
+class InvalidArgument(HatchwayError):
+    """The argument ``argument`` of an operation (its name in the API: ``names``, ``to``,
+    ``compression_level``, ...) cannot be used as given, alone or with the others.
 
-    def __init__(self, name: str, reason: str) -> None:
+    It is the caller's mistake, found before anything was written — the command line
+    reports it as a usage error (exit status 2), naming the option that set it.  What the
+    store or a registry decides (an image that is not there, a platform an index lacks, a
+    refused request) is not one of these.
+    """
+
+    def __init__(self, argument: str, message: str) -> None:
+        self.argument = argument
+        self.message = message
+        super().__init__(message)
+
+
+class InvalidReference(InvalidArgument):
+    """``name`` is not a valid image reference or image ID (an image name given to an
+    operation, or the reference an option holds: ``argument`` says which)."""
+
+    def __init__(self, name: str, reason: str, *, argument: str = "names") -> None:
         self.name = name
         self.reason = reason
-        super().__init__(f"invalid reference format: {name!r}: {reason}")
+        super().__init__(argument, f"invalid reference format: {name!r}: {reason}")
 
 
 class NoSuchImage(HatchwayError):

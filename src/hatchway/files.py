@@ -4,6 +4,8 @@
   temp file beside the target and ``os.replace`` it over the target only once it is whole, so a
   reader sees the old file or the new one, never a part; on any error or cancellation the temp
   file is removed.  Used for ``-o FILE``, store blobs, ``index.json`` and ``oci-layout``.
+  Durable (the file flushed before the rename, :func:`sync_directory` after it): always for
+  :func:`atomic_write`, with ``fsync`` for :func:`atomic_file`.
 * :class:`KernelCopy` copies byte ranges between descriptors without passing them through
   Python: ``copy_file_range``, else ``sendfile``, else ``pread`` + write — remembering per
   destination which one works.
@@ -271,13 +273,20 @@ class AtomicTemp:
         return TempFile(fd, temp)
 
     async def finish(self) -> None:
-        """Give the file its mode, flush it if asked, and rename it over the target."""
+        """Give the file its mode, flush it if asked, and rename it over the target (then,
+        if asked, flush the directory too: only then has the rename itself reached the disk,
+        and the file is there after a power loss)."""
         assert self._fd is not None
         assert self._temp is not None
         fd, self._fd = self._fd, None
         await anyio.to_thread.run_sync(_finish, fd, self.path, self._fsync, self._mode)
         await anyio.to_thread.run_sync(_rename, self._temp, self.path)
         self._temp = None
+        if self._fsync:
+            try:
+                await anyio.to_thread.run_sync(sync_directory, self.path.parent)
+            except OSError as exc:
+                raise OutputError(f"cannot flush {self.path.parent}: {exc.strerror}") from None
 
     async def discard(self) -> None:
         """Remove the temp file (idempotent; never raises; runs shielded)."""
@@ -287,8 +296,11 @@ class AtomicTemp:
                 await anyio.to_thread.run_sync(_discard, fd, temp)
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Blocking: replace ``path`` with ``data`` atomically (flushed to disk first)."""
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644, sync_parent: bool = True) -> None:
+    """Blocking: replace ``path`` with ``data`` atomically and durably: the file is flushed
+    to disk before the rename, and its directory after it (unless ``sync_parent`` is false:
+    the caller flushes the directory itself, once for many files, with
+    :func:`sync_directory`)."""
     fd, temp = _mkstemp(path)
     try:
         write_all(fd, data)
@@ -300,6 +312,19 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     except BaseException:
         _discard(fd if fd >= 0 else None, temp)
         raise
+    if sync_parent:
+        sync_directory(path.parent)
+
+
+def sync_directory(path: str | os.PathLike[str]) -> None:
+    """Blocking: flush the directory ``path`` to disk, so that the renames and new names in
+    it survive a power loss (``fsync`` of a file flushes its bytes, not its name).  Raises
+    :class:`OSError`."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _mkstemp(path: Path) -> tuple[int, str]:

@@ -72,6 +72,10 @@ MAX_INDEX_DEPTH = 8
 #: sends more is refused instead of filling memory.
 MAX_TOKEN_RESPONSE = 1 << 20
 
+#: The most a credential helper may print on stdout, and on stderr, before it is killed: its
+#: answer is a credentials document of a few hundred bytes.
+MAX_HELPER_OUTPUT = 1 << 20
+
 #: A registry's blob bytes are handed on in chunks of this size: a cut connection loses at
 #: most this much (a resume restarts after the last chunk handed on).
 STREAM_CHUNK = 256 << 10

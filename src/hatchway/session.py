@@ -33,7 +33,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from hatchway.engine.copy import check_jobs, copy
 from hatchway.engine.verify import verify_archive
-from hatchway.errors import HatchwayError
+from hatchway.errors import HatchwayError, InvalidArgument
 from hatchway.formats import ArchiveFormat
 from hatchway.limits import DEFAULT_JOBS
 from hatchway.model import Compression, Platform
@@ -231,7 +231,9 @@ class Session:
             compression = LayerCompression(compress_layers)
         except ValueError:
             choices = ", ".join(c.value for c in LayerCompression)
-            raise HatchwayError(f"compress_layers must be one of {choices}") from None
+            raise InvalidArgument(
+                "compress_layers", f"compress_layers must be one of {choices}"
+            ) from None
         selection = parse_selection(platform, referrers, artifact_types)
         queries = [parse_query(name) for name in names]
         options = self._registry_options or RegistryOptions()
@@ -451,7 +453,7 @@ def parse_platform(platform: Platform | str | None) -> Platform | None:
         try:
             return Platform.parse(platform)
         except ValueError as exc:
-            raise HatchwayError(str(exc)) from None
+            raise InvalidArgument("platform", str(exc)) from None
     return platform
 
 
@@ -463,7 +465,7 @@ def parse_format(format: ArchiveFormat | str) -> ArchiveFormat:
         return ArchiveFormat(format)
     except ValueError:
         names = ", ".join(f.value for f in ArchiveFormat)
-        raise HatchwayError(f"unknown archive format {format!r} ({names})") from None
+        raise InvalidArgument("format", f"unknown archive format {format!r} ({names})") from None
 
 
 def parse_compression(compression: Compression | str | None) -> Compression | None:
@@ -473,7 +475,7 @@ def parse_compression(compression: Compression | str | None) -> Compression | No
         try:
             return Compression(compression)
         except ValueError:
-            raise HatchwayError(
-                f"unknown compression {compression!r} (gzip, zstd or none)"
+            raise InvalidArgument(
+                "compression", f"unknown compression {compression!r} (gzip, zstd or none)"
             ) from None
     return compression

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,6 +30,25 @@ class PlatformType(click.ParamType):  # type: ignore[type-arg,unused-ignore]
             return Platform.parse(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+class RegularFile(click.Path):  # type: ignore[type-arg,unused-ignore]
+    """An existing regular file.  A FIFO, a device or a socket is a usage error at once: the
+    file is read later, on a worker thread, where a FIFO nobody writes would wait for ever
+    and a device would never end (the library refuses them too, as errors of the operation)."""
+
+    def __init__(self) -> None:
+        super().__init__(exists=True, dir_okay=False)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        path = super().convert(value, param, ctx)
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            self.fail(f"{path!r}: {exc.strerror}", param, ctx)
+        if not stat.S_ISREG(mode):
+            self.fail(f"{path!r} is not a regular file", param, ctx)
+        return path
 
 
 store_option = click.option(
@@ -75,7 +96,7 @@ def registry_options(fn: Command) -> Command:
     fn = click.option(
         "--registries-conf",
         metavar="FILE",
-        type=click.Path(exists=True, dir_okay=False),
+        type=RegularFile(),
         expose_value=False,
         callback=_remember,
         help="Follow the mirrors, rewrites and blocks of this containers-registries.conf "
@@ -85,7 +106,7 @@ def registry_options(fn: Command) -> Command:
     fn = click.option(
         "--client-key",
         metavar="FILE",
-        type=click.Path(exists=True, dir_okay=False),
+        type=RegularFile(),
         expose_value=False,
         callback=_remember,
         help="The private key of --client-cert (PEM).",
@@ -93,7 +114,7 @@ def registry_options(fn: Command) -> Command:
     fn = click.option(
         "--client-cert",
         metavar="FILE",
-        type=click.Path(exists=True, dir_okay=False),
+        type=RegularFile(),
         expose_value=False,
         callback=_remember,
         help="Present this client certificate (PEM) to registries that demand one (mutual "
@@ -102,7 +123,7 @@ def registry_options(fn: Command) -> Command:
     fn = click.option(
         "--ca-cert",
         metavar="FILE",
-        type=click.Path(exists=True, dir_okay=False),
+        type=RegularFile(),
         help="Also trust the CA certificates in this PEM file. Always trusted: the system's "
         "CAs and the *.crt files in ~/.config/containers/certs.d/HOST:PORT/, "
         "/etc/containers/certs.d/HOST:PORT/ and /etc/docker/certs.d/HOST:PORT/.",

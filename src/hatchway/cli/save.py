@@ -106,16 +106,7 @@ def save_command(
     """
     all_names = collect_names(names, images_from)
     to_stdout = output in (None, "-")
-    if to_stdout and 1 in signals.start().closed_at_start:
-        click.echo("hatchway: error: standard output is closed; use -o FILE", err=True)
-        raise SystemExit(1)
-    if to_stdout and _stdout_is_terminal():
-        click.echo(
-            "hatchway: error: refusing to write an archive to a terminal; "
-            "use -o FILE or redirect stdout",
-            err=True,
-        )
-        raise SystemExit(1)
+    _check_descriptor(1 if to_stdout else _descriptor_named(str(output)), output)
     registry = registry_settings(creds, insecure, ca_cert)
 
     async def run(progress: ProgressCallback | None) -> SaveResult:
@@ -147,8 +138,34 @@ def save_command(
     execute(run, quiet=quiet, label="staging", summary=summary)
 
 
-def _stdout_is_terminal() -> bool:
+def _descriptor_named(output: str) -> int | None:
+    """The descriptor of this command that ``-o`` names (``/dev/stdout``, ``/dev/fd/N``...),
+    if it names one."""
+    named = hatchway.named_descriptor(output)
+    return named.fd if named is not None and named.ours else None
+
+
+def _check_descriptor(fd: int | None, output: str | None) -> None:
+    """Stdout's rules, for ``-o -`` and every ``-o`` that names a descriptor: it was open
+    when the command started (the event loop's own descriptors, opened since, are no
+    output), and it is not a terminal."""
+    if fd is None:
+        return
+    what = "standard output" if output in (None, "-") else f"{output} (descriptor {fd})"
+    if fd in signals.start().closed_at_start or not _is_open(fd):
+        _fail(f"{what} is {'closed' if fd <= 2 else 'not open'}; use -o FILE")
+    if os.isatty(fd):
+        _fail(f"refusing to write an archive to a terminal ({what}); use -o FILE or redirect it")
+
+
+def _is_open(fd: int) -> bool:
     try:
-        return os.isatty(1)
-    except OSError:  # stdout closed: writing will fail with a clear error instead
+        os.fstat(fd)
+    except OSError:
         return False
+    return True
+
+
+def _fail(message: str) -> None:
+    click.echo(f"hatchway: error: {message}", err=True)
+    raise SystemExit(1)

@@ -1,7 +1,8 @@
 """Running a command on trio: signals, and turning every outcome into one line and a code.
 
 Exit status: 0 success, 1 error (one ``hatchway: error:`` line on stderr), 2 usage error
-(click's), 130 interrupted (Ctrl-C), 128+N terminated by signal N (SIGTERM, SIGHUP).
+(click's, and the library's :class:`~hatchway.InvalidArgument`, reported the same way),
+130 interrupted (Ctrl-C), 128+N terminated by signal N (SIGTERM, SIGHUP).
 
 Signals: the first SIGINT, SIGTERM or SIGHUP cancels the operation, whatever it is doing
 (reads and writes run in bounded steps on worker threads, so cancellation takes effect within
@@ -25,7 +26,7 @@ from typing import Protocol, TypeVar
 import anyio
 import click
 
-from hatchway import HatchwayError
+from hatchway import HatchwayError, InvalidArgument
 
 T = TypeVar("T")
 
@@ -73,6 +74,21 @@ class Exit(Exception):
 def error(message: object) -> Exit:
     """The one-line failure of a command (exit status 1)."""
     return Exit(1, f"hatchway: error: {message}")
+
+
+#: The command-line parameter that sets each argument of the library whose name differs.
+_PARAMETERS = {"compression_level": "compress_level", "compression": "compress"}
+
+
+def usage_error(exc: InvalidArgument) -> click.UsageError:
+    """The library found an argument it cannot use: a usage error (exit status 2) of the
+    option or argument of the running command that set it."""
+    ctx = click.get_current_context()
+    name = _PARAMETERS.get(exc.argument, exc.argument)
+    for param in ctx.command.params:
+        if param.name == name:
+            return click.BadParameter(exc.message, ctx=ctx, param=param)
+    return click.UsageError(exc.message, ctx=ctx)
 
 
 #: Outcomes that are not failures of the operation: they pass through with their own meaning.
@@ -158,6 +174,8 @@ def run(fn: Callable[[], Awaitable[T]]) -> T:
 def _outcome(early: Start, fn: Callable[[], Awaitable[T]]) -> T:
     try:
         return anyio.run(_cancel_on_signals, early, fn, backend="trio")
+    except InvalidArgument as exc:
+        raise usage_error(exc) from None
     except HatchwayError as exc:
         raise error(exc) from None
     except _Terminated as exc:
@@ -175,7 +193,10 @@ def _outcome(early: Start, fn: Callable[[], Awaitable[T]]) -> T:
             raise _first_leaf(passed_on) from None
         ours, rest = group.split(HatchwayError)
         if ours is not None and rest is None:  # only errors of ours: report the first
-            raise error(_first_leaf(ours)) from None
+            first = _first_leaf(ours)
+            if isinstance(first, InvalidArgument):
+                raise usage_error(first) from None
+            raise error(first) from None
         if os.environ.get("HATCHWAY_DEBUG"):
             raise
         raise _internal(_first_leaf(group)) from None

@@ -44,7 +44,7 @@ import anyio.lowlevel
 from hatchway.concurrency import SPAWN_BATCH, KeyedOnce, collapse_errors
 from hatchway.decode import LayerDecoder
 from hatchway.engine.resolve import assemble, resolve_all
-from hatchway.errors import HatchwayError, StoreError
+from hatchway.errors import InvalidArgument, StoreError
 from hatchway.files import RegularFileReader
 from hatchway.limits import DECODE_THREADS, SMALL_BATCH, SMALL_BLOB, STEP_BYTES, STREAM_CHUNK
 from hatchway.model import Layer
@@ -94,7 +94,7 @@ class CopyReport(Generic[R]):
 def check_jobs(jobs: object) -> None:
     """``jobs`` is a whole number of at least 1 (``True`` is no number of jobs)."""
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise HatchwayError(f"jobs must be a whole number of at least 1, not {jobs!r}")
+        raise InvalidArgument("jobs", f"jobs must be a whole number of at least 1, not {jobs!r}")
 
 
 async def copy(
@@ -113,7 +113,7 @@ async def copy(
     the destination is left as it was (see :class:`~hatchway.transports.base.Receiver`).
     """
     if not queries:
-        raise HatchwayError("no image names given")
+        raise InvalidArgument("names", "no image names given")
     check_jobs(jobs)
     resolved = await resolve_all(queries, source, selection)
     # Thousands of images: assembling them and asking for their files are a worker's job.

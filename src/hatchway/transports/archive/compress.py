@@ -34,10 +34,10 @@ from anyio.abc import ByteSendStream
 from anyio.streams.memory import MemoryObjectSendStream
 from isal import igzip_threaded
 
+from hatchway.blocking import Abandonable
 from hatchway.concurrency import collapse_errors
 from hatchway.decode import LayerDecoder
-from hatchway.errors import HatchwayError, OutputError
-from hatchway.files import write_all
+from hatchway.errors import InvalidArgument, OutputError
 from hatchway.limits import CHUNK_SIZE
 from hatchway.model import Compression
 from hatchway.transports.archive.staging import StagedLayer
@@ -72,19 +72,22 @@ def compression_for_path(path: str | os.PathLike[str]) -> Compression:
 
 
 def check_level(compression: Compression, level: int | None) -> int | None:
-    """The level to use (``None`` for no compression); raises :class:`HatchwayError` for a
+    """The level to use (``None`` for no compression); raises :class:`InvalidArgument` for a
     level the compression does not have, or a level without compression."""
     if compression is Compression.NONE:
         if level is not None:
-            raise HatchwayError(
-                "a compression level needs a compressed output (.tar.gz, .tar.zst or --compress)"
+            raise InvalidArgument(
+                "compression_level",
+                "a compression level needs a compressed output (.tar.gz, .tar.zst or --compress)",
             )
         return None
     low, high, default = LEVELS[compression]
     if level is None:
         return default
     if not low <= level <= high:
-        raise HatchwayError(f"{compression.value} levels are {low}-{high}, not {level}")
+        raise InvalidArgument(
+            "compression_level", f"{compression.value} levels are {low}-{high}, not {level}"
+        )
     return level
 
 
@@ -244,9 +247,9 @@ class CompressedWriter(BufferedWriter):
         #: Compressed bytes written so far.
         self.written = 0
         #: Compression steps are abandoned on cancellation (one can take seconds at high
-        #: levels); this gate keeps such a step from writing to ``fd`` once the writer is closed.
-        self._gate = threading.Lock()
-        self._abandoned = False
+        #: levels, and a write into a pipe nobody reads blocks for ever); once the writer is
+        #: closed, such a step writes nothing more to ``fd``.
+        self._writes = Abandonable()
 
     async def write_file(self, body: StagedLayer, advance: Advance) -> None:
         """Read (and, when its check is pending, hash) the layer on one worker thread while
@@ -265,9 +268,7 @@ class CompressedWriter(BufferedWriter):
                 tg.start_soon(read)
                 async with receive:
                     async for chunks in receive:
-                        compressed = await anyio.to_thread.run_sync(
-                            self._compress_all, chunks, abandon_on_cancel=True
-                        )
+                        compressed = await self._writes.run(self._compress_all, chunks)
                         await self._emit(compressed)
                         advance(sum(len(c) for c in chunks))
 
@@ -306,7 +307,7 @@ class CompressedWriter(BufferedWriter):
 
     async def finish(self) -> None:
         await self.flush()
-        await self._emit(await anyio.to_thread.run_sync(self._end, abandon_on_cancel=True))
+        await self._emit(await self._writes.run(self._end))
 
     async def aclose(self) -> None:
         """Stop the compressor (shielded; never raises).  A step abandoned by cancellation
@@ -315,14 +316,13 @@ class CompressedWriter(BufferedWriter):
             await anyio.to_thread.run_sync(self._abandon)
 
     def _abandon(self) -> None:
-        with self._gate:
-            self._abandoned = True
+        self._writes.stop()
         self._compressor.close()
 
     # -- worker-thread halves --------------------------------------------------------------
 
     async def _send(self, data: bytes) -> None:
-        compressed = await anyio.to_thread.run_sync(self._compress, data, abandon_on_cancel=True)
+        compressed = await self._writes.run(self._compress, data)
         await self._emit(compressed)
 
     def _compress(self, data: bytes) -> bytes:
@@ -345,16 +345,13 @@ class CompressedWriter(BufferedWriter):
         for the stream."""
         if self._fd is None or not data:
             return data
-        with self._gate:
-            if self._abandoned:
-                return b""
-            self._write_fd(data)
+        self._write_fd(self._fd, data)
         return b""
 
-    def _write_fd(self, data: bytes) -> None:
-        assert self._fd is not None
+    def _write_fd(self, fd: int, data: bytes) -> None:
         try:
-            write_all(self._fd, data)
+            with self._writes.borrow(fd) as (own,):
+                self._writes.write_all(own, data)
         except OSError as exc:
             if exc.errno == errno.EPIPE:
                 raise OutputError(f"{self._description}: the reader closed the pipe") from None

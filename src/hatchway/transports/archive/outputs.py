@@ -16,15 +16,23 @@ stays within one file system), given the target's mode (or, for a new file, ``06
 umask), optionally flushed to disk (``fsync``), and renamed over the target.  On any error or
 cancellation the temp file is removed and an existing target is left untouched.  An existing
 special file (``/dev/null``, a FIFO) cannot be replaced that way: it is written in place, and,
-like stdout, only ever receives verified bytes.  Without ``fsync`` (the default, as with
-``docker save``) a power loss right after the rename may still lose data the kernel had not
-written back yet.
+like stdout, only ever receives verified bytes.  With ``fsync`` the temp file is flushed
+before the rename and its directory after it, so the archive survives a power loss once the
+save returned; without (the default, as with ``docker save``) a power loss soon after may
+still lose what the kernel had not written back yet.
+
+A path that names an open descriptor (``/dev/stdout``, ``/dev/fd/N``, ``/proc/self/fd/N``, a
+link to one; :mod:`hatchway.descriptors`) is not a file name: this process's descriptor is
+written through, front to back at its own offset, like stdout; another process's is opened
+and appended to.  Neither is replaced, and a terminal — named by a path, or the file such a
+descriptor is open on — is refused, as stdout on a terminal is.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
 import tempfile
@@ -36,6 +44,7 @@ from typing import Any, Protocol, cast
 import anyio
 from anyio.abc import ByteSendStream
 
+from hatchway.descriptors import named_descriptor
 from hatchway.errors import OutputError
 from hatchway.files import AtomicTemp, atomic_file
 from hatchway.formats import Member, archive_size
@@ -155,18 +164,30 @@ def output_for(
             if path.is_dir():
                 raise OutputError(f"{raw} is a directory")
             raise OutputError(f"cannot write {raw}: a trailing slash names a directory")
+        named = named_descriptor(raw)
+        if named is not None and named.ours:
+            # Written through the descriptor itself, as stdout is: at its offset (appending
+            # after ">>"), into whatever it is — never by replacing the file it shows.
+            check_descriptor(named.fd, raw)
+            return FdOutput(named.fd, how, description=raw)
         try:
             found = os.stat(raw)  # through every link: what would be written
         except FileNotFoundError:
+            if named is not None:  # a descriptor that is not open
+                raise OutputError(f"cannot write {raw}: no such open file descriptor") from None
             found = None  # a new file (or a link to one not there yet)
         except OSError as exc:  # a link loop, a path through a non-directory, ...
             raise OutputError(f"cannot write {raw}: {exc.strerror}") from None
-        if found is not None and not stat.S_ISREG(found.st_mode):
+        if named is not None or (found is not None and not stat.S_ISREG(found.st_mode)):
+            assert found is not None
             if stat.S_ISDIR(found.st_mode):
                 raise OutputError(f"{raw} is a directory")
-            # Opened by the name given: /dev/stdout must stay "this process's stdout", which
-            # resolving the link would turn into a /proc path that opens nothing.
-            return DeviceOutput(path, how)
+            if stat.S_ISCHR(found.st_mode):
+                _refuse_terminal(raw)
+            # Opened by the name given, in place.  Another process's descriptor of a regular
+            # file is appended to: its own offset cannot be shared, and replacing its file
+            # would leave it writing a file nobody can name.
+            return DeviceOutput(path, how, append=stat.S_ISREG(found.st_mode))
         if path.is_symlink():
             path = _resolved(path)
         check_destination(path)
@@ -203,6 +224,40 @@ def check_outside(output: ArchiveOutput, read_from: Iterable[Path]) -> None:
                 f"cannot write {output.path}: it is inside {directory}, which this save "
                 "reads images from; write the archive elsewhere"
             )
+
+
+def check_descriptor(fd: int, description: str) -> None:
+    """Fail early unless ``fd`` is open for writing and not a terminal (where an archive
+    never goes: the rule of stdout, for every path that names a descriptor)."""
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    except OSError:
+        raise OutputError(f"cannot write {description}: file descriptor {fd} is not open") from None
+    if flags & os.O_ACCMODE == os.O_RDONLY or flags & getattr(os, "O_PATH", 0):
+        raise OutputError(
+            f"cannot write {description}: file descriptor {fd} is not open for writing"
+        )
+    if os.isatty(fd):
+        raise OutputError(_TERMINAL.format(description))
+
+
+#: Binary bytes on a terminal are garbage on the screen, and can be control sequences.
+_TERMINAL = "refusing to write an archive to a terminal ({}); write it to a file or a pipe"
+
+
+def _refuse_terminal(path: str) -> None:
+    """Refuse the character device ``path`` if it is a terminal (opened without becoming
+    anybody's controlling terminal, without waiting, and closed at once)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return  # writing it will say what is wrong
+    try:
+        terminal = os.isatty(fd)
+    finally:
+        os.close(fd)
+    if terminal:
+        raise OutputError(_TERMINAL.format(path))
 
 
 def check_destination(path: Path) -> None:
@@ -264,9 +319,17 @@ class FdOutput:
 
     discards_on_error = False
 
-    def __init__(self, fd: int, compression: OutputCompression | None = None) -> None:
+    def __init__(
+        self,
+        fd: int,
+        compression: OutputCompression | None = None,
+        *,
+        description: str | None = None,
+    ) -> None:
         self._fd = fd
-        self.description = "standard output" if fd == 1 else f"file descriptor {fd}"
+        if description is None:
+            description = "standard output" if fd == 1 else f"file descriptor {fd}"
+        self.description = description
         self.staging_parent = tempfile.gettempdir()
         self._compression = compression or OutputCompression()
 
@@ -287,12 +350,16 @@ class FdOutput:
 
 
 class DeviceOutput:
-    """An existing special file (FIFO, device): opened for writing only once all is staged."""
+    """An existing special file (FIFO, device), or another process's descriptor: opened for
+    writing (appending, when ``append``) only once all is staged."""
 
     discards_on_error = False
 
-    def __init__(self, path: Path, compression: OutputCompression | None = None) -> None:
+    def __init__(
+        self, path: Path, compression: OutputCompression | None = None, *, append: bool = False
+    ) -> None:
         self._path = path
+        self._append = append
         self.description = str(path)
         self.staging_parent = tempfile.gettempdir()
         self._compression = compression or OutputCompression()
@@ -309,7 +376,7 @@ class DeviceOutput:
         jobs: int,
     ) -> int:
         try:
-            fd = await _open_special(self._path)
+            fd = await _open_special(self._path, self._append)
         except OSError as exc:
             raise OutputError(f"cannot write {self._path}: {exc.strerror}") from None
         try:
@@ -361,13 +428,16 @@ class StreamOutput:
 _READER_POLL = 0.05
 
 
-async def _open_special(path: Path) -> int:
+async def _open_special(path: Path, append: bool) -> int:
     """Open a FIFO or device for writing.  Opening a FIFO blocks until a reader opens it, in
     a thread that cancellation cannot stop; so it is opened without blocking, and tried
     again while there is no reader yet (``ENXIO``), with a checkpoint between tries."""
+    flags = os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+    if append:
+        flags |= os.O_APPEND
     while True:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            fd = os.open(path, flags)
         except OSError as exc:
             if exc.errno != errno.ENXIO or not stat.S_ISFIFO(os.stat(path).st_mode):
                 raise

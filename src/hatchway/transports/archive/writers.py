@@ -27,10 +27,11 @@ import anyio
 from anyio.abc import ByteSendStream
 
 from hatchway import tarstream
+from hatchway.blocking import Abandonable
 from hatchway.concurrency import collapse_errors
 from hatchway.decode import LayerDecoder
 from hatchway.errors import OutputError, StoreError
-from hatchway.files import KernelCopy, RegularFileReader, open_regular, pwrite_all, write_all
+from hatchway.files import KernelCopy, RegularFileReader, open_regular, pwrite_all
 from hatchway.formats import Member, member_header
 from hatchway.limits import CHUNK_SIZE, COPY_STEP, RUN_LIMIT, WRITE_BUFFER
 from hatchway.model import Layer
@@ -306,7 +307,13 @@ class BufferedWriter:
 
 
 class FdWriter(BufferedWriter):
-    """Front to back into a file descriptor owned by the caller (not closed here)."""
+    """Front to back into a file descriptor owned by the caller (not closed here).
+
+    Every write runs abandonably (:class:`~hatchway.blocking.Abandonable`): a pipe, a FIFO
+    or a socket whose reader stops reading blocks a write for as long as it pleases, and a
+    stop signal must still take effect.  An abandoned write ends with the system call it was
+    in; nothing is written after it, and the descriptor may be closed at once.
+    """
 
     verifies_pending = False
 
@@ -314,44 +321,40 @@ class FdWriter(BufferedWriter):
         super().__init__()
         self._fd = fd
         self._description = description
-        self._kernel = KernelCopy(fd)
+        self._writes = Abandonable()
 
     async def _send(self, data: bytes) -> None:
-        await anyio.to_thread.run_sync(self._write_all, data)
+        await self._writes.run(self._write_all, data)
 
     async def write_file(self, body: StagedLayer, advance: Advance) -> None:
         await self.flush()
-        src = await anyio.to_thread.run_sync(_open_staged, body.path)
-        try:
-            done = 0
-            while done < body.size:
-                step = min(COPY_STEP, body.size - done)
-                n = await anyio.to_thread.run_sync(self._copy, src, body.offset + done, step)
-                if n == 0:
-                    raise OutputError(f"{body.path} is shorter than its layer ({body.size} bytes)")
-                done += n
-                advance(n)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(os.close, src)
+        done = 0
+        while done < body.size:
+            step = min(COPY_STEP, body.size - done)
+            n = await self._writes.run(self._copy, body.path, body.offset + done, step)
+            if n == 0:
+                raise OutputError(f"{body.path} is shorter than its layer ({body.size} bytes)")
+            done += n
+            advance(n)
 
     def _write_all(self, data: bytes) -> None:
         try:
-            write_all(self._fd, data)
+            with self._writes.borrow(self._fd) as (fd,):
+                self._writes.write_all(fd, data)
         except OSError as exc:
             raise self._error(exc) from None
 
-    def _copy(self, src: int, offset: int, count: int) -> int:
-        done = 0
-        while done < count:
-            try:
-                n = self._kernel.copy(src, offset + done, count - done, None)
-            except OSError as exc:
-                raise self._error(exc) from None
-            if n == 0:
-                break
-            done += n
-        return done
+    def _copy(self, path: str, offset: int, count: int) -> int:
+        """One step of a staged layer: opened, copied and closed by the thread itself, so an
+        abandoned step holds nothing the task could close under it."""
+        src = _open_staged(path)
+        try:
+            with self._writes.borrow(self._fd) as (fd,):
+                return self._writes.copy(KernelCopy(fd), src, offset, count)
+        except OSError as exc:
+            raise self._error(exc) from None
+        finally:
+            os.close(src)
 
     def _error(self, exc: OSError) -> OutputError:
         if exc.errno == errno.EPIPE:

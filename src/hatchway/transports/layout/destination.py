@@ -11,7 +11,11 @@ Rules (docs/registry.md, "The index.json concurrency rule"):
   ``index.json.lock``: the current file is re-read under the lock, entries of the same name are
   replaced, and the result is written to a temp file, flushed, and renamed over the old one.
   Two concurrent copies therefore never lose each other's entries, and a reader never sees a
-  half-written file.  The lock is taken in a worker thread so the event loop never blocks.
+  half-written file.  The lock is taken in a worker thread so the event loop never blocks,
+  and waited for in short steps, so a copy stopped while another process holds the lock
+  (Ctrl-C) ends at once, without writing ``index.json``.
+* Durable once the copy returned: every blob is flushed before its rename, the blob
+  directory before ``index.json`` changes, and ``index.json`` and its directory after it.
   A file the store's reader would refuse (not JSON, an entry that is not a valid descriptor)
   is never overwritten: the copy fails with one line instead.
 
@@ -25,7 +29,6 @@ layout, empty.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -39,8 +42,15 @@ from typing import Any
 
 import anyio
 
+from hatchway.blocking import lock_exclusive
 from hatchway.errors import DigestMismatch, MalformedContent, OutputError, StoreError
-from hatchway.files import RegularFileReader, atomic_write, read_regular, write_all
+from hatchway.files import (
+    RegularFileReader,
+    atomic_write,
+    read_regular,
+    sync_directory,
+    write_all,
+)
 from hatchway.limits import CHUNK_SIZE, MAX_DOCUMENT_SIZE
 from hatchway.model import Descriptor, Layer, hex_of, parse_index, parse_json_object, sha256_digest
 from hatchway.oci_layout import (
@@ -173,7 +183,7 @@ class LayoutWriter:
 
     def _write_bytes_sync(self, descriptor: Descriptor, data: bytes) -> None:
         try:
-            atomic_write(self.blob_path(descriptor.digest), data)
+            atomic_write(self.blob_path(descriptor.digest), data, sync_parent=False)
         except OSError as exc:
             raise OutputError(f"cannot write into {self.blobs}: {exc.strerror}") from None
 
@@ -186,12 +196,17 @@ class LayoutWriter:
         except OSError as exc:
             raise OutputError(f"cannot lock {lock_path}: {exc.strerror}") from None
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            lock_exclusive(lock)  # gives up when the copy is cancelled (Ctrl-C)
             yield
         finally:
             os.close(lock)  # closing the descriptor releases the flock
 
     def _add_entries_sync(self, entries: list[dict[str, Any]]) -> None:
+        try:
+            # The blobs renamed into place reach the disk before the entry naming them.
+            sync_directory(self.blobs)
+        except OSError as exc:
+            raise OutputError(f"cannot flush {self.blobs}: {exc.strerror}") from None
         try:
             with self._index_lock():
                 self._merge_entries_locked(entries)

@@ -224,17 +224,18 @@ class OCILayoutStore:
     ) -> ResolvedImage:
         """The one image whose ID starts with the prefix.  Entries that cannot be read are
         skipped (an unrelated broken image must not hide this one); if nothing matched, the
-        first such entry's error is raised, since the image may be the broken one."""
+        answer is still "No such image", with a note of the entries that could not be read
+        (the image may be one of them, or not: the note says why none was found)."""
         assert query.id_prefix is not None
         matches: dict[str, ResolvedImage] = {}
-        broken: HatchwayError | None = None
+        broken: list[HatchwayError] = []
         for entry in entries:
             try:
                 images = await self._images(entry.descriptor, query.text, selection, ())
             except PlatformNotFound:
                 continue
             except HatchwayError as exc:
-                broken = broken or exc
+                broken.append(exc)
                 continue
             for image in images:
                 if image.id.removeprefix("sha256:").startswith(query.id_prefix):
@@ -242,7 +243,7 @@ class OCILayoutStore:
         if len(matches) > 1:
             raise AmbiguousReference(query.text, sorted(m.removeprefix("sha256:") for m in matches))
         if not matches:
-            raise broken or NoSuchImage(query.text)
+            raise NoSuchImage(query.text, _unreadable_note(broken))
         return next(iter(matches.values()))
 
     async def _images(
@@ -366,6 +367,15 @@ class OCILayoutStore:
             yield
         except MalformedContent as exc:
             raise StoreError(self.description, str(exc)) from None
+
+
+def _unreadable_note(errors: list[HatchwayError]) -> str | None:
+    """What :class:`NoSuchImage` adds when some entries could not be read: how many, and
+    the first one's error."""
+    if not errors:
+        return None
+    count = f"{len(errors)} store entr{'y' if len(errors) == 1 else 'ies'}"
+    return f"{count} could not be read, the first: {errors[0]}"
 
 
 def _read_hashed(path: Path) -> tuple[bytes, str]:

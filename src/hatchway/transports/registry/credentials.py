@@ -18,7 +18,9 @@ A **credential helper** ``NAME`` is the program ``docker-credential-NAME`` on ``
 ``docker-credential-NAME get`` reads the server (``host[:port]``, or
 ``https://index.docker.io/v1/`` for Docker Hub) on stdin and prints
 ``{"ServerURL": ..., "Username": ..., "Secret": ...}`` — Docker's helper protocol.  It runs once
-per server and run, in a worker thread (the client calls :meth:`CredentialLookup.find` there).
+per server and run, in a worker thread (the client calls :meth:`CredentialLookup.find` there),
+for at most ``HELPER_TIMEOUT`` seconds and ``MAX_HELPER_OUTPUT`` bytes of output, and is
+killed at once when the operation is cancelled (:func:`hatchway.blocking.run_program`).
 A helper that has nothing for the server (``credentials not found``) means "try ``auths``";
 one that is missing or fails is remembered as a *problem* that the registry's 401 error then
 names, instead of failing registries that need no credentials.  A user ``<token>`` marks an
@@ -35,14 +37,14 @@ import binascii
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hatchway.blocking import ProgramError, run_program
 from hatchway.files import read_regular
-from hatchway.limits import MAX_DOCUMENT_SIZE
+from hatchway.limits import MAX_DOCUMENT_SIZE, MAX_HELPER_OUTPUT
 from hatchway.reference import DOCKER_HUB
 
 _HUB_KEYS = frozenset(
@@ -54,7 +56,6 @@ DOCKER_HUB_SERVER = "https://index.docker.io/v1/"
 IDENTITY_TOKEN_USER = "<token>"
 #: Seconds a credential helper may take (a keychain may ask the user first).
 HELPER_TIMEOUT = 60.0
-_MAX_HELPER_OUTPUT = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,30 +96,30 @@ HelperRunner = Callable[[str, str], "Credentials | None"]
 
 
 def run_helper(name: str, server: str) -> Credentials | None:
-    """Ask the credential helper ``docker-credential-NAME`` for ``server``'s credentials."""
+    """Ask the credential helper ``docker-credential-NAME`` for ``server``'s credentials
+    (blocking: in a worker thread, where a cancellation kills the helper at once).
+
+    The helper may take ``HELPER_TIMEOUT`` seconds and print ``MAX_HELPER_OUTPUT`` bytes on
+    each of stdout and stderr; one that takes longer or prints more is killed and counts as
+    failed (a credentials document is a few hundred bytes).
+    """
     program = f"docker-credential-{name}"
     path = shutil.which(program)
     if path is None:
         raise HelperError(f"credential helper {program} is not on PATH")
     try:
-        done = subprocess.run(
-            [path, "get"],
-            input=server.encode(),
-            capture_output=True,
-            timeout=HELPER_TIMEOUT,
-            check=False,
+        done = run_program(
+            [path, "get"], server.encode(), timeout=HELPER_TIMEOUT, output_limit=MAX_HELPER_OUTPUT
         )
-    except subprocess.TimeoutExpired:
-        raise HelperError(f"credential helper {program} timed out") from None
-    except OSError as exc:
-        raise HelperError(f"credential helper {program} cannot run: {exc.strerror}") from None
+    except ProgramError as exc:
+        raise HelperError(f"credential helper {program} {exc.reason}") from None
     if done.returncode != 0:
         if b"credentials not found" in done.stdout.lower() + done.stderr.lower():
             return None
         raise HelperError(f"credential helper {program} failed (exit status {done.returncode})")
     try:
-        doc = json.loads(done.stdout[:_MAX_HELPER_OUTPUT])
-    except (ValueError, UnicodeDecodeError):
+        doc = json.loads(done.stdout)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         doc = None
     username = doc.get("Username") if isinstance(doc, dict) else None
     secret = doc.get("Secret") if isinstance(doc, dict) else None

@@ -16,7 +16,7 @@ their image's manifest (zstd in a Docker schema 2 manifest).
 from __future__ import annotations
 
 from hatchway.encode import LayerCompression, compressed_media_type, manifest_allows
-from hatchway.errors import HatchwayError
+from hatchway.errors import InvalidArgument
 from hatchway.model import Compression, Descriptor, Layer, parse_index, parse_json_object
 from hatchway.transports.base import (
     Artifact,
@@ -144,8 +144,9 @@ class PushPlan:
         kind = image.image.manifest.media_type
         mapped = all(compressed_media_type(la.blob.media_type, self.compression) for la in raw)
         if not mapped or not manifest_allows(kind, self.compression):
-            raise HatchwayError(
+            raise InvalidArgument(
+                "compress_layers",
                 f"image {image.id.removeprefix('sha256:')[:12]} has uncompressed layers and a "
                 f"{kind} manifest, which cannot describe {self.compression.value} layers; "
-                "use --compress-layers gzip (or none)"
+                "use --compress-layers gzip (or none)",
             )

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hatchway.errors import HatchwayError, InvalidReference
+from hatchway.errors import InvalidArgument, InvalidReference
 from hatchway.reference import DOCKER_TRANSPORT, Reference
 
 
@@ -54,24 +54,27 @@ class PushName:
 
 
 def parse_push_target(text: str) -> PushTarget:
-    """Parse ``--to`` (see the module docstring); raises :class:`InvalidReference`."""
+    """Parse ``--to`` (see the module docstring); raises :class:`InvalidReference` (of the
+    argument ``to``)."""
     rest = text.removeprefix(DOCKER_TRANSPORT).rstrip("/")
     if not rest:
-        raise InvalidReference(text, "a push destination is HOST[:PORT][/PREFIX]")
+        raise InvalidReference(text, "a push destination is HOST[:PORT][/PREFIX]", argument="to")
     if "@" in rest:
-        raise InvalidReference(text, "a push destination names a repository or a tag, not a digest")
+        raise InvalidReference(
+            text, "a push destination names a repository or a tag, not a digest", argument="to"
+        )
     host, _, path = rest.partition("/")
     tag = None
     if path and ":" in path.rsplit("/", 1)[-1]:
         path, _, tag = path.rpartition(":")
     if path and not all(path.split("/")):
-        raise InvalidReference(text, "empty path component")
+        raise InvalidReference(text, "empty path component", argument="to")
     try:
         Reference(host, path or "x", tag)
     except InvalidReference as exc:
-        raise InvalidReference(text, exc.reason) from None
+        raise InvalidReference(text, exc.reason, argument="to") from None
     if tag is not None and not path:
-        raise InvalidReference(text, "a tag needs a repository: HOST/REPO:TAG")
+        raise InvalidReference(text, "a tag needs a repository: HOST/REPO:TAG", argument="to")
     return PushTarget(host, path, tag)
 
 
@@ -84,9 +87,10 @@ def push_name(target: PushTarget, reference: Reference | None, image: str) -> Pu
         return PushName(target.prefix, target.tag)
     if reference is None:
         if not target.prefix:
-            raise HatchwayError(
+            raise InvalidArgument(
+                "to",
                 f"image {image.removeprefix('sha256:')[:12]} is named only by its ID, so it "
-                f"has no repository to go to: give one, --to {target.registry}/REPO"
+                f"has no repository to go to: give one, --to {target.registry}/REPO",
             )
         return PushName(target.prefix, None)
     repository = f"{target.prefix}/{reference.path}" if target.prefix else reference.path
@@ -98,9 +102,10 @@ def push_name(target: PushTarget, reference: Reference | None, image: str) -> Pu
 def check_single(target: PushTarget, images: int) -> None:
     """The ``HOST/REPO:TAG`` form takes exactly one image."""
     if target.exact and images != 1:
-        raise HatchwayError(
+        raise InvalidArgument(
+            "to",
             f"--to {target} names one image, but the names given are {images} images; "
-            f"push several images to a registry or a prefix: --to {target.registry}[/PREFIX]"
+            f"push several images to a registry or a prefix: --to {target.registry}[/PREFIX]",
         )
 
 
@@ -113,8 +118,9 @@ def check_unique_tags(names: list[tuple[PushName, str]]) -> None:
         key = (name.repository, name.tag)
         other = owner.setdefault(key, image)
         if other != image:
-            raise HatchwayError(
+            raise InvalidArgument(
+                "to",
                 f"two images would be pushed to {name.repository}:{name.tag} "
                 f"({other.removeprefix('sha256:')[:12]} and {image.removeprefix('sha256:')[:12]});"
-                " push them separately or to different prefixes"
+                " push them separately or to different prefixes",
             )

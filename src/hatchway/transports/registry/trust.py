@@ -35,6 +35,8 @@ from pathlib import Path
 import anyio
 
 from hatchway.errors import RegistryError
+from hatchway.files import FileTooLarge, open_regular
+from hatchway.limits import MAX_DOCUMENT_SIZE
 
 #: Replaces the certs.d roots when set (``os.pathsep``-separated; empty: none).
 CERTS_D_ENV = "HATCHWAY_CERTS_D"
@@ -120,7 +122,12 @@ def host_trust(
 
 
 def configure(context: ssl.SSLContext, trust: HostTrust) -> None:
-    """Load ``trust`` into a fresh ``PROTOCOL_TLS_CLIENT`` context (blocking file reads)."""
+    """Load ``trust`` into a fresh ``PROTOCOL_TLS_CLIENT`` context (blocking file reads).
+
+    Each file must be a regular file of at most ``MAX_DOCUMENT_SIZE`` bytes, checked before
+    OpenSSL opens it: OpenSSL's own open of a FIFO would wait for a writer, on a worker
+    thread that no signal can stop, and it would read a device for ever.
+    """
     if not trust.verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -128,6 +135,7 @@ def configure(context: ssl.SSLContext, trust: HostTrust) -> None:
         context.load_default_certs(ssl.Purpose.SERVER_AUTH)
         for path in trust.ca_files:
             try:
+                _check_file(path)
                 context.load_verify_locations(cafile=path)
             except (OSError, ssl.SSLError) as exc:
                 raise RegistryError(
@@ -135,6 +143,8 @@ def configure(context: ssl.SSLContext, trust: HostTrust) -> None:
                 ) from None
     if trust.client_cert is not None and trust.client_key is not None:
         try:
+            _check_file(trust.client_cert)
+            _check_file(trust.client_key)
             context.load_cert_chain(trust.client_cert, trust.client_key)
         except (OSError, ssl.SSLError) as exc:
             raise RegistryError(
@@ -143,6 +153,14 @@ def configure(context: ssl.SSLContext, trust: HostTrust) -> None:
                 f"cannot load client certificate {trust.client_cert} "
                 f"with key {trust.client_key}: {_reason(exc)}",
             ) from None
+
+
+def _check_file(path: str) -> None:
+    """Refuse what is not a regular file of a sane size, without blocking on it."""
+    fd, size = open_regular(path)
+    os.close(fd)
+    if size > MAX_DOCUMENT_SIZE:
+        raise FileTooLarge(path, size, MAX_DOCUMENT_SIZE)
 
 
 def _reason(exc: BaseException) -> str:

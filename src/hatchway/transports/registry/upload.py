@@ -36,7 +36,8 @@ from typing import TypeVar
 import anyio
 import httpx
 
-from hatchway.errors import RegistryError
+from hatchway.errors import RegistryError, StoreError
+from hatchway.files import open_regular
 from hatchway.limits import CHUNK_SIZE, UPLOAD_CHUNK, UPLOAD_MONOLITHIC_MAX
 from hatchway.transports.registry.client import RegistryClient
 from hatchway.transports.registry.protocol import parse_upload_range, pull_scope, push_scope
@@ -142,7 +143,7 @@ class BlobUploader:
         counted twice)."""
         budget = _Budget(self.client)
         mark = _Mark(sent)
-        fd = await anyio.to_thread.run_sync(os.open, blob.path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = await anyio.to_thread.run_sync(_open_blob, blob.path)
         try:
             while True:
                 try:
@@ -350,6 +351,16 @@ class _Range(httpx.AsyncByteStream):
             raise OSError(f"staged blob ended at byte {self._position} of {self._end}")
         self._position += len(data)
         return data
+
+
+def _open_blob(path: str) -> int:
+    """Blocking: the blob's file, opened as every store file is (a FIFO put in its place
+    since it was hashed cannot block the open; the registry checks the digest of what is
+    sent)."""
+    try:
+        return open_regular(path)[0]
+    except OSError as exc:
+        raise StoreError(path, f"cannot read: {exc.strerror or exc}") from None
 
 
 def _location(response: httpx.Response, repository: str, what: str) -> str | None:
